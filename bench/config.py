@@ -1,0 +1,294 @@
+"""The cell: one fully specified experiment, validated before anything trains.
+
+A cell is plain data. Its *identity* fields (what was trained, on what, how) hash to a stable
+``run_id``; its *runtime* fields (where files go, W&B mode, device) do not, so the same cell run on
+another machine or into another folder is the same cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+FAMILIES = ("vit", "resnet")
+SIZES = ("xxs", "xs", "s", "m", "l")
+DATASETS = ("synthetic", "digits", "cifar10", "cifar100", "imagefolder")
+POOLS = ("cls", "mean")
+POS_EMBEDS = ("learned", "sincos")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+RESNET_DEPTHS = (10, 18, 34)
+
+
+def _f(default: Any, help: str, *, runtime: bool = False, choices=None):
+    return field(default=default, metadata={"help": help, "runtime": runtime, "choices": choices})
+
+
+@dataclass(frozen=True)
+class Cell:
+    # --- what is trained ---
+    study: str = _f("default", "study name: records go to results/<study>/runs", runtime=True)
+    family: str = _f("vit", "model family", choices=FAMILIES)
+    size: str = _f("s", "rung of the size ladder (see `bench models`)", choices=SIZES)
+    dataset: str = _f("digits", "dataset", choices=DATASETS)
+    n_train: int | str = _f("all", "training images: an integer (class-balanced, nested subsets) or 'all'")
+    seed: int = _f(0, "seed of the subset, the initialisation and the data order")
+    img_size: int = _f(32, "image side in pixels (images are resized to it)")
+    # --- architecture overrides (None: the rung's value) ---
+    patch_size: int | None = _f(None, "ViT patch size (default img_size/8)")
+    embed_dim: int | None = _f(None, "ViT width (overrides the rung)")
+    depth: int | None = _f(None, "ViT blocks, or ResNet depth 10/18/34 (overrides the rung)")
+    num_heads: int | None = _f(None, "ViT attention heads (overrides the rung)")
+    width: int | None = _f(None, "ResNet channels of the first stage (overrides the rung)")
+    pool: str = _f("cls", "ViT head input: the class token or mean-pooled patch tokens", choices=POOLS)
+    pos_embed: str = _f("learned", "ViT position embeddings: learned or fixed 2-D sin-cos", choices=POS_EMBEDS)
+    # --- recipe ---
+    epochs: float | None = _f(None, "budget in passes over n_train (default 30 when no budget is set)")
+    steps: int | None = _f(None, "budget in optimizer steps")
+    examples: int | None = _f(None, "budget in training images seen")
+    batch_size: int = _f(128, "images per step")
+    lr: float = _f(1e-3, "peak learning rate (AdamW)")
+    weight_decay: float = _f(0.05, "AdamW weight decay (not applied to norms, biases, embeddings)")
+    warmup: float = _f(0.05, "share of the steps spent in linear warm-up before cosine decay")
+    label_smoothing: float = _f(0.1, "label smoothing of the cross-entropy")
+    grad_clip: float = _f(1.0, "gradient norm clip (0: off)")
+    augment: bool = _f(True, "random crop (padding img_size/8) and horizontal flip, on the device")
+    val_size: int | None = _f(None, "validation images held out of the training split (default 10%, at most 5000)")
+    evals: int = _f(10, "validation passes over the run (the best one picks the test checkpoint)")
+    finetune_img_size: int | None = _f(None, "after training, fine-tune at this resolution (ViT)")
+    finetune_steps: int | None = _f(None, "fine-tuning steps (default: a fifth of the training steps)")
+    parent: str | None = _f(None, "run_id of the run this cell starts from (set by bench finetune)")
+    # --- runtime: where and how, not what ---
+    data_dir: str | None = _f(None, "dataset folder (imagefolder: train/ and test/ or val/)", runtime=True)
+    cache_dir: str | None = _f(None, "decoded-image cache (default ~/.cache/bench)", runtime=True)
+    results_dir: str | None = _f(None, "record folder (default results/<study>/runs)", runtime=True)
+    wandb: str = _f("auto", "W&B mode; auto = online with credentials, else offline", runtime=True, choices=WANDB_MODES)
+    wandb_project: str = _f("bench", "W&B project", runtime=True)
+    wandb_entity: str | None = _f(None, "W&B entity", runtime=True)
+    device: str = _f("auto", "training device", runtime=True, choices=DEVICES)
+    precision: str = _f("auto", "auto = bf16 autocast on GPU, fp32 on CPU", runtime=True, choices=PRECISIONS)
+    compile: bool = _f(False, "torch.compile the model", runtime=True)
+    force: bool = _f(False, "retrain even if the record says the cell is done", runtime=True)
+    progress: bool = _f(True, "print progress lines (images/s, ETA)", runtime=True)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Cell:
+        """Build and validate a cell from strings (as a W&B agent renders them) or typed values."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise BenchError(f"unknown field {unknown[0]!r} (see `bench run --help`)")
+        parsed = {k: _parse(known[k], v) for k, v in values.items()}
+        cell = cls(**parsed)
+        cell.validate()
+        return cell
+
+    def replace(self, **changes: Any) -> Cell:
+        cell = dataclasses.replace(self, **changes)
+        cell.validate()
+        return cell
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define the experiment, with derived defaults resolved."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata["runtime"]}
+        d["patch_size"] = self.resolved_patch_size
+        return d
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def resolved_patch_size(self) -> int | None:
+        if self.family != "vit":
+            return None
+        return self.patch_size or max(1, self.img_size // 8)
+
+    @property
+    def name(self) -> str:
+        """Human-readable run name, e.g. ``vit-s-n2000-s0``."""
+        return f"{self.family}-{self.size}-n{self.n_train}-s{self.seed}"
+
+    @property
+    def run_id(self) -> str:
+        canon = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return f"{self.name}-{hashlib.sha256(canon.encode()).hexdigest()[:8]}"
+
+    @property
+    def records_dir(self) -> Path:
+        return Path(self.results_dir) if self.results_dir else default_results_dir(self.study)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Everything that can be checked without data. Each message names the field."""
+        for f in fields(self):
+            choices = f.metadata["choices"]
+            if choices and getattr(self, f.name) not in choices:
+                raise BenchError(
+                    f"{f.name}={getattr(self, f.name)!r} is not one of: {', '.join(choices)}"
+                )
+        _positive(self, "img_size", "batch_size", "evals", "lr")
+        _positive(self, "epochs", "steps", "examples", "patch_size", "embed_dim", "depth",
+                  "num_heads", "width", "finetune_img_size", "finetune_steps", optional=True)
+        _nonneg(self, "weight_decay", "label_smoothing", "grad_clip", "seed")
+        if not 0 <= self.warmup < 1:
+            raise BenchError(f"warmup={self.warmup} must be a share of the steps in [0, 1)")
+        if self.label_smoothing >= 1:
+            raise BenchError(f"label_smoothing={self.label_smoothing} must be below 1")
+        if self.val_size is not None and self.val_size < 0:
+            raise BenchError(f"val_size={self.val_size} must be >= 0")
+        budgets = [k for k in ("epochs", "steps", "examples") if getattr(self, k) is not None]
+        if len(budgets) > 1:
+            raise BenchError(f"give one budget, not {' and '.join(budgets)}")
+        if isinstance(self.n_train, str) and self.n_train != "all":
+            raise BenchError(f"n_train={self.n_train!r} must be a positive integer or 'all'")
+        if isinstance(self.n_train, int) and self.n_train <= 0:
+            raise BenchError(f"n_train={self.n_train} must be a positive integer or 'all'")
+        if self.family == "vit":
+            p = self.resolved_patch_size
+            for side_name in ("img_size", "finetune_img_size"):
+                side = getattr(self, side_name)
+                if side is not None and side % p:
+                    raise BenchError(
+                        f"patch_size={p} does not divide {side_name}={side}: choose a divisor of {side}"
+                    )
+        if self.family == "resnet" and self.depth is not None and self.depth not in RESNET_DEPTHS:
+            raise BenchError(f"depth={self.depth} for resnet must be one of {RESNET_DEPTHS}")
+        if self.finetune_img_size is not None and self.family != "vit":
+            raise BenchError("finetune_img_size applies to family=vit only")
+        if self.dataset == "imagefolder" and not self.data_dir:
+            raise BenchError("data_dir is required for dataset=imagefolder")
+
+    @property
+    def budget(self) -> tuple[str, float]:
+        for k in ("steps", "examples", "epochs"):
+            if getattr(self, k) is not None:
+                return k, getattr(self, k)
+        return "epochs", 30
+
+
+def default_results_dir(study: str) -> Path:
+    return Path("results") / study / "runs"
+
+
+# ---------------------------------------------------------------------- parsing
+_NONE = {"none", "null", ""}
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _parse(f: dataclasses.Field, value: Any) -> Any:
+    """Turn one value (often a string rendered by a W&B agent) into the field's type."""
+    kind = str(f.type)
+    optional = "None" in kind
+    if isinstance(value, str) and value.strip().lower() in _NONE and optional:
+        return None
+    if value is None:
+        if optional:
+            return None
+        raise BenchError(f"{f.name} cannot be empty")
+    try:
+        if f.name == "n_train":
+            if isinstance(value, str) and value.strip().lower() == "all":
+                return "all"
+            return _to_int(value)
+        if kind.startswith("bool"):
+            if isinstance(value, bool):
+                return value
+            s = str(value).strip().lower()
+            if s in _TRUE | _FALSE:
+                return s in _TRUE
+            raise ValueError
+        if kind.startswith("int"):
+            return _to_int(value)
+        if kind.startswith("float"):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        expected = "'all' or an integer" if f.name == "n_train" else kind.replace(" | None", " or None")
+        raise BenchError(f"{f.name}={value!r} is not a valid {expected}") from None
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, float) or (isinstance(value, str) and ("e" in value.lower() or "." in value)):
+        x = float(value)
+        if x != int(x):
+            raise ValueError
+        return int(x)
+    return int(value)
+
+
+def _positive(cell: Cell, *names: str, optional: bool = False) -> None:
+    for n in names:
+        v = getattr(cell, n)
+        if v is None and optional:
+            continue
+        if v is None or v <= 0:
+            raise BenchError(f"{n}={v} must be positive")
+
+
+def _nonneg(cell: Cell, *names: str) -> None:
+    for n in names:
+        if getattr(cell, n) < 0:
+            raise BenchError(f"{n}={getattr(cell, n)} must be >= 0")
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """An argparse parser with one ``--field``/``--field-name`` option per cell field."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config", metavar="FILE.yaml", help="base values for any field (CLI wins)")
+    cell_group = parser.add_argument_group("cell fields (identity of the experiment)")
+    run_group = parser.add_argument_group("runtime fields (not part of the run_id)")
+    for f in fields(Cell):
+        group = run_group if f.metadata["runtime"] else cell_group
+        flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        choices = f" {{{','.join(f.metadata['choices'])}}}" if f.metadata["choices"] else ""
+        help_text = f"{f.metadata['help']}{choices} (default: {f.default})"
+        if f.type.startswith("bool"):
+            group.add_argument(*flags, dest=f.name, nargs="?", const="true", metavar="BOOL", help=help_text)
+        else:
+            group.add_argument(*flags, dest=f.name, metavar=f.name.upper(), help=help_text)
+    return parser
+
+
+def parse_cell_args(argv: list[str], parser: argparse.ArgumentParser) -> tuple[Cell, argparse.Namespace]:
+    """Defaults, then ``--config`` YAML, then the command line; unknown flags are errors."""
+    ns, extra = parser.parse_known_args(argv)
+    if extra:
+        raise BenchError(f"unknown argument {extra[0]!r} (see --help)")
+    values: dict[str, Any] = {}
+    config_file = getattr(ns, "config", None)
+    if config_file:
+        values.update(load_yaml_values(config_file))
+    cell_names = {f.name for f in fields(Cell)}
+    values.update({k: v for k, v in vars(ns).items() if k in cell_names})
+    return Cell.from_dict(values), ns
+
+
+def load_yaml_values(path: str) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise BenchError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise BenchError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise BenchError(f"config file {path} must hold a mapping of field: value")
+    return data

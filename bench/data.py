@@ -1,0 +1,317 @@
+"""Datasets as uint8 tensors, nested class-balanced subsets, and batches that live on the device.
+
+Every dataset is decoded once into a uint8 tensor cache on disk; training never touches PIL.
+Batches are slices of tensors already on the training device, augmented there (random crop with
+padding, horizontal flip), so the training loop does no per-image Python work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bench.config import Cell
+from bench.errors import BenchError
+
+VAL_SEED = 20240  # the validation split is the same for every cell, whatever its seed
+SYNTHETIC_SEED = 1234
+
+
+@dataclass
+class Splits:
+    """Decoded images: uint8 [N, 3, H, W] and int64 labels."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+# ---------------------------------------------------------------------- loading and caching
+def load_splits(cell: Cell, img_size: int | None = None) -> Splits:
+    """The cell's dataset at ``img_size``, from the cache when it is there."""
+    img_size = img_size or cell.img_size
+    source = _source_key(cell)
+    cache = _cache_dir(cell) / f"{cell.dataset}-{source}-{img_size}px.pt"
+    if cache.exists():
+        try:
+            return Splits(**torch.load(cache, weights_only=True))
+        except Exception:  # a damaged cache is rebuilt, never trusted
+            cache.unlink(missing_ok=True)
+    splits = _decode(cell, img_size)
+    _atomic_save(vars(splits), cache)
+    return splits
+
+
+def _cache_dir(cell: Cell) -> Path:
+    root = cell.cache_dir or os.environ.get("BENCH_CACHE") or Path.home() / ".cache" / "bench"
+    return Path(root)
+
+
+def _source_key(cell: Cell) -> str:
+    if cell.dataset != "imagefolder":
+        return "v1"
+    root = Path(cell.data_dir).resolve()
+    h = hashlib.sha256(str(root).encode())
+    for path in _image_files(root):
+        st = path.stat()
+        h.update(f"{path.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:12]
+
+
+def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _decode(cell: Cell, img_size: int) -> Splits:
+    if cell.dataset == "synthetic":
+        return synthetic(img_size)
+    if cell.dataset == "digits":
+        return digits(img_size)
+    if cell.dataset in ("cifar10", "cifar100"):
+        return cifar(cell.dataset, cell.data_dir or str(_cache_dir(cell) / "downloads"), img_size)
+    return imagefolder(cell.data_dir, img_size)
+
+
+def _resize(x: torch.Tensor, img_size: int) -> torch.Tensor:
+    """uint8 [N, C, H, W] -> uint8 [N, C, img_size, img_size]."""
+    if x.shape[-1] == img_size and x.shape[-2] == img_size:
+        return x.contiguous()
+    out = []
+    for chunk in x.split(4096):
+        y = F.interpolate(chunk.float(), size=(img_size, img_size), mode="bilinear",
+                          antialias=True, align_corners=False)
+        out.append(y.round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def synthetic(img_size: int, n_train: int = 4000, n_test: int = 1000, num_classes: int = 10) -> Splits:
+    """Images with learnable class structure: each class is a smooth coloured template, seen
+    shifted, rescaled in brightness and under noise."""
+    g = torch.Generator().manual_seed(SYNTHETIC_SEED)
+    coarse = torch.rand(num_classes, 3, 4, 4, generator=g)
+    templates = F.interpolate(coarse, size=(img_size, img_size), mode="bicubic", align_corners=False)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.arange(n) % num_classes
+        y = y[torch.randperm(n, generator=g)]
+        x = (templates[y] * 255).to(torch.uint8)
+        x = augment(x, max(1, img_size // 16), g).float() / 255  # per-image shift and flip
+        x = x * (0.7 + 0.6 * torch.rand(n, 1, 1, 1, generator=g))
+        x = x + 0.25 * torch.randn(x.shape, generator=g)
+        return (x.clamp(0, 1) * 255).round().to(torch.uint8), y
+
+    train_x, train_y = draw(n_train)
+    test_x, test_y = draw(n_test)
+    return Splits(train_x, train_y, test_x, test_y, [f"class{i}" for i in range(num_classes)])
+
+
+def digits(img_size: int) -> Splits:
+    """scikit-learn's 1,797 real 8x8 handwritten digits, upsampled to RGB; fixed 20% test split."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32)[:, None] * (255.0 / 16.0)
+    x = x.round().to(torch.uint8).expand(-1, 3, -1, -1)
+    y = torch.tensor(d.target, dtype=torch.int64)
+    g = torch.Generator().manual_seed(0)
+    test = torch.zeros(len(y), dtype=torch.bool)
+    for c in range(10):
+        idx = (y == c).nonzero().flatten()
+        test[idx[torch.randperm(len(idx), generator=g)[: len(idx) // 5]]] = True
+    x = _resize(x, img_size)
+    return Splits(x[~test], y[~test], x[test], y[test], [str(i) for i in range(10)])
+
+
+def cifar(name: str, root: str, img_size: int) -> Splits:
+    """torchvision's CIFAR-10/100, downloaded into ``root`` when it is not there."""
+    import torchvision
+
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    try:
+        train = cls(root, train=True, download=True)
+        test = cls(root, train=False, download=True)
+    except Exception as e:  # offline, or a broken archive
+        raise BenchError(f"could not load {name} into data_dir={root}: {e}") from None
+
+    def to_tensor(ds) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2)
+        return _resize(x, img_size), torch.tensor(ds.targets, dtype=torch.int64)
+
+    (train_x, train_y), (test_x, test_y) = to_tensor(train), to_tensor(test)
+    return Splits(train_x, train_y, test_x, test_y, list(train.classes))
+
+
+def _image_files(root: Path) -> list[Path]:
+    from PIL import Image
+
+    exts = {e.lower() for e in Image.registered_extensions()}
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file())
+
+
+def imagefolder(data_dir: str | None, img_size: int) -> Splits:
+    """``data_dir/train/<class>/*`` and ``data_dir/test/<class>/*`` (or ``val/``), any PIL format."""
+    if not data_dir or not Path(data_dir).is_dir():
+        raise BenchError(f"data_dir={data_dir} does not exist or is not a folder")
+    root = Path(data_dir)
+    train_dir = root / "train"
+    test_dir = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
+    if not train_dir.is_dir() or test_dir is None:
+        raise BenchError(f"data_dir={data_dir} must hold train/<class>/ and test/<class>/ (or val/)")
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    if not classes:
+        raise BenchError(f"data_dir={data_dir}: train/ has no class folders")
+    train_x, train_y = _read_folder(train_dir, classes, img_size)
+    test_x, test_y = _read_folder(test_dir, classes, img_size)
+    return Splits(train_x, train_y, test_x, test_y, classes)
+
+
+def _read_folder(split_dir: Path, classes: list[str], img_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = []
+    for label, name in enumerate(classes):
+        folder = split_dir / name
+        if folder.is_dir():
+            items += [(p, label) for p in _image_files(folder)]
+    unknown = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and p.name not in classes)
+    if unknown:
+        raise BenchError(f"{split_dir}/{unknown[0]}: class not present in train/")
+    if not items:
+        raise BenchError(f"{split_dir} holds no images")
+    print(f"decoding {len(items)} images from {split_dir} ...", file=sys.stderr, flush=True)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        arrays = list(pool.map(lambda it: _read_image(it[0], img_size), items, chunksize=256))
+    x = torch.from_numpy(__import__("numpy").stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return x, torch.tensor([label for _, label in items], dtype=torch.int64)
+
+
+def _read_image(path: Path, img_size: int):
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (img_size, img_size):
+                im = im.resize((img_size, img_size), Image.BICUBIC)
+            return np.asarray(im, dtype=np.uint8)
+    except Exception as e:
+        raise BenchError(f"cannot read image {path}: {e.__class__.__name__}") from None
+
+
+# ---------------------------------------------------------------------- splits and subsets
+def val_size_for(cell: Cell, n_available: int) -> int:
+    if cell.val_size is not None:
+        return cell.val_size
+    return min(5000, n_available // 10)
+
+
+def balanced_order(y: torch.Tensor, seed: int) -> torch.Tensor:
+    """All indices, interleaved class by class in a seeded order.
+
+    Any prefix of this order is class-balanced (to within one image per class), and a shorter
+    prefix lies inside a longer one: subsets of one seed are nested by construction.
+    """
+    g = torch.Generator().manual_seed(seed)
+    classes = torch.unique(y)
+    per_class = [(y == c).nonzero().flatten() for c in classes]
+    per_class = [idx[torch.randperm(len(idx), generator=g)] for idx in per_class]
+    class_order = torch.randperm(len(classes), generator=g).tolist()
+    order = []
+    for rank in range(max(len(idx) for idx in per_class)):
+        order += [per_class[c][rank].item() for c in class_order if rank < len(per_class[c])]
+    return torch.tensor(order, dtype=torch.int64)
+
+
+@dataclass
+class Subsets:
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
+
+
+def make_subsets(cell: Cell, train_y: torch.Tensor, num_classes: int) -> Subsets:
+    """Hold out a fixed validation split, then take the cell's nested, balanced training subset."""
+    n_total = len(train_y)
+    n_val = val_size_for(cell, n_total)
+    fixed = balanced_order(train_y, VAL_SEED)
+    val_idx, pool = fixed[:n_val], fixed[n_val:]
+    if cell.n_train == "all":
+        n = len(pool)
+    else:
+        n = cell.n_train
+        if n > len(pool):
+            raise BenchError(
+                f"n_train={n} is larger than the training split: {len(pool)} images "
+                f"({n_total} less {n_val} held out for validation)"
+            )
+        if n < num_classes:
+            raise BenchError(f"n_train={n} is below the number of classes ({num_classes})")
+    order = balanced_order(train_y[pool], cell.seed)
+    return Subsets(train_idx=pool[order[:n]], val_idx=val_idx)
+
+
+# ---------------------------------------------------------------------- batches on the device
+def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    xf = x[:10000].float() / 255.0
+    return xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3)).clamp_min(1e-3)
+
+
+def augment(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding and horizontal flip, for a whole uint8 batch at once."""
+    b, c, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b,), device=x.device, generator=g)
+    dx = torch.randint(0, 2 * pad + 1, (b,), device=x.device, generator=g)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    out = xp[batch, chan, rows, cols]
+    flip = torch.rand(b, device=x.device, generator=g) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+class DeviceBatches:
+    """An epoch of shuffled (and optionally augmented) batches sliced from on-device tensors.
+
+    Yields uint8 images; normalisation happens in the model wrapper, so the data moved and
+    indexed is a quarter of the float size.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool,
+                 augment_pad: int = 0, seed: int = 0, drop_last: bool = False):
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle, self.pad, self.drop_last = shuffle, augment_pad, drop_last
+        self.g = torch.Generator(device=x.device).manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        return n // self.batch_size if self.drop_last and n >= self.batch_size else -(-n // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.y)
+        order = torch.randperm(n, device=self.x.device, generator=self.g) if self.shuffle else None
+        for i in range(len(self)):
+            sl = slice(i * self.batch_size, min(n, (i + 1) * self.batch_size))
+            idx = order[sl] if order is not None else None
+            xb = self.x[idx] if idx is not None else self.x[sl]
+            yb = self.y[idx] if idx is not None else self.y[sl]
+            if self.pad:
+                xb = augment(xb, self.pad, self.g)
+            yield xb, yb

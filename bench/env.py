@@ -1,0 +1,39 @@
+"""The software a record was produced with: versions and the project's git commit."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@cache
+def git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment() -> dict:
+    return {
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "timm": _version("timm"),
+        "lightning": _version("pytorch-lightning") or _version("lightning"),
+        "wandb": _version("wandb"),
+        "bench": _version("bench"),
+        "git_commit": git_commit(),
+    }
