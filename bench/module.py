@@ -43,8 +43,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 class CellModule(pl.LightningModule):
     def __init__(self, model: nn.Module, *, lr: float, weight_decay: float, total_steps: int,
                  warmup: float, label_smoothing: float, mean: torch.Tensor, std: torch.Tensor,
-                 batch_size: int, log_every: int = 50, channels_last: bool = False):
+                 batch_size: int, log_every: int = 50, channels_last: bool = False,
+                 meta: dict | None = None):
         super().__init__()
+        self.meta = meta or {}  # the cell and architecture, saved in every checkpoint
         self.model = model
         self.lr, self.weight_decay = lr, weight_decay
         self.total_steps, self.warmup_steps = total_steps, int(warmup * total_steps)
@@ -131,6 +133,9 @@ class CellModule(pl.LightningModule):
 
     def on_test_epoch_end(self):
         self._eval_metrics("test")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["bench"] = self.meta
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

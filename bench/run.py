@@ -139,6 +139,7 @@ def make_module(prep: Prepared, total_steps: int):
         warmup=cell.warmup, label_smoothing=cell.label_smoothing, mean=mean, std=std,
         batch_size=min(cell.batch_size, len(prep.subsets.train_idx)),
         channels_last=prep.device.type == "cuda" and prep.arch.family == "resnet",
+        meta={"cell": cell.to_dict(), "arch": dict(vars(prep.arch)), "run_id": cell.run_id},
     )
 
 
@@ -206,13 +207,18 @@ def fit_and_test(prep: Prepared, ckpt_dir: Path, logger) -> dict:
     best = ckpt_dir / "best.ckpt"
     tested = trainer.test(module, dataloaders=test, ckpt_path=str(best) if best.exists() else None,
                           verbose=False)[0]
-    return {
+    outcome = {
         "test_error": tested["test/error"], "test_loss": tested["test/loss"],
         "val_error": val_error, "train_loss": module.last_train_loss,
         "epochs": trainer.global_step / max(1, len(train)), "steps": trainer.global_step,
         "train_images_per_s": module.train_images_per_s,
         "checkpoint": str(best) if best.exists() else None,
     }
+    if cell.finetune_img_size:
+        from bench.finetune import finetune_in_cell  # second phase: same cell, higher resolution
+
+        outcome = finetune_in_cell(prep, outcome, ckpt_dir, logger)
+    return outcome
 
 
 def _best_val(trainer) -> float | None:
