@@ -1,0 +1,535 @@
+"""Run cells as processes: N at a time, spread over GPUs, safe to interrupt and to run twice.
+
+Each cell runs its sweep's ``command:`` (rendered as a W&B agent renders it) in its own process
+group, stdout and stderr to ``<results_dir>/../logs/<run_id>.log``. Three rules make a grid safe:
+
+- **done is a record**: a cell whose record says completed (or diverged) is never started;
+- **one trainer per cell**: before starting a cell the runner takes an exclusive ``fcntl`` lock on
+  ``<results_dir>/.locks/<run_id>.lock``; the cell's process inherits the lock, so it is held for
+  as long as the cell runs, even if the runner dies. A locked cell is skipped and revisited;
+- **interrupt, then rerun**: SIGINT/SIGTERM stop the running cells (the same signal, then SIGKILL
+  after a grace period); a rerun skips completed cells and re-runs the others, which resume from
+  their own checkpoints.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from bench import results
+
+REVISIT_S = 2.0  # how often a cell locked by another runner is looked at again
+HEARTBEAT_S = 30.0  # a progress line at least this often while cells run
+GRACE_S = 30.0  # after forwarding an interrupt, wait this long before SIGKILL
+
+
+@dataclass
+class Job:
+    """One cell to run: its parameters, identity, command and where its files go."""
+
+    params: dict[str, Any]
+    run_id: str
+    study: str
+    records_dir: Path
+    command: list[str]
+
+    @property
+    def lock_path(self) -> Path:
+        return self.records_dir / ".locks" / f"{self.run_id}.lock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.records_dir.parent / "logs" / f"{self.run_id}.log"
+
+    @property
+    def record_path(self) -> Path:
+        return results.record_path(self.records_dir, self.run_id)
+
+    def done(self) -> bool:
+        return results.is_done(self.records_dir, self.run_id)
+
+
+def try_lock(path: Path) -> int | None:
+    """An exclusive, non-blocking lock; the open fd holds it (None: someone else holds it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.uname().nodename} {os.getpid()}\n".encode())
+    return fd
+
+
+def is_locked(path: Path) -> bool:
+    fd = try_lock(path)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def device_env(device: str | None) -> dict[str, str]:
+    """CUDA_VISIBLE_DEVICES for one cell; ``device`` counts as CUDA counts in this process."""
+    if device is None:
+        return {}
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        ids = [d.strip() for d in visible.split(",") if d.strip()]
+        if device.isdigit() and int(device) < len(ids):
+            device = ids[int(device)]
+    return {"CUDA_VISIBLE_DEVICES": device}
+
+
+def child_env(device: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(device_env(device))
+    # `bench` and `python` of this interpreter, even when its venv is not activated.
+    bindir = os.path.dirname(sys.executable)
+    if bindir not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def failure_record(job: Job, error: str) -> dict[str, Any]:
+    """What the runner writes when a cell's process ended without a record of its own."""
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return {
+        "schema": results.SCHEMA,
+        "run_id": job.run_id,
+        "study": job.study,
+        "status": "failed",
+        "error": error,
+        "config": dict(job.params),
+        "params": None,
+        "flops_per_image": None,
+        "train_flops": None,
+        "metrics": {},
+        "timing": {},
+        "env": {},
+        "wandb": {},
+        "created_at": now,
+        "finished_at": now,
+        "command": job.command,
+    }
+
+
+def _fmt_s(s: float) -> str:
+    s = int(round(s))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+@dataclass
+class Running:
+    job: Job
+    proc: subprocess.Popen
+    slot: str | None
+    lock_fd: int
+    log: TextIO
+    started: float
+
+
+@dataclass
+class Outcome:
+    """What one runner did: run_ids by how they ended."""
+
+    completed: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (run_id, why)
+    skipped: list[str] = field(default_factory=list)  # done before this runner looked
+    elsewhere: list[str] = field(default_factory=list)  # finished by another runner
+    interrupted: list[str] = field(default_factory=list)
+    signal: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.signal is not None:
+            return 128 + self.signal
+        return 1 if self.failed else 0
+
+
+class Runner:
+    """Runs jobs from ``source`` on ``slots`` (one entry per concurrent cell: a device or None).
+
+    ``source(n)`` returns up to ``n`` more jobs (a fixed list for a grid; engine proposals for
+    random and bayes sweeps); ``on_finish(job)`` lets the source learn from a finished cell.
+    """
+
+    def __init__(
+        self,
+        slots: list[str | None],
+        *,
+        count: int | None = None,
+        grace_s: float = GRACE_S,
+        out: TextIO | None = None,
+        label: str = "grid",
+        total: int | None = None,
+    ):
+        self.free: list[str | None] = list(slots)
+        self.n_slots = len(slots)
+        self.count = count
+        self.grace_s = grace_s
+        self.out = out or sys.stderr
+        self.label = label
+        self.total = total
+        self.started_at = time.time()
+        self.running: dict[str, Running] = {}
+        self.outcome = Outcome()
+        self.walls: list[float] = []
+        self._stop: int | None = None
+        self._last_line = 0.0
+
+    # ------------------------------------------------------------------ reporting
+    def say(self, msg: str) -> None:
+        print(f"[{self.label}] {msg}", file=self.out, flush=True)
+
+    def progress(self, queued: int) -> None:
+        o = self.outcome
+        done = len(o.completed) + len(o.skipped) + len(o.elsewhere)
+        total = f"/{self.total}" if self.total else ""
+        eta = ""
+        if self.walls:
+            avg = sum(self.walls) / len(self.walls)
+            now = time.time()
+            left = queued * avg + sum(
+                max(avg - (now - r.started), 0.0) for r in self.running.values()
+            )
+            eta = f", ETA {_fmt_s(left / max(self.n_slots, 1))}"
+        self.say(
+            f"{done}{total} done, {len(self.running)} running, {len(o.failed)} failed, "
+            f"{queued} queued; elapsed {_fmt_s(time.time() - self.started_at)}{eta}"
+        )
+        self._last_line = time.time()
+
+    # ------------------------------------------------------------------ signals
+    def _on_signal(self, signum, frame) -> None:
+        if self._stop is not None:  # second signal: no more waiting
+            for r in self.running.values():
+                _signal_group(r.proc, signal.SIGKILL)
+        self._stop = signum
+
+    # ------------------------------------------------------------------ one cell
+    def _start(self, job: Job, slot: str | None, lock_fd: int) -> None:
+        job.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(job.log_path, "a")
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        device = (
+            f" CUDA_VISIBLE_DEVICES={device_env(slot)['CUDA_VISIBLE_DEVICES']}"
+            if slot is not None
+            else ""
+        )
+        log.write(
+            f"=== {stamp} {os.uname().nodename} pid {os.getpid()}{device}\n$ {' '.join(job.command)}\n"
+        )
+        log.flush()
+        try:
+            proc = subprocess.Popen(
+                job.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=child_env(slot),
+                start_new_session=True,
+                pass_fds=(lock_fd,),
+            )
+        except OSError as e:
+            log.write(f"could not start: {e}\n")
+            log.close()
+            self._fail(job, f"could not start {job.command[0]!r}: {e.strerror or e}")
+            os.close(lock_fd)
+            self.free.append(slot)
+            return
+        self.running[job.run_id] = Running(job, proc, slot, lock_fd, log, time.time())
+        where = f" on cuda:{slot}" if slot is not None else ""
+        self.say(f"start {job.run_id}{where} (log {job.log_path})")
+
+    def _fail(self, job: Job, why: str) -> None:
+        rec = job.record_path
+        try:
+            own = results.read_record(rec) if rec.exists() else None
+        except (OSError, ValueError):
+            own = None
+        if not own or own.get("status") != "failed" or rec.stat().st_mtime < self.started_at:
+            results.write_record(failure_record(job, why), job.records_dir)
+        elif own.get("error"):
+            why = f"{why}: {str(own['error']).splitlines()[0][:200]}"
+        self.outcome.failed.append((job.run_id, why))
+        self.say(f"FAILED {job.run_id}: {why} (log {job.log_path})")
+
+    def _reap(self, r: Running, interrupted: bool) -> None:
+        rc = r.proc.returncode
+        r.log.write(f"=== exit {rc}\n")
+        r.log.close()
+        job = r.job
+        wall = time.time() - r.started
+        if interrupted and not job.done():
+            self.outcome.interrupted.append(job.run_id)
+            self.say(f"stopped {job.run_id} (exit {rc}); rerun to resume it")
+        elif rc == 0 and job.done():
+            self.outcome.completed.append(job.run_id)
+            self.walls.append(wall)
+            self.say(f"done {job.run_id} in {_fmt_s(wall)}")
+        elif rc == 0:
+            self._fail(job, f"exited 0 but left no completed record at {job.record_path}")
+        else:
+            self._fail(job, f"exit code {rc}")
+        os.close(r.lock_fd)  # after the record is final: a waiting runner then sees it
+        del self.running[job.run_id]
+        self.free.append(r.slot)
+
+    # ------------------------------------------------------------------ the loop
+    def run(
+        self, source: Callable[[int], Iterable[Job]], on_finish: Callable[[Job], None] | None = None
+    ) -> Outcome:
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        queue: deque[Job] = deque()
+        waiting: dict[
+            str, tuple[Job, float]
+        ] = {}  # locked by someone else: run_id -> (job, next look)
+        launched = 0
+        exhausted = False
+        try:
+            while self._stop is None:
+                changed = False
+                # fill free slots
+                while self.free and self._stop is None:
+                    if self.count is not None and launched >= self.count:
+                        break
+                    if not queue and not exhausted:
+                        more = list(source(len(self.free)))
+                        exhausted = not more
+                        for job in more:
+                            if job.done():
+                                self.outcome.skipped.append(job.run_id)
+                            else:
+                                queue.append(job)
+                    if not queue:
+                        break
+                    job = queue.popleft()
+                    if job.run_id in self.running or job.run_id in waiting:
+                        continue
+                    if job.done():
+                        self.outcome.skipped.append(job.run_id)
+                        continue
+                    fd = try_lock(job.lock_path)
+                    if fd is None:
+                        waiting[job.run_id] = (job, time.time() + REVISIT_S)
+                        self.say(
+                            f"{job.run_id} is being trained by another runner: revisiting it later"
+                        )
+                        continue
+                    if job.done():  # finished while we were looking
+                        os.close(fd)
+                        self.outcome.skipped.append(job.run_id)
+                        continue
+                    self._start(job, self.free.pop(0), fd)
+                    launched += 1
+                    changed = True
+                # revisit cells another runner holds
+                now = time.time()
+                for run_id, (job, when) in list(waiting.items()):
+                    if when > now:
+                        continue
+                    if job.done():
+                        del waiting[run_id]
+                        self.outcome.elsewhere.append(run_id)
+                        changed = True
+                    elif is_locked(job.lock_path):
+                        waiting[run_id] = (job, now + REVISIT_S)
+                    else:
+                        del waiting[run_id]
+                        rec = job.record_path
+                        if rec.exists() and rec.stat().st_mtime >= self.started_at:
+                            self.outcome.failed.append((run_id, "failed in another runner"))
+                            self.say(f"FAILED {run_id} in another runner (record {rec})")
+                        else:
+                            queue.appendleft(job)  # its runner is gone: take it over
+                        changed = True
+                # reap finished cells
+                for r in list(self.running.values()):
+                    if r.proc.poll() is not None:
+                        self._reap(r, interrupted=False)
+                        if on_finish:
+                            on_finish(r.job)
+                        changed = True
+                if (
+                    not self.running
+                    and not waiting
+                    and not queue
+                    and (exhausted or (self.count is not None and launched >= self.count))
+                ):
+                    break
+                if changed or time.time() - self._last_line > HEARTBEAT_S:
+                    self.progress(len(queue))
+                time.sleep(0.2)
+            if self._stop is not None:
+                self._shutdown()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        self.summary()
+        return self.outcome
+
+    def _shutdown(self) -> None:
+        sig = self._stop
+        self.outcome.signal = sig
+        if self.running:
+            self.say(f"{signal.Signals(sig).name}: stopping {len(self.running)} running cell(s)")
+        for r in self.running.values():
+            _signal_group(r.proc, sig)
+        deadline = time.time() + self.grace_s
+        while any(r.proc.poll() is None for r in self.running.values()) and time.time() < deadline:
+            time.sleep(0.1)
+        for r in self.running.values():
+            if r.proc.poll() is None:
+                _signal_group(r.proc, signal.SIGKILL)
+                r.proc.wait()
+        for r in list(self.running.values()):
+            self._reap(r, interrupted=True)
+
+    def summary(self) -> None:
+        o = self.outcome
+        self.say(
+            f"finished: {len(o.completed)} trained, {len(o.skipped)} already done, "
+            f"{len(o.elsewhere)} done by another runner, {len(o.failed)} failed"
+            + (f", {len(o.interrupted)} interrupted" if o.interrupted else "")
+        )
+        for run_id, why in o.failed:
+            self.say(f"  failed: {run_id}: {why}")
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def slots_for(workers: int | None, devices: str | None, per_device: int) -> list[str | None]:
+    """One entry per concurrent cell: ``--devices 0,1 --per_device 2`` -> [0, 1, 0, 1]."""
+    from bench.errors import BenchError
+
+    if per_device < 1:
+        raise BenchError(f"--per_device={per_device} must be >= 1")
+    if devices:
+        ids = [d.strip() for d in devices.split(",") if d.strip()]
+        if not ids:
+            raise BenchError(f"--devices={devices!r} names no device")
+        if workers is not None and workers != len(ids) * per_device:
+            raise BenchError(
+                f"--workers={workers} disagrees with --devices={devices} x --per_device={per_device}: give one"
+            )
+        return [d for _ in range(per_device) for d in ids]
+    workers = 1 if workers is None else workers
+    if workers < 1:
+        raise BenchError(f"--workers={workers} must be >= 1")
+    return [None] * workers
+
+
+# ---------------------------------------------------------------------- SLURM (submitit)
+class NodeRunner:
+    """One SLURM job: a local runner over its node's GPUs, sharing the grid through the locks.
+
+    Checkpointable: on a timeout or preemption submitit requeues the same call, and the rerun
+    skips what is done and resumes the rest.
+    """
+
+    def __call__(self, argv: list[str], cwd: str) -> int:
+        from bench.grid import main
+
+        os.chdir(cwd)
+        code = main(argv)
+        if code:
+            raise RuntimeError(f"bench grid {' '.join(argv)} exited {code}")
+        return code
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def node_argv(args) -> list[str]:
+    """The ``bench grid`` argv each node runs: every GPU it was given, records where asked."""
+    argv = [
+        str(Path(args.sweep).resolve()),
+        "--per_device",
+        str(args.per_device),
+        "--grace",
+        str(args.grace),
+    ]
+    if args.gpus_per_node > 0:
+        argv += ["--devices", args.devices or ",".join(str(i) for i in range(args.gpus_per_node))]
+    else:
+        argv += ["--workers", str(args.workers or 1)]
+    if args.results_dir:
+        argv.append(f"--results_dir={Path(args.results_dir).resolve()}")
+    if args.wandb:
+        argv.append(f"--wandb={args.wandb}")
+    if args.count is not None:
+        argv += ["--count", str(args.count)]
+    return argv
+
+
+def slurm_executor(args, name: str):
+    """A submitit executor for SLURM with the job's resources (raises BenchError without SLURM)."""
+    from bench.errors import BenchError
+
+    try:
+        import submitit
+    except ImportError:
+        raise BenchError("--launcher=slurm needs submitit: pip install 'bench[slurm]'") from None
+    try:
+        executor = submitit.AutoExecutor(folder=args.slurm_dir, cluster="slurm")
+    except RuntimeError as e:
+        raise BenchError(f"--launcher=slurm: {e}") from None
+    params: dict[str, Any] = dict(
+        name=f"bench-{name}",
+        timeout_min=args.time,
+        nodes=1,
+        tasks_per_node=1,
+        gpus_per_node=args.gpus_per_node,
+        slurm_array_parallelism=args.nodes,
+    )
+    optional = dict(
+        cpus_per_task=args.cpus_per_task,
+        mem_gb=args.mem_gb,
+        slurm_partition=args.partition,
+        slurm_account=args.account,
+        slurm_qos=args.qos,
+        slurm_constraint=args.constraint,
+        slurm_setup=args.setup,
+    )
+    params.update({k: v for k, v in optional.items() if v is not None})
+    executor.update_parameters(**params)
+    return executor
+
+
+def submit_slurm(args, study: str) -> list:
+    """Submit ``args.nodes`` array jobs, each running ``bench grid`` on one node."""
+    from bench.errors import BenchError
+
+    if args.nodes < 1:
+        raise BenchError(f"--nodes={args.nodes} must be >= 1")
+    executor = slurm_executor(args, study)
+    argv, cwd = node_argv(args), os.getcwd()
+    try:
+        jobs = executor.map_array(NodeRunner(), [argv] * args.nodes, [cwd] * args.nodes)
+    except Exception as e:  # sbatch refused the job: its message, in one line
+        msg = str(e).strip().splitlines()
+        raise BenchError(f"sbatch failed: {msg[-1] if msg else type(e).__name__}") from None
+    return jobs
