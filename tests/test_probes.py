@@ -1,0 +1,195 @@
+"""What a trained ViT learned: the math of the three probes, and `bench probe` on real runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.probes import (
+    attention_map,
+    filter_pca,
+    mean_attention_distance,
+    patch_distances,
+    pos_embed_similarity,
+)
+
+TINY = ["--dataset=synthetic", "--size=xxs", "--n_train=200", "--batch_size=32", "--steps=12",
+        "--evals=2", "--val_size=100", "--wandb=disabled", "--progress=false", "--results_dir=out"]
+
+
+def bench(*args: str) -> int:
+    from bench.cli import main
+
+    return main(list(args))
+
+
+# ---------------------------------------------------------------------- mean attention distance
+def test_attention_distance_is_zero_when_every_patch_attends_to_itself():
+    grid, p = (4, 4), 4
+    eye = torch.eye(1 + 16).expand(2, 3, 17, 17)  # class token at index 0, sliced off
+    assert torch.allclose(mean_attention_distance(eye, grid, p), torch.zeros(3, dtype=torch.float64))
+
+
+def test_attention_distance_under_uniform_attention_is_the_mean_pairwise_distance():
+    grid, p = (3, 5), 2
+    n = 15
+    uniform = torch.full((2, 4, n, n), 1.0 / n)
+    # mean pairwise distance between patch centres, by brute force, in pixels
+    pts = [(r, c) for r in range(3) for c in range(5)]
+    brute = sum(p * math.dist(a, b) for a in pts for b in pts) / n**2
+    mad = mean_attention_distance(uniform, grid, p)
+    assert mad.shape == (4,)
+    assert torch.allclose(mad, torch.full((4,), brute, dtype=torch.float64))
+    # with a class token in front that gets no attention, the same
+    padded = torch.zeros(2, 4, n + 1, n + 1)
+    padded[:, :, 1:, 1:] = 1.0 / n
+    padded[:, :, 0, 0] = 1.0
+    assert torch.allclose(mean_attention_distance(padded, grid, p), mad)
+
+
+def test_attention_distance_of_a_fixed_offset_is_that_offset_in_pixels():
+    grid, p = (4, 4), 8
+    attn = torch.zeros(1, 1, 16, 16)
+    for i in range(16):
+        r, c = divmod(i, 4)
+        neighbour = c + 1 if c < 3 else c - 1  # one patch sideways
+        attn[0, 0, i, r * 4 + neighbour] = 1.0
+    assert torch.allclose(mean_attention_distance(attn, grid, p), torch.tensor([8.0], dtype=torch.float64))
+    assert patch_distances((2, 2), 8)[0, 3].item() == pytest.approx(8 * math.sqrt(2))
+
+
+def test_recomputed_attention_reproduces_timm_attention_output():
+    """The hook's attention maps, applied to v, give exactly what timm's own module returns."""
+    from bench.models import Arch, build_model
+
+    torch.manual_seed(0)
+    model = build_model(Arch("vit", 16, 10, embed_dim=32, depth=2, num_heads=4, patch_size=4)).eval()
+    attn_mod = model.blocks[1].attn
+    seen = {}
+    handle = attn_mod.register_forward_hook(lambda m, i, o: seen.update(x=i[0], out=o))
+    with torch.no_grad():
+        model(torch.randn(3, 3, 16, 16))
+        handle.remove()
+        x = seen["x"]
+        a = attention_map(attn_mod, x)
+        assert a.shape == (3, 4, 17, 17)
+        assert torch.allclose(a.sum(-1), torch.ones(3, 4, 17))
+        b, t, c = x.shape
+        v = attn_mod.qkv(x).reshape(b, t, 3, 4, -1).permute(2, 0, 3, 1, 4)[2]
+        out = attn_mod.proj((a @ v).transpose(1, 2).reshape(b, t, c))
+    assert torch.allclose(out, seen["out"], atol=1e-5)
+
+
+# ---------------------------------------------------------------------- position embeddings, filters
+def test_pos_embed_similarity_has_ones_on_its_diagonal():
+    pos = torch.randn(64, 48) * torch.rand(64, 1) * 5
+    sim = pos_embed_similarity(pos)
+    assert sim.shape == (64, 64)
+    assert torch.allclose(sim.diagonal(), torch.ones(64, dtype=torch.float64))
+    assert torch.allclose(sim, sim.T)
+    assert sim.max() <= 1 + 1e-9 and sim.min() >= -1 - 1e-9
+
+
+def test_filter_pca_returns_the_known_components_up_to_sign():
+    torch.manual_seed(0)
+    p, d, k = 4, 200, 3
+    basis, _ = torch.linalg.qr(torch.randn(3 * p * p, 3 * p * p, dtype=torch.float64))
+    known = basis[:, :k].T  # k orthonormal directions
+    scales = torch.tensor([5.0, 3.0, 1.5], dtype=torch.float64)
+    coeff = torch.randn(d, k, dtype=torch.float64)
+    coeff = (coeff - coeff.mean(0)) / coeff.std(0)
+    coeff, _ = torch.linalg.qr(coeff)  # uncorrelated columns: the PCA is exactly the basis
+    filters = 7.0 + (coeff * scales) @ known  # an offset the centring must remove
+    comps = filter_pca(filters.reshape(d, 3, p, p).float(), k)
+    assert comps.shape == (k, 3, p, p)
+    for i in range(k):
+        cos = torch.dot(comps[i].flatten().double(), known[i])
+        assert abs(cos) == pytest.approx(1.0, abs=1e-4), f"component {i}"
+
+
+# ---------------------------------------------------------------------- the command, for real
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny ViT and a tiny ResNet, trained for a few steps with `bench run`."""
+    import os
+
+    root = tmp_path_factory.mktemp("probe-runs")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        assert bench("run", "--family=vit", *TINY) == 0
+        vit = next(Path("out").glob("vit-*.json"))
+        assert bench("run", "--family=resnet", "--steps=2", *TINY) == 0
+        resnet = next(Path("out").glob("resnet-*.json"))
+    finally:
+        os.chdir(cwd)
+    return root, root / vit, root / resnet
+
+
+@pytest.mark.slow
+def test_bench_probe_writes_three_figures_and_the_numbers(trained, tmp_path):
+    _, vit_record, _ = trained
+    out = tmp_path / "probe"
+    assert bench("probe", str(vit_record), f"--out={out}", "--n_images=40") == 0
+    for name in ("filters.png", "pos_embed.png", "attention_distance.png"):
+        assert (out / name).stat().st_size > 5000, name
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    probe = json.loads((out / "probe.json").read_text())
+    assert probe["grid"] == [8, 8] and probe["n_images"] == 40
+    mad = torch.tensor(probe["attention_distance"]["per_head"])
+    assert mad.shape == (4, 2)  # xxs: 4 layers, 2 heads
+    assert ((mad > 0) & (mad < 32 * math.sqrt(2))).all()
+    sim = torch.tensor(probe["pos_embed"]["similarity"])
+    assert sim.shape == (64, 64) and torch.allclose(sim.diagonal(), torch.ones(64), atol=1e-4)
+    assert len(probe["filters"]["components"]) == 28
+    assert probe["wandb"] is None  # the run had W&B disabled: nothing to log to
+
+
+@pytest.mark.slow
+def test_bench_probe_by_run_id_writes_under_results(trained, monkeypatch, capsys):
+    root, vit_record, _ = trained
+    monkeypatch.chdir(root)
+    study_runs = root / "results" / "default" / "runs"
+    study_runs.mkdir(parents=True, exist_ok=True)
+    rec = json.loads(vit_record.read_text())
+    (study_runs / vit_record.name).write_text(json.dumps(rec))
+    assert bench("probe", rec["run_id"], "--n_images=8") == 0
+    out = root / "results" / "default" / "probes" / rec["run_id"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "attention_distance.png", "filters.png", "pos_embed.png", "probe.json"]
+
+
+@pytest.mark.slow
+def test_bench_probe_on_a_resnet_exits_2(trained, capsys):
+    _, _, resnet_record = trained
+    assert bench("probe", str(resnet_record)) == 2
+    assert "ViTs" in capsys.readouterr().err
+
+
+def test_bench_probe_on_an_unknown_run_exits_2(in_tmp, capsys):
+    assert bench("probe", "vit-s-n100-s0-deadbeef") == 2
+    assert "no record" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_figures_go_to_the_runs_wandb_run_when_it_has_one(trained, tmp_path, monkeypatch):
+    """An offline W&B run is resumed by id and gets the three figures; disabled: nothing."""
+    from bench.config import Cell
+    from bench.probes import log_to_wandb
+
+    _, vit_record, _ = trained
+    out = tmp_path / "probe"
+    assert bench("probe", str(vit_record), f"--out={out}", "--n_images=4") == 0
+    monkeypatch.chdir(tmp_path)
+    cell = Cell(wandb_project="bench-test")
+    assert log_to_wandb({"wandb": {"mode": "disabled", "path": None, "dir": None}}, cell, out) is None
+    assert log_to_wandb(None, cell, out) is None
+    record = {"wandb": {"mode": "offline", "id": "probetest1", "path": None,
+                        "dir": "wandb/offline-run-20240101_000000-probetest1"}}
+    assert log_to_wandb(record, cell, out) == "offline"
+    media = list((tmp_path / "wandb").glob("offline-run-*-probetest1/files/media/images/probe/*.png"))
+    assert sorted(p.name.split("_0_")[0] for p in media) == ["attention_distance", "filters", "pos_embed"]
