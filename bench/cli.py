@@ -31,18 +31,6 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def quiet_libraries() -> None:
-    """Lightning's banners and tips drown the progress lines; keep its warnings and errors."""
-    import logging
-    import warnings
-
-    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*litlogger.*")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -53,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[name]
-    quiet_libraries()
     try:
         return int(getattr(importlib.import_module(module), func)(rest) or 0)
     except BenchError as e:

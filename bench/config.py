@@ -257,7 +257,7 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         group = run_group if f.metadata["runtime"] else cell_group
         flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
         choices = f" {{{','.join(f.metadata['choices'])}}}" if f.metadata["choices"] else ""
-        help_text = f"{f.metadata['help']}{choices} (default: {f.default})"
+        help_text = f"{f.metadata['help']}{choices} (default: {f.default})".replace("%", "%%")
         if f.type.startswith("bool"):
             group.add_argument(*flags, dest=f.name, nargs="?", const="true", metavar="BOOL", help=help_text)
         else:

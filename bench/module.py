@@ -51,7 +51,8 @@ class CellModule(pl.LightningModule):
         self.lr, self.weight_decay = lr, weight_decay
         self.total_steps, self.warmup_steps = total_steps, int(warmup * total_steps)
         self.label_smoothing = label_smoothing
-        self.batch_size, self.log_every = batch_size, log_every
+        # at least ~20 loss checks per run, so a divergence stops a short run early too
+        self.batch_size, self.log_every = batch_size, max(1, min(log_every, total_steps // 20))
         self.channels_last = channels_last
         # uint8 -> normalised float happens here, on the device, fused with the forward pass
         self.register_buffer("scale", (1.0 / (255.0 * std)).view(1, 3, 1, 1), persistent=False)

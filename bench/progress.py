@@ -8,6 +8,25 @@ import time
 import pytorch_lightning as pl
 
 
+def quiet_lightning() -> None:
+    """Lightning's banners and tips drown the progress lines; keep its warnings and errors.
+
+    Called after Lightning is imported, since importing it resets its loggers' levels.
+    """
+    import logging
+    import warnings
+
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (
+        r".*isinstance\(treespec, LeafSpec\).*",
+        ".*does not have many workers.*",
+        ".*litlogger.*",
+        ".*LitLogger.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def fmt_duration(seconds: float) -> str:
     seconds = int(max(0, seconds))
     h, rem = divmod(seconds, 3600)

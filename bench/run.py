@@ -162,7 +162,9 @@ def make_trainer(prep: Prepared, total_steps: int, ckpt_dir: Path | None, logger
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from bench.progress import Progress
+    from bench.progress import Progress, quiet_lightning
+
+    quiet_lightning()
 
     cell = prep.cell
     callbacks = list(extra_callbacks)
