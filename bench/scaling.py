@@ -433,7 +433,7 @@ def holdout(form: str, x, y) -> dict | None:
 
 
 @_one_blas_thread
-def fit_family(x, y) -> dict:
+def fit_family(x, y, x_name: str = "x") -> dict:
     """Fit every envelope form there are points for and choose one by held-out prediction."""
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -445,14 +445,14 @@ def fit_family(x, y) -> dict:
             "chosen": None,
             "fits": {},
             "holdout": {},
-            "reason": f"only {n_x} distinct x; a power law needs at least {MIN_X['power']}",
+            "reason": f"only {n_x} distinct {x_name}; a power law needs at least {MIN_X['power']}",
         }
     checks = {f: holdout(f, x, y) for f in fits}
     checks = {f: v for f, v in checks.items() if v is not None}
     if not checks:
         chosen = next(iter(fits))
         reason = (
-            f"only {n_x} distinct x: too few to hold the largest out; "
+            f"only {n_x} distinct {x_name}: too few to hold the largest out; "
             f"using the simplest form that fits ({chosen})"
         )
     else:
@@ -466,11 +466,11 @@ def fit_family(x, y) -> dict:
             ):
                 chosen = f
         skipped = [f for f in fits if f not in checks]
-        reason = "best prediction of the held-out largest x: " + ", ".join(
-            f"{f} |log error| {abs(checks[f]['log_error']):.3g}" for f in checks
+        reason = f"best prediction of the held-out largest {x_name}: " + ", ".join(
+            f"{f} abs log error {abs(checks[f]['log_error']):.3g}" for f in checks
         )
         if skipped:
-            reason += "; not checked (too few x to hold one out): " + ", ".join(skipped)
+            reason += f"; not checked (too few {x_name} to hold one out): " + ", ".join(skipped)
         if chosen not in fits:
             chosen = next(iter(fits))
     return {"chosen": chosen, "fits": fits, "holdout": checks, "reason": reason}
@@ -585,6 +585,7 @@ def _resampler(cells: Cells, group_order, chosen_fit: Fit):
                     new[k] = ys * np.exp(pool[rng.integers(0, len(pool), 1)])
             return envelope_points(envelope(new, group_order))
 
+        draw.method = "seeds resampled within each cell"
         return draw
 
     x, y = envelope_points(envelope(cells, group_order))
@@ -594,6 +595,7 @@ def _resampler(cells: Cells, group_order, chosen_fit: Fit):
     def draw_resid(rng):
         return x, pred * np.exp(resid[rng.integers(0, len(resid), len(resid))])
 
+    draw_resid.method = "log residuals of the envelope fit resampled (one seed per cell)"
     return draw_resid
 
 
@@ -637,6 +639,7 @@ def bootstrap_break_even(
         "n_crossing": int(len(crossed)),
         "p_no_crossing": _round((n_done - len(crossed)) / n_done) if n_done else None,
         "ci": None,
+        "method": "; ".join(f"{n}: {d.method}" for n, d in zip(names, draws, strict=True)),
     }
     if len(crossed):
         lo, hi = np.percentile(np.log10(crossed), [2.5, 97.5])

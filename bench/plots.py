@@ -1,0 +1,427 @@
+"""Figures for ``bench analyze`` (figures only: the numbers come from analyze/scaling).
+
+Agg backend and PNG metadata without the software version, so the same records always give
+byte-identical files.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless and deterministic; analyze never shows a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+
+from bench import scaling  # noqa: E402
+
+# Colour-blind-safe, and the same family keeps its colour in every figure.
+FAMILY_COLORS = {"resnet": "#0072B2", "vit": "#D55E00"}
+OTHER_COLORS = ("#009E73", "#CC79A7", "#E69F00", "#56B4E9")
+FAMILY_MARKERS = {"resnet": "s", "vit": "o"}
+DPI = 130
+# Fitted curves are drawn past the data only this far (a factor in x), so an extrapolated
+# break-even far away does not squash the measured range into a corner.
+MAX_EXTEND = 100.0
+
+
+def _color(fam, families):
+    if fam in FAMILY_COLORS:
+        return FAMILY_COLORS[fam]
+    others = [f for f in families if f not in FAMILY_COLORS]
+    return OTHER_COLORS[others.index(fam) % len(OTHER_COLORS)]
+
+
+def _shades(color, n):
+    """Light (small model) to full (large model) shades of the family colour."""
+    return [color] if n <= 1 else list(sns.light_palette(color, n + 2))[2:]
+
+
+def _pct_axis(ax):
+    """Log-scaled error axis labelled in percent, with as many labelled ticks as the span needs."""
+    lo, hi = ax.get_ylim()
+    span = math.log10(hi / lo) if lo > 0 else 3.0
+    subs = tuple(range(1, 10)) if span < 0.6 else (1.0, 2.0, 3.0, 5.0) if span < 2.5 else (1.0,)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.3g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _count_fmt(v, _=None):
+    if v <= 0:
+        return ""
+    e = math.floor(math.log10(v) + 1e-9)
+    m = v / 10**e
+    return f"$10^{{{e}}}$" if abs(m - 1) < 1e-6 else f"{m:g}×$10^{{{e}}}$"
+
+
+def _save(fig, path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+
+
+def make_figures(frame, summary, doc, orders, fig_dir) -> tuple[list[str], list[str]]:
+    """Draw every figure the data allows; returns (file names written, notes on skipped ones)."""
+    fig_dir = Path(fig_dir)
+    made, notes = [], []
+    if not len(summary):
+        return made, ["figures skipped: no cells to plot"]
+    style = {
+        "axes.titlesize": 12,
+        "axes.labelsize": 11,
+        "legend.fontsize": 9,
+        "svg.hashsalt": "bench",
+    }
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook"), plt.rc_context(style):
+        for name, draw in (
+            ("error_vs_n.png", _error_vs_n),
+            ("error_vs_params.png", _error_vs_params),
+            ("grid_heatmap.png", _heatmap),
+            ("error_vs_compute.png", _error_vs_compute),
+        ):
+            skipped = draw(summary, doc, orders, fig_dir / name)
+            if skipped:
+                notes.append(f"figure {name} skipped: {skipped}")
+            else:
+                made.append(name)
+    return made, notes
+
+
+def _cells(summary, fam, size=None):
+    rows = summary[summary["family"] == fam]
+    if size is not None:
+        rows = rows[rows["size"] == size]
+    return rows.sort_values("n_train")
+
+
+def _error_vs_n(summary, doc, orders, path):
+    fams = doc["families"]
+    be = doc.get("break_even")
+    fig, ax = plt.subplots(figsize=(9.5, 5.6))
+    n_lo, n_hi = float(summary["n_train"].min()), float(summary["n_train"].max())
+    x_lo, x_hi = n_lo / 1.5, n_hi * 1.5
+    if be and be.get("x"):
+        for v in [be["x"]] + list(be.get("ci") or []):
+            if v and n_lo / MAX_EXTEND <= v <= n_hi * MAX_EXTEND:
+                x_lo, x_hi = min(x_lo, v / 1.5), max(x_hi, v * 1.5)
+    grid = np.geomspace(x_lo, x_hi, 300)
+    for fam in fams:
+        color = _color(fam, fams)
+        sizes = orders.get(fam, [])
+        for size, shade in zip(sizes, _shades(color, len(sizes)), strict=True):
+            rows = _cells(summary, fam, size)
+            ax.plot(
+                rows["n_train"],
+                rows["test_error_mean"],
+                "-",
+                marker=".",
+                ms=5,
+                lw=1.0,
+                color=shade,
+                alpha=0.85,
+                label=f"{fam} {size}",
+            )
+        f = doc["fits"].get(fam) or {}
+        env = f.get("envelope") or []
+        if env:
+            ex = [e["x"] for e in env]
+            ey = [e["mean"] for e in env]
+            std = _env_std(summary, fam, env)
+            ax.errorbar(
+                ex,
+                ey,
+                yerr=std,
+                fmt="-",
+                marker=FAMILY_MARKERS.get(fam, "D"),
+                ms=7,
+                lw=2.8,
+                color=color,
+                capsize=3,
+                label=f"{fam} envelope (best size)",
+                zorder=4,
+            )
+        if f.get("params"):
+            fit = scaling.Fit.from_dict({"form": f["form"], "params": f["params"]})
+            ax.plot(
+                grid,
+                scaling.predict(fit, grid),
+                "--",
+                lw=1.8,
+                color=color,
+                zorder=3,
+                label=f"{fam} fit ({f['form']})",
+            )
+    if be and be.get("x"):
+        x = be["x"]
+        where = "inside range" if be["inside_range"] else "extrapolated"
+        label = f"break-even n* = {x:,.0f} ({where})"
+        if be.get("ci"):
+            lo, hi = be["ci"]
+            ax.axvspan(
+                max(lo, x_lo),
+                min(hi, x_hi),
+                color="0.5",
+                alpha=0.15,
+                lw=0,
+                label=f"95% CI {lo:,.0f}–{hi:,.0f}",
+            )
+        if x_lo <= x <= x_hi:
+            ax.axvline(x, color="0.2", lw=1.5, ls=":", label=label)
+        else:
+            ax.text(
+                0.99, 0.98, label + " (off the plot)", transform=ax.transAxes, ha="right", va="top"
+            )
+    elif be:
+        ax.text(
+            0.99,
+            0.98,
+            f"no break-even: {be['below']} lower throughout",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(x_lo, x_hi)
+    ax.set_xlabel("training images (log scale)")
+    ax.set_ylabel("test error (%, log scale)")
+    _pct_axis(ax)
+    ax.set_title(f"Test error vs training-set size — {doc['study']}")
+    _legend_in_order(ax)
+    _save(fig, path)
+    return None
+
+
+def _legend_in_order(ax):
+    """Legend grouped per family (sizes, envelope, fit), then the break-even entries.
+
+    Matplotlib lists error-bar containers after lines; sorting by label keeps a family together.
+    """
+    handles, labels = ax.get_legend_handles_labels()
+
+    def key(item):
+        label = item[1]
+        if label.startswith(("95% CI", "break-even")):
+            return (1, "", 0, label)
+        fam = label.split(" ")[0]
+        rank = 1 if " envelope" in label else 2 if " fit (" in label else 0
+        return (0, fam, rank, "")
+
+    items = sorted(zip(handles, labels, strict=True), key=key)
+    ax.legend(
+        [h for h, _ in items],
+        [lab for _, lab in items],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+    )
+
+
+def _env_std(summary, fam, env):
+    out = []
+    for e in env:
+        rows = summary[
+            (summary["family"] == fam)
+            & (summary["size"] == e["group"])
+            & (summary["n_train"] == e["x"])
+        ]
+        s = rows["test_error_std"].iloc[0] if len(rows) else float("nan")
+        out.append(0.0 if s != s else float(s))
+    return out
+
+
+def _error_vs_params(summary, doc, orders, path):
+    if summary["params"].isna().all():
+        return "no parameter counts in the records"
+    fams = doc["families"]
+    ns = sorted(int(n) for n in summary["n_train"].unique())
+    ncols = min(4, len(ns))
+    nrows = math.ceil(len(ns) / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.4 * ncols + 0.8, 3.0 * nrows + 0.8), sharey=True, squeeze=False
+    )
+    p_all = summary["params"].dropna().astype(float)
+    grid = np.geomspace(p_all.min() / 1.3, p_all.max() * 1.3, 100)
+    for ax, n in zip(axes.flat, ns, strict=False):
+        for fam in fams:
+            color = _color(fam, fams)
+            rows = summary[
+                (summary["family"] == fam) & (summary["n_train"] == n) & summary["params"].notna()
+            ]
+            rows = rows.sort_values("params")
+            if len(rows):
+                ax.errorbar(
+                    rows["params"].astype(float),
+                    rows["test_error_mean"],
+                    yerr=rows["test_error_std"].fillna(0.0),
+                    fmt="-",
+                    marker=FAMILY_MARKERS.get(fam, "D"),
+                    ms=6,
+                    lw=1.8,
+                    capsize=3,
+                    color=color,
+                    label=fam,
+                )
+            joint = (doc["fits"].get(fam) or {}).get("joint") or {}
+            if "params" in joint:
+                fit = scaling.Fit.from_dict(joint)
+                fam_p = summary.loc[summary["family"] == fam, "params"].dropna().astype(float)
+                g = grid[(grid >= fam_p.min() / 1.3) & (grid <= fam_p.max() * 1.3)]
+                ax.plot(
+                    g,
+                    scaling.predict_joint(fit, g, np.full(len(g), float(n))),
+                    "--",
+                    lw=1.2,
+                    color=color,
+                    alpha=0.8,
+                    label=f"{fam} joint fit",
+                )
+        ax.set_title(f"n = {n:,} training images", fontsize=11)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, numticks=6))
+        ax.xaxis.set_major_formatter(FuncFormatter(_count_fmt))
+    for ax in axes.flat[len(ns) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test error (%, log scale)")
+        _pct_axis(ax)
+    for col in range(ncols):  # x label under the lowest panel actually drawn in each column
+        last = max(r for r in range(nrows) if r * ncols + col < len(ns))
+        axes[last, col].set_xlabel("parameters (log scale)")
+        axes[last, col].tick_params(axis="x", labelbottom=True)
+    by_label = {}
+    for ax in axes.flat[: len(ns)]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            by_label.setdefault(lab, h)
+    labels = sorted(by_label, key=lambda lab: ("joint fit" in lab, lab))  # data, then fits
+    handles = [by_label[lab] for lab in labels]
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        ncol=min(len(labels), 4),
+        frameon=False,
+        bbox_to_anchor=(0.5, 1.0),
+    )
+    fig.suptitle(f"Test error vs parameter count, per training-set size — {doc['study']}", y=1.04)
+    fig.tight_layout()
+    _save(fig, path)
+    return None
+
+
+def _heatmap(summary, doc, orders, path):
+    rows = []
+    for fam in doc["families"]:
+        for size in orders.get(fam, []):
+            rows.append((fam, size))
+    ns = sorted(int(n) for n in summary["n_train"].unique())
+    data = np.full((len(rows), len(ns)), np.nan)
+    index = {r: i for i, r in enumerate(rows)}
+    for r in summary.itertuples():
+        data[index[(r.family, r.size)], ns.index(int(r.n_train))] = 100 * r.test_error_mean
+    fig, ax = plt.subplots(figsize=(1.1 * len(ns) + 3.0, 0.5 * len(rows) + 1.8))
+    sns.heatmap(
+        data,
+        annot=True,
+        fmt=".1f",
+        cmap="rocket_r",
+        ax=ax,
+        linewidths=0.5,
+        linecolor="white",
+        cbar_kws={"label": "test error (%)"},
+        xticklabels=[f"{n:,}" for n in ns],
+        yticklabels=[f"{f} / {s}" for f, s in rows],
+    )
+    # A line between families so the two ladders read as blocks.
+    fam_of = [f for f, _ in rows]
+    for i in range(1, len(rows)):
+        if fam_of[i] != fam_of[i - 1]:
+            ax.axhline(i, color="0.15", lw=2)
+    ax.grid(False)
+    ax.set_facecolor("0.9")  # missing cells show as grey, not as a colour of the scale
+    for i, j in zip(*np.where(np.isnan(data)), strict=True):
+        ax.text(j + 0.5, i + 0.5, "missing", ha="center", va="center", color="0.45", fontsize=9)
+    # Box each family's envelope cell (its best size at that n): the points the fits use.
+    for fam in doc["families"]:
+        for e in (doc["fits"].get(fam) or {}).get("envelope") or []:
+            if (fam, e["group"]) in index and int(e["x"]) in ns:
+                ax.add_patch(
+                    Rectangle(
+                        (ns.index(int(e["x"])), index[(fam, e["group"])]),
+                        1,
+                        1,
+                        fill=False,
+                        edgecolor="0.1",
+                        lw=1.8,
+                    )
+                )
+    ax.set_xlabel("training images")
+    ax.set_ylabel("family / size")
+    ax.tick_params(axis="y", rotation=0)
+    ax.set_title(
+        f"Test error (%) per cell, mean over seeds — {doc['study']}\n"
+        "boxed: each family's best size at that n (its envelope)",
+        fontsize=11,
+    )
+    _save(fig, path)
+    return None
+
+
+def pareto_frontier(x, y):
+    """Points no cheaper point beats: sorted by x, each with a lower y than all before it."""
+    order = np.lexsort((y, x))
+    fx, fy, best = [], [], math.inf
+    for i in order:
+        if y[i] < best:
+            best = y[i]
+            fx.append(x[i])
+            fy.append(y[i])
+    return np.array(fx), np.array(fy)
+
+
+def _error_vs_compute(summary, doc, orders, path):
+    have = summary[summary["train_flops"].notna() & (summary["train_flops"] > 0)]
+    if not len(have):
+        return "no train_flops in the records"
+    fams = doc["families"]
+    fig, ax = plt.subplots(figsize=(9.5, 5.6))
+    for fam in fams:
+        color = _color(fam, fams)
+        sizes = orders.get(fam, [])
+        for size, shade in zip(sizes, _shades(color, len(sizes)), strict=True):
+            rows = _cells(have, fam, size)
+            if len(rows):
+                ax.scatter(
+                    rows["train_flops"],
+                    rows["test_error_mean"],
+                    s=36,
+                    color=shade,
+                    marker=FAMILY_MARKERS.get(fam, "D"),
+                    edgecolor="white",
+                    lw=0.5,
+                    label=f"{fam} {size}",
+                    zorder=3,
+                )
+        rows = have[have["family"] == fam]
+        if len(rows):
+            fx, fy = pareto_frontier(
+                rows["train_flops"].to_numpy(float), rows["test_error_mean"].to_numpy(float)
+            )
+            ax.step(fx, fy, where="post", color=color, lw=2.4, label=f"{fam} frontier", zorder=4)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training compute (FLOP, log scale)")
+    ax.set_ylabel("test error (%, log scale)")
+    _pct_axis(ax)
+    ax.set_title(f"Test error vs training compute — {doc['study']}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    _save(fig, path)
+    return None

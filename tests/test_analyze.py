@@ -1,0 +1,223 @@
+"""``bench analyze`` and ``bench fit`` end to end, on records drawn from known curves."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+
+from bench.analyze import analyze
+from bench.cli import main
+from bench.results import write_record
+
+SIZES = {"xs": 1e6, "s": 4e6, "m": 16e6, "l": 64e6}
+N_TRAIN = (500, 1500, 4000, 12000, 35000, 100000)
+# err(N, n) = E + A / N^alpha + B / n^beta per family: ResNets lead with little data, ViTs
+# improve faster with n and overtake inside the measured range.
+CURVES = {
+    "vit": {"E": 0.04, "A": 2.0, "alpha": 0.25, "B": 10.0, "beta": 0.5},
+    "resnet": {"E": 0.08, "A": 1.5, "alpha": 0.25, "B": 1.5, "beta": 0.3},
+}
+
+
+def curve(family, big_n, n):
+    c = CURVES[family]
+    return c["E"] + c["A"] / big_n ** c["alpha"] + c["B"] / n ** c["beta"]
+
+
+def write_study(
+    out, families=("vit", "resnet"), sizes=SIZES, n_train=N_TRAIN, seeds=3, noise=0.02, seed=0
+):
+    """Write one completed record per (family, size, n_train, seed) with log-normal noise."""
+    rng = np.random.default_rng(seed)
+    for family in families:
+        for size, big_n in sizes.items():
+            for n in n_train:
+                for s in range(seeds):
+                    err = float(curve(family, big_n, n) * math.exp(rng.normal(0.0, noise)))
+                    write_record(
+                        {
+                            "schema": 1,
+                            "run_id": f"{family}-{size}-n{n}-s{s}",
+                            "study": "synthetic",
+                            "status": "completed",
+                            "error": None,
+                            "config": {"family": family, "size": size, "n_train": n, "seed": s},
+                            "params": int(big_n),
+                            "flops_per_image": 2.0 * big_n,
+                            "train_flops": 6.0 * big_n * n * 30,
+                            "metrics": {
+                                "test_error": err,
+                                "test_loss": 3 * err,
+                                "val_error": err,
+                                "train_loss": 0.1,
+                                "epochs": 30,
+                                "steps": 100,
+                            },
+                            "timing": {"wall_s": 1.0, "train_images_per_s": 1e3, "device": "cpu"},
+                            "env": {},
+                            "wandb": {},
+                            "created_at": "2025-01-01T00:00:00Z",
+                            "finished_at": "2025-01-01T00:01:00Z",
+                        },
+                        Path(out) / "runs",
+                    )
+    return Path(out)
+
+
+def true_envelope_crossing():
+    """The envelope is the largest model for these curves; where the two families' cross."""
+    big = max(SIZES.values())
+
+    def gap(t):
+        return math.log(curve("vit", big, 10**t)) - math.log(curve("resnet", big, 10**t))
+
+    return 10 ** brentq(gap, 2, 6)
+
+
+def outputs(folder: Path) -> dict:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "runs" not in p.parts
+    }
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    folder = write_study(tmp_path_factory.mktemp("study"))
+    assert main(["analyze", str(folder), "--bootstrap", "200"]) == 0
+    return folder
+
+
+def test_analyze_writes_summary_fits_figures_and_report(study, capsys):
+    names = set(outputs(study))
+    assert {"summary.csv", "fits.json", "report.md"} <= names
+    for fig in ("error_vs_n", "error_vs_params", "grid_heatmap", "error_vs_compute"):
+        assert f"figures/{fig}.png" in names
+        assert (study / "figures" / f"{fig}.png").read_bytes()[:4] == b"\x89PNG"
+    with open(study / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * len(SIZES) * len(N_TRAIN)
+    assert {r["test_error_count"] for r in rows} == {"3"}
+    assert {"params", "train_flops", "test_error_mean", "test_error_std"} <= set(rows[0])
+    report = (study / "report.md").read_text()
+    for text in (
+        "synthetic",
+        "Break-even",
+        "p_no_crossing",
+        "Extrapolation check",
+        "figures/error_vs_n.png",
+    ):
+        assert text in report
+    assert "at the largest shared n (100,000): vit" in report
+    assert "at the smallest shared n (500): resnet" in report
+
+
+def test_break_even_ci_contains_the_true_crossing(study):
+    doc = json.loads((study / "fits.json").read_text())
+    be = doc["break_even"]
+    true = true_envelope_crossing()
+    assert N_TRAIN[0] < true < N_TRAIN[-1]
+    assert be["inside_range"] is True
+    assert be["ci"][0] <= true <= be["ci"][1]
+    assert be["x"] == pytest.approx(true, rel=0.3)
+    assert (be["below"], be["above"]) == ("resnet", "vit")
+    assert be["p_no_crossing"] < 0.05
+    for fam, c in CURVES.items():
+        fit = doc["fits"][fam]
+        assert fit["form"] in ("power", "m4") and fit["extrapolation"]["x"] == N_TRAIN[-1]
+        assert fit["forms"]["power"]["params"]["b"] == pytest.approx(c["beta"], abs=0.08)
+        joint = fit["joint"]["params"]
+        assert joint["beta"] == pytest.approx(c["beta"], abs=0.08)
+        assert joint["alpha"] == pytest.approx(c["alpha"], abs=0.1)
+
+
+def test_second_run_is_byte_identical(study):
+    before = outputs(study)
+    doc = analyze(study, bootstrap=200, seed=0)
+    assert outputs(study) == before
+    assert doc["break_even"]["x"] is not None
+    assert doc["break_even_text"].startswith("break-even: n* = ")
+    assert doc["report"].endswith("report.md")
+
+
+def test_one_family_only_is_analysed_without_break_even(tmp_path, capsys):
+    folder = write_study(tmp_path, families=("vit",), sizes={"s": 4e6, "l": 64e6}, seeds=2)
+    assert main(["analyze", str(folder), "--bootstrap", "50"]) == 0
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err
+    report = (folder / "report.md").read_text()
+    assert "only one family (vit)" in report
+    assert "break-even skipped" in report
+    assert json.loads((folder / "fits.json").read_text())["break_even"] is None
+    assert (folder / "figures" / "error_vs_n.png").exists()
+
+
+def test_too_few_points_and_zero_records_say_what_was_skipped(tmp_path, capsys):
+    few = write_study(tmp_path / "few", sizes={"m": 16e6}, n_train=(1000, 10000), seeds=1)
+    assert main(["analyze", str(few), "--bootstrap", "20"]) == 0
+    report = (few / "report.md").read_text()
+    assert "no envelope fit" in report and "break-even skipped" in report
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["analyze", str(empty)]) == 0
+    assert "no completed records" in (empty / "report.md").read_text()
+    assert "Traceback" not in capsys.readouterr().err
+
+    assert main(["analyze", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+@pytest.fixture
+def table(tmp_path):
+    """A plain CSV: columns named freely, several seeds per (family, n)."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "table.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arch", "images", "err", "seed"])
+        for fam in ("vit", "resnet"):
+            for n in N_TRAIN:
+                for s in range(3):
+                    err = curve(fam, 64e6, n) * math.exp(rng.normal(0, 0.02))
+                    w.writerow([fam, n, f"{err:.6f}", s])
+    return path
+
+
+def test_fit_json_has_the_documented_keys(table, capsys):
+    argv = ["fit", str(table), "--x=images", "--y=err", "--family=arch", "--json"]
+    assert main([*argv, "--bootstrap", "100"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc["fits"]) == {"resnet", "vit"}
+    for fit in doc["fits"].values():
+        assert fit["form"] in ("power", "m4")
+        assert {"form", "params", "rmse_log"} <= set(fit)
+    be = doc["break_even"]
+    assert {"x", "ci", "inside_range", "p_no_crossing", "below", "above"} <= set(be)
+    assert isinstance(be["x"], float) and len(be["ci"]) == 2
+    assert be["ci"][0] <= true_envelope_crossing() <= be["ci"][1]
+    assert (be["below"], be["above"]) == ("resnet", "vit")
+
+
+def test_fit_prints_a_readable_table(table, capsys):
+    argv = ["fit", str(table), "--x=images", "--y=err", "--family=arch", "--bootstrap", "50"]
+    assert main([*argv, "--families", "vit", "resnet"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[:3] == ["family", "form", "parameters"]
+    assert "break-even: images* = " in out
+
+
+def test_fit_bad_input_exits_2_naming_it(table, tmp_path, capsys):
+    assert main(["fit", str(table), "--x=n_train", "--y=err", "--family=arch"]) == 2
+    err = capsys.readouterr().err
+    assert "n_train" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    missing = tmp_path / "nope.csv"
+    assert main(["fit", str(missing), "--x=images", "--y=err", "--family=arch"]) == 2
+    assert "nope.csv" in capsys.readouterr().err
