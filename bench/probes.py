@@ -251,14 +251,28 @@ def plot_attention_distance(mad: torch.Tensor, img_size: int, uniform: float, ti
 
 
 # ---------------------------------------------------------------------- the stage
+PROBE_SEED = 0
+
+
+def probe_indices(test_y: torch.Tensor, n_images: int) -> torch.Tensor:
+    """A fixed set of test images: the first ``n_images`` of a seeded, class-balanced order.
+
+    Not simply the first N of the split: an ImageFolder test split is sorted by class, and its
+    first 256 images would all be one class. The same images for every run of a dataset.
+    """
+    from bench.data import balanced_order
+
+    return balanced_order(test_y, PROBE_SEED)[:n_images]
+
+
 def probe_images(cell, arch, n_images: int) -> torch.Tensor:
-    """The first ``n_images`` of the test split at the model's resolution, normalised as in training."""
+    """The probe's test images at the model's resolution, normalised as in training."""
     from bench.data import channel_stats, load_splits, make_subsets
 
     splits = load_splits(cell, arch.img_size)
     subsets = make_subsets(cell, splits.train_y, splits.num_classes)
     mean, std = channel_stats(splits.train_x[subsets.train_idx])
-    x = splits.test_x[:n_images].float() / 255.0
+    x = splits.test_x[probe_indices(splits.test_y, n_images)].float() / 255.0
     return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
 
 
@@ -286,6 +300,8 @@ def run_probes(model: nn.Module, arch, images: torch.Tensor, title: str, out: Pa
 
     summary = {
         "img_size": arch.img_size, "patch_size": p, "grid": list(grid), "n_images": len(images),
+        "images": f"the first {len(images)} of a class-balanced order (seed {PROBE_SEED}) of the "
+                  "test split",
         "pos_embed_kind": arch.pos_embed, "pool": arch.pool,
         "filters": {
             "k": comps.shape[0], "shape": list(comps.shape[1:]),
@@ -360,7 +376,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("run", metavar="RUN", help="run_id, record .json or checkpoint .ckpt")
     parser.add_argument("--out", help="output folder (default results/<study>/probes/<run_id>)")
     parser.add_argument("--n_images", "--n-images", type=int, default=DEFAULT_IMAGES,
-                        help=f"test images for the attention distances (default {DEFAULT_IMAGES})")
+                        help="test images for the attention distances: a fixed, class-balanced "
+                             f"set (default {DEFAULT_IMAGES})")
     parser.add_argument("--results_root", "--results-root", default="results",
                         help="where run_ids are looked up (default results)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
