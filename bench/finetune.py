@@ -289,7 +289,9 @@ def finetune_rows(results_dir: str | Path) -> list[dict]:
     from bench import results
 
     rows = []
-    for rec in results.iter_records(results_dir):
+    records = list(results.iter_records(results_dir))
+    errors = {r["run_id"]: (r.get("metrics") or {}).get("test_error") for r in records}
+    for rec in records:
         cfg = rec.get("config") or {}
         ft = rec.get("finetune")
         if not isinstance(ft, dict) and cfg.get("finetune_img_size"):
@@ -303,7 +305,9 @@ def finetune_rows(results_dir: str | Path) -> list[dict]:
             n_train=(rec.get("data") or {}).get("n_train", cfg.get("n_train")), seed=cfg.get("seed"),
             from_img_size=ft.get("from_img_size"), img_size=ft.get("img_size"),
             test_error=(rec.get("metrics") or {}).get("test_error"),
-            pretrain_error=pre.get("test_error"), run_id=rec.get("run_id"),
+            # in-cell: the pre-training phase; a `bench finetune` cell: its parent's record
+            pretrain_error=pre.get("test_error", errors.get(ft.get("parent"))),
+            run_id=rec.get("run_id"),
         ))
     return rows
 
