@@ -1,0 +1,39 @@
+# Everyday actions. Each target sets up .venv first, so on a fresh machine one command does all.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch and torchvision are pinned as a pair: timm needs a torchvision built for the same torch.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup demo test test-fast lint bench-cpu study-cpu clean
+
+$(BIN)/bench: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev,slurm]'
+	touch $@
+
+setup: $(BIN)/bench
+
+# The smoke study on scikit-learn's digits: grid -> records -> fits, figures, report.
+demo: setup
+	WANDB_MODE=offline $(BIN)/bench study sweeps/smoke.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check bench tests benchmarks
+
+bench-cpu: setup
+	$(BIN)/python benchmarks/throughput.py --device=cpu --quick
+
+study-cpu: setup
+	$(BIN)/bench study sweeps/cifar10-cpu.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

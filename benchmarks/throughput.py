@@ -1,0 +1,153 @@
+"""Training throughput: the project's own path (Lightning) against a plain PyTorch loop.
+
+Both train the same model from the same initial weights, with the same batch, precision,
+optimizer, schedule, gradient clipping and on-device augmented batches; only the loop differs.
+Each rung of both families is timed side by side in one process, alternating the two loops.
+
+    python benchmarks/throughput.py [--device=cpu|cuda] [--quick]
+
+Ends with ``min ratio: X`` (project images/s over plain-loop images/s, worst rung).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from bench.config import Cell
+from bench.data import DeviceBatches, Splits, synthetic
+from bench.models import build_model, count_params, resolve_arch
+from bench.module import param_groups, warmup_cosine
+from bench.run import Prepared, make_module, make_trainer
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def plain_loop(model, batches: DeviceBatches, steps: int, warm: int, cell: Cell, device, bf16: bool):
+    """The reference: nanoGPT-style loop with the same recipe as CellModule."""
+    model = model.to(device).train()
+    channels_last = device.type == "cuda" and cell.family == "resnet"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    xs = batches.x.float()
+    mean = (xs[:10000] / 255).mean(dim=(0, 2, 3))
+    std = (xs[:10000] / 255).std(dim=(0, 2, 3))
+    scale = (1 / (255 * std)).view(1, 3, 1, 1)
+    shift = (mean / std).view(1, 3, 1, 1)
+    opt = torch.optim.AdamW(param_groups(model, cell.weight_decay), lr=cell.lr, fused=device.type == "cuda")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, int(cell.warmup * steps)))
+    step, t0 = 0, None
+    while step < steps:
+        for x, y in batches:
+            if step == warm:
+                sync(device)
+                t0 = time.perf_counter()
+            x = x.float() * scale - shift
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(model(x), y, label_smoothing=cell.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cell.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            if step == steps:
+                break
+    sync(device)
+    return (steps - warm) * batches.batch_size / (time.perf_counter() - t0)
+
+
+class Clock:
+    """A Lightning callback that starts the clock after the warm-up steps."""
+
+    def __new__(cls, warm: int, device):
+        import pytorch_lightning as pl
+
+        class _Clock(pl.Callback):
+            def __init__(self):
+                self.t0 = None
+
+            def on_train_batch_start(self, trainer, module, batch, batch_idx):
+                if trainer.global_step == warm and self.t0 is None:
+                    sync(device)
+                    self.t0 = time.perf_counter()
+
+            def on_train_end(self, trainer, module):
+                sync(device)
+                self.t1 = time.perf_counter()
+
+        return _Clock()
+
+
+def project_loop(model, splits: Splits, batches: DeviceBatches, steps: int, warm: int, cell: Cell, device):
+    arch = resolve_arch(cell, splits.num_classes)
+    subsets = type("S", (), {"train_idx": torch.arange(len(batches.y)), "val_idx": torch.arange(0)})()
+    prep = Prepared(cell=cell, splits=splits, subsets=subsets, arch=arch, model=model, params=0,
+                    flops_per_image=0, total_steps=steps, device=device)
+    module = make_module(prep, steps)
+    clock = Clock(warm, device)
+    trainer = make_trainer(prep, steps, None, None, has_val=False, extra_callbacks=[clock])
+    trainer.fit(module, train_dataloaders=batches)
+    return (steps - warm) * batches.batch_size / (clock.t1 - clock.t0)
+
+
+def bench_rung(family: str, size: str, device: torch.device, steps: int, warm: int, batch: int,
+               repeats: int, splits: Splits) -> tuple[float, float, int]:
+    cell = Cell(family=family, size=size, dataset="synthetic", batch_size=batch, steps=steps,
+                progress=False, wandb="disabled", device=device.type)
+    arch = resolve_arch(cell, splits.num_classes)
+    torch.manual_seed(0)
+    init = build_model(arch)
+    x, y = splits.train_x.to(device), splits.train_y.to(device)
+    bf16 = device.type == "cuda"
+    ours, plain = [], []
+    for _ in range(repeats):  # alternate, so drift in clocks or load hits both loops alike
+        batches = DeviceBatches(x, y, batch, shuffle=True, augment_pad=4, seed=0, drop_last=True)
+        plain.append(plain_loop(copy.deepcopy(init), batches, steps, warm, cell, device, bf16))
+        batches = DeviceBatches(x, y, batch, shuffle=True, augment_pad=4, seed=0, drop_last=True)
+        ours.append(project_loop(copy.deepcopy(init), splits, batches, steps, warm, cell, device))
+    return statistics.median(ours), statistics.median(plain), count_params(init)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quick", action="store_true", help="fewer rungs and steps")
+    p.add_argument("--sizes", default=None, help="comma-separated rungs (default: all, quick: xxs,xs,s)")
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=2)
+    args = p.parse_args()
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    sizes = args.sizes.split(",") if args.sizes else (["xxs", "xs", "s"] if args.quick else ["xxs", "xs", "s", "m", "l"])
+    steps, warm = (60, 20) if gpu else ((12, 4) if args.quick else (30, 6))
+    batch = args.batch or (256 if gpu else 64)
+    splits = synthetic(32, n_train=max(4000, batch * 8), n_test=10)
+    name = torch.cuda.get_device_name() if gpu else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"device: {name} | batch {batch} | {steps - warm} timed steps after {warm} warm-up | "
+          f"{'bf16 autocast' if gpu else 'fp32'}", flush=True)
+    print(f"{'family':<8}{'size':<6}{'params':>9}{'project img/s':>15}{'plain img/s':>13}{'ratio':>8}")
+    ratios = []
+    for family in ("vit", "resnet"):
+        for size in sizes:
+            ours, plain, params = bench_rung(family, size, device, steps, warm, batch, args.repeats, splits)
+            ratios.append(ours / plain)
+            print(f"{family:<8}{size:<6}{params / 1e6:>8.2f}M{ours:>15,.0f}{plain:>13,.0f}{ours / plain:>8.2f}",
+                  flush=True)
+    print(f"min ratio: {min(ratios):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
