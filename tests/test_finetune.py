@@ -171,6 +171,21 @@ def test_in_cell_phase_finetunes_or_continues_and_keeps_pretraining_numbers(size
         assert model(torch.randn(1, 3, size, size)).shape == (1, 10)
 
 
+@pytest.mark.slow
+def test_bench_run_with_finetune_img_size_records_both_phases(in_tmp):
+    args = [a for a in TINY if not a.startswith("--results_dir")]
+    assert bench("run", *args, "--steps=4", "--finetune_img_size=64", "--finetune_steps=2",
+                 "--results_dir=out") == 0
+    rec = json.loads(next(Path("out").glob("*.json")).read_text())
+    assert rec["status"] == "completed" and rec["metrics"]["steps"] == 6
+    assert rec["pretrain"]["steps"] == 4 and rec["pretrain"]["img_size"] == 32
+    assert rec["finetune"]["img_size"] == 64 and rec["finetune"]["from_img_size"] == 32
+    assert rec["metrics"]["test_error"] == pytest.approx(rec["finetune"]["test_error"])
+    # the record's checkpoint is the fine-tuned model, at 64 px
+    _, _, arch, _ = load_run(Path("out") / f"{rec['run_id']}.json")
+    assert arch.img_size == 64
+
+
 # ---------------------------------------------------------------------- the comparison
 def fake_record(path: Path, size: str, n: int, seed: int, img: int, err: float, pre: float,
                 phase_block: bool = True):
