@@ -165,11 +165,11 @@ def describe_break_even(be: dict | None, x_name: str = "n") -> str:
         )
     ci = be.get("ci")
     ci_txt = f" (95% CI {_fmt_x(ci[0])}..{_fmt_x(ci[1])})" if ci else ""
-    where = (
-        "inside the measured range"
-        if be["inside_range"]
-        else "extrapolated beyond the measured range"
-    )
+    where = {
+        "inside": "inside the measured range",
+        "above": "extrapolated above the measured range",
+        "below": "extrapolated below the measured range",
+    }[be.get("side") or ("inside" if be["inside_range"] else "above")]
     return (
         f"break-even: {x_name}* = {_fmt_x(be['x'])}{ci_txt}, {where}; "
         f"{be['below']} lower below, {be['above']} lower above" + p_txt

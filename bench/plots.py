@@ -47,7 +47,12 @@ def _pct_axis(ax):
     """Log-scaled error axis labelled in percent, with as many labelled ticks as the span needs."""
     lo, hi = ax.get_ylim()
     span = math.log10(hi / lo) if lo > 0 else 3.0
-    subs = tuple(range(1, 10)) if span < 0.6 else (1.0, 2.0, 3.0, 5.0) if span < 2.5 else (1.0,)
+    if span < 0.6:
+        subs = tuple(range(1, 10))
+    elif span < 1.2:
+        subs = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)
+    else:
+        subs = (1.0, 2.0, 3.0, 5.0) if span < 2.5 else (1.0,)
     ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.3g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
@@ -160,7 +165,7 @@ def _error_vs_n(summary, doc, orders, path):
             )
     if be and be.get("x"):
         x = be["x"]
-        where = "inside range" if be["inside_range"] else "extrapolated"
+        where = "inside range" if be["inside_range"] else f"extrapolated, {be.get('side')} range"
         label = f"break-even n* = {x:,.0f} ({where})"
         if be.get("ci"):
             lo, hi = be["ci"]

@@ -536,10 +536,11 @@ def break_even(fit_a: Fit, fit_b: Fit, names, x_lo, x_hi, bracket) -> dict:
         out["below"] = _winner(fit_a, fit_b, names, x / 10**0.05)[0]
         out["above"] = _winner(fit_a, fit_b, names, x * 10**0.05)[0]
         out["inside_range"] = bool(x_lo <= x <= x_hi)
+        out["side"] = "inside" if out["inside_range"] else "above" if x > x_hi else "below"
     else:
         # No crossing anywhere in the bracket: one family wins everywhere.
         win, ea, eb = _winner(fit_a, fit_b, names, x_hi)
-        out.update(below=win, above=win, inside_range=False)
+        out.update(below=win, above=win, inside_range=False, side=None)
         out["margin_at_max_x"] = {
             "x": _round(x_hi),
             names[0]: _round(ea),
