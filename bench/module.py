@@ -44,9 +44,10 @@ class CellModule(pl.LightningModule):
     def __init__(self, model: nn.Module, *, lr: float, weight_decay: float, total_steps: int,
                  warmup: float, label_smoothing: float, mean: torch.Tensor, std: torch.Tensor,
                  batch_size: int, log_every: int = 50, channels_last: bool = False,
-                 meta: dict | None = None):
+                 meta: dict | None = None, grad_clip: float = 0.0):
         super().__init__()
         self.meta = meta or {}  # the cell and architecture, saved in every checkpoint
+        self.grad_clip = grad_clip
         self.model = model
         self.lr, self.weight_decay = lr, weight_decay
         self.total_steps, self.warmup_steps = total_steps, int(warmup * total_steps)
@@ -134,6 +135,12 @@ class CellModule(pl.LightningModule):
 
     def on_test_epoch_end(self):
         self._eval_metrics("test")
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Clipped here rather than by the Trainer: Lightning refuses its own clipping with a
+        # fused optimizer under bf16-mixed, and fused AdamW is what makes small GPU steps fast.
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.grad_clip, foreach=True)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["bench"] = self.meta

@@ -139,6 +139,7 @@ def make_module(prep: Prepared, total_steps: int):
         warmup=cell.warmup, label_smoothing=cell.label_smoothing, mean=mean, std=std,
         batch_size=min(cell.batch_size, len(prep.subsets.train_idx)),
         channels_last=prep.device.type == "cuda" and prep.arch.family == "resnet",
+        grad_clip=cell.grad_clip,
         meta={"cell": cell.to_dict(), "arch": dict(vars(prep.arch)), "run_id": cell.run_id},
     )
 
@@ -183,7 +184,7 @@ def make_trainer(prep: Prepared, total_steps: int, ckpt_dir: Path | None, logger
         max_steps=total_steps, max_epochs=-1,
         val_check_interval=max(1, total_steps // cell.evals) if has_val else None,
         check_val_every_n_epoch=None, num_sanity_val_steps=0, limit_val_batches=1.0 if has_val else 0,
-        gradient_clip_val=cell.grad_clip or None, logger=logger if logger is not None else False,
+        logger=logger if logger is not None else False,
         callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
         enable_checkpointing=ckpt_dir is not None, default_root_dir=str(ckpt_dir or "."),
         log_every_n_steps=50,
