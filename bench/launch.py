@@ -310,7 +310,10 @@ class Runner:
                     if self.count is not None and launched >= self.count:
                         break
                     if not queue and not exhausted:
-                        more = list(source(len(self.free)))
+                        want = len(self.free)
+                        if self.count is not None:
+                            want = min(want, self.count - launched)
+                        more = list(source(want))
                         exhausted = not more
                         for job in more:
                             if job.done():
@@ -366,12 +369,8 @@ class Runner:
                         if on_finish:
                             on_finish(r.job)
                         changed = True
-                if (
-                    not self.running
-                    and not waiting
-                    and not queue
-                    and (exhausted or (self.count is not None and launched >= self.count))
-                ):
+                at_count = self.count is not None and launched >= self.count
+                if not self.running and not waiting and (at_count or (not queue and exhausted)):
                     break
                 if changed or time.time() - self._last_line > HEARTBEAT_S:
                     self.progress(len(queue))

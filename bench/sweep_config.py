@@ -182,12 +182,16 @@ def expand(sweep: Sweep, runs: list | None = None, n: int | None = None) -> list
 
 
 def sweep_run(params: dict[str, Any], state: str = "finished", summary: dict | None = None):
-    """A cell as the engine sees a run of the sweep."""
+    """A cell as the engine sees a run of the sweep.
+
+    The metrics go in by their alias ``summaryMetrics``: under pydantic 2 the field name
+    ``summary_metrics=`` is silently ignored, and bayes would see runs without metrics.
+    """
     sweeps = _engine()
     return sweeps.SweepRun(
         config={k: {"value": v} for k, v in params.items()},
         state=state,
-        summary_metrics=summary or {},
+        summaryMetrics=summary or {},
     )
 
 
