@@ -20,6 +20,7 @@ COMMANDS = {
     "pull": ("bench.pull", "main", "rebuild records from W&B runs or offline run directories"),
     "analyze": ("bench.analyze", "main", "fit curves, find the break-even, write figures and report"),
     "fit": ("bench.analyze", "fit_main", "fit scaling curves and break-even on any CSV"),
+    "study": ("bench.study", "main", "run a sweep's grid locally, then analyze it (the whole study)"),
     "probe": ("bench.probes", "main", "what a trained ViT learned: filters, position embeddings, attention"),
     "finetune": ("bench.finetune", "main", "fine-tune a trained ViT at a higher resolution"),
 }
