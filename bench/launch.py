@@ -249,7 +249,7 @@ class Runner:
         except OSError as e:
             log.write(f"could not start: {e}\n")
             log.close()
-            self._fail(job, f"could not start {job.command[0]!r}: {e.strerror or e}")
+            self._fail(job, f"could not start {job.command[0]!r}: {e.strerror or e}", time.time())
             os.close(lock_fd)
             self.free.append(slot)
             return
@@ -257,16 +257,19 @@ class Runner:
         where = f" on cuda:{slot}" if slot is not None else ""
         self.say(f"start {job.run_id}{where} (log {job.log_path})")
 
-    def _fail(self, job: Job, why: str) -> None:
+    def _fail(self, job: Job, why: str, since: float) -> None:
+        """Count a failure; write a failed record unless the cell wrote one since ``since``."""
         rec = job.record_path
         try:
             own = results.read_record(rec) if rec.exists() else None
         except (OSError, ValueError):
             own = None
-        if not own or own.get("status") != "failed" or rec.stat().st_mtime < self.started_at:
+        fresh = own is not None and rec.stat().st_mtime >= since
+        if fresh and own.get("status") == "failed":
+            if own.get("error"):
+                why = f"{why}: {str(own['error']).splitlines()[0][:200]}"
+        elif not job.done():
             results.write_record(failure_record(job, why), job.records_dir)
-        elif own.get("error"):
-            why = f"{why}: {str(own['error']).splitlines()[0][:200]}"
         self.outcome.failed.append((job.run_id, why))
         self.say(f"FAILED {job.run_id}: {why} (log {job.log_path})")
 
@@ -276,17 +279,17 @@ class Runner:
         r.log.close()
         job = r.job
         wall = time.time() - r.started
-        if interrupted and not job.done():
-            self.outcome.interrupted.append(job.run_id)
-            self.say(f"stopped {job.run_id} (exit {rc}); rerun to resume it")
-        elif rc == 0 and job.done():
+        if job.done():  # done is a record, whatever the exit code (a signal may follow it)
             self.outcome.completed.append(job.run_id)
             self.walls.append(wall)
-            self.say(f"done {job.run_id} in {_fmt_s(wall)}")
+            self.say(f"done {job.run_id} in {_fmt_s(wall)}" + (f" (exit {rc})" if rc else ""))
+        elif interrupted:
+            self.outcome.interrupted.append(job.run_id)
+            self.say(f"stopped {job.run_id} (exit {rc}); rerun to resume it")
         elif rc == 0:
-            self._fail(job, f"exited 0 but left no completed record at {job.record_path}")
+            self._fail(job, f"exited 0 but left no completed record at {job.record_path}", r.started)
         else:
-            self._fail(job, f"exit code {rc}")
+            self._fail(job, f"exit code {rc}", r.started)
         os.close(r.lock_fd)  # after the record is final: a waiting runner then sees it
         del self.running[job.run_id]
         self.free.append(r.slot)

@@ -24,7 +24,8 @@ from bench import results
 REPO = Path(__file__).resolve().parent.parent
 
 # Stands in for `bench run`: steps/10 seconds of "training"; seed 13 fails with a record of its
-# own (exit 1); seed 14 dies without a record (exit 3). Each start and end goes to trained.log.
+# own (exit 1); seed 14 dies without a record (exit 3); seed 15 is killed right after writing its
+# completed record. Each start and end goes to trained.log.
 FAKE_RUN = textwrap.dedent("""
     import os, sys, time
     from datetime import datetime, timezone
@@ -48,6 +49,8 @@ FAKE_RUN = textwrap.dedent("""
         "created_at": now, "finished_at": now}, cell.records_dir)
     with open(log, "a") as f:
         f.write(f"end {cell.run_id} {time.time()} {dev}\\n")
+    if cell.seed == 15:
+        os.kill(os.getpid(), 9)
     sys.exit(1 if status == "failed" else 0)
 """)
 
@@ -122,12 +125,12 @@ def test_workers_run_cells_concurrently_then_skip_done(tmp_path):
 
 
 def test_failed_cells_are_recorded_listed_and_the_grid_goes_on(tmp_path):
-    make_grid(tmp_path, steps=1, families=("vit",), n_train=(100,), seeds=(0, 13, 14, 1))
+    make_grid(tmp_path, steps=1, families=("vit",), n_train=(100,), seeds=(0, 13, 14, 15))
     p = grid("t.yaml", "--workers", "2", cwd=tmp_path)
     assert p.returncode == 1
     recs = records(tmp_path)
     by_seed = {r["config"]["seed"]: r for r in recs.values()}
-    assert by_seed[0]["status"] == by_seed[1]["status"] == "completed"
+    assert by_seed[0]["status"] == by_seed[15]["status"] == "completed"  # done is a record
     assert by_seed[13]["status"] == "failed" and by_seed[13]["error"] == "boom"  # its own record kept
     assert by_seed[14]["status"] == "failed" and "exit code 3" in by_seed[14]["error"]  # written by the grid
     assert "2 trained" in p.stderr and "2 failed" in p.stderr
