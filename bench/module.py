@@ -48,7 +48,8 @@ class CellModule(pl.LightningModule):
         super().__init__()
         self.meta = meta or {}  # the cell and architecture, saved in every checkpoint
         self.grad_clip = grad_clip
-        self.model = model
+        # NHWC weights as well as NHWC inputs: with only one of them cuDNN converts every conv
+        self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         self.lr, self.weight_decay = lr, weight_decay
         self.total_steps, self.warmup_steps = total_steps, int(warmup * total_steps)
         self.label_smoothing = label_smoothing
