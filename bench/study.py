@@ -31,5 +31,5 @@ def main(argv: list[str]) -> int:
     print(f"report:  {doc['report']}")
     for fig in doc.get("figures", []):
         print(f"figure:  {study_dir / 'figures' / fig}")
-    print(f"break-even: {doc['break_even_text']}")
+    print(doc["break_even_text"])
     return code
