@@ -16,6 +16,7 @@ import copy
 import statistics
 import sys
 import time
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -121,10 +122,12 @@ def bench_rung(family: str, size: str, device: torch.device, steps: int, warm: i
 
 
 def main() -> int:
+    warnings.filterwarnings("ignore", message=".*val_dataloader.*")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="fewer rungs and steps")
     p.add_argument("--sizes", default=None, help="comma-separated rungs (default: all, quick: xxs,xs,s)")
+    p.add_argument("--families", default="vit,resnet", help="comma-separated families")
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
@@ -139,7 +142,7 @@ def main() -> int:
           f"{'bf16 autocast' if gpu else 'fp32'}", flush=True)
     print(f"{'family':<8}{'size':<6}{'params':>9}{'project img/s':>15}{'plain img/s':>13}{'ratio':>8}")
     ratios = []
-    for family in ("vit", "resnet"):
+    for family in args.families.split(","):
         for size in sizes:
             ours, plain, params = bench_rung(family, size, device, steps, warm, batch, args.repeats, splits)
             ratios.append(ours / plain)
