@@ -94,9 +94,12 @@ def device_env(device: str | None) -> dict[str, str]:
     return {"CUDA_VISIBLE_DEVICES": device}
 
 
-def child_env(device: str | None) -> dict[str, str]:
+def child_env(device: str | None, cpu_slots: int = 1) -> dict[str, str]:
     env = dict(os.environ)
     env.update(device_env(device))
+    if device is None and cpu_slots > 1 and "OMP_NUM_THREADS" not in env:
+        # N cells on the CPU share its cores: N processes of all-core thread pools thrash.
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cpu_slots))
     # `bench` and `python` of this interpreter, even when its venv is not activated.
     bindir = os.path.dirname(sys.executable)
     if bindir not in env.get("PATH", "").split(os.pathsep):
@@ -242,7 +245,7 @@ class Runner:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=child_env(slot),
+                env=child_env(slot, self.n_slots),
                 start_new_session=True,
                 pass_fds=(lock_fd,),
             )
@@ -380,6 +383,11 @@ class Runner:
                 time.sleep(0.2)
             if self._stop is not None:
                 self._shutdown()
+        except BaseException:  # e.g. submitit's requeue exits from its signal handler: stop cells first
+            if self.running:
+                self._stop = self._stop or signal.SIGTERM
+                self._shutdown()
+            raise
         finally:
             for s, h in old.items():
                 signal.signal(s, h)

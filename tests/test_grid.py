@@ -297,3 +297,14 @@ def test_real_grid_interrupted_then_rerun_keeps_completed_cells(tmp_path):
     assert len(recs) == 4 and {r["status"] for r in recs.values()} == {"completed"}
     for k, text in first.items():
         assert json.dumps(recs[k], sort_keys=True) == text  # untouched: not retrained
+
+
+def test_cpu_cells_share_the_cores(monkeypatch):
+    from bench.launch import child_env
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert child_env(None, 2)["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+    assert "OMP_NUM_THREADS" not in child_env(None, 1)
+    assert "OMP_NUM_THREADS" not in child_env("0", 4)  # GPU cells keep their threads
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert child_env(None, 2)["OMP_NUM_THREADS"] == "3"  # the user's choice wins
