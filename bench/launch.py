@@ -311,6 +311,13 @@ class Runner:
         try:
             while self._stop is None:
                 changed = False
+                # reap finished cells
+                for r in list(self.running.values()):
+                    if r.proc.poll() is not None:
+                        self._reap(r, interrupted=False)
+                        if on_finish:
+                            on_finish(r.job)
+                        changed = True
                 # fill free slots
                 while self.free and self._stop is None:
                     if self.count is not None and launched >= self.count:
@@ -368,18 +375,11 @@ class Runner:
                         else:
                             queue.appendleft(job)  # its runner is gone: take it over
                         changed = True
-                # reap finished cells
-                for r in list(self.running.values()):
-                    if r.proc.poll() is not None:
-                        self._reap(r, interrupted=False)
-                        if on_finish:
-                            on_finish(r.job)
-                        changed = True
+                if changed or time.time() - self._last_line > HEARTBEAT_S:
+                    self.progress(len(queue))
                 at_count = self.count is not None and launched >= self.count
                 if not self.running and not waiting and (at_count or (not queue and exhausted)):
                     break
-                if changed or time.time() - self._last_line > HEARTBEAT_S:
-                    self.progress(len(queue))
                 time.sleep(0.2)
             if self._stop is not None:
                 self._shutdown()
