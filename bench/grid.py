@@ -125,7 +125,8 @@ class Proposals:
 def grid_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bench grid",
-        description=__doc__.split("\n\n")[0],
+        description="Run every cell of a sweep YAML that is not done yet, locally or on SLURM.",
+        epilog="examples:\n" + __doc__.split("\n\n")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("sweep", help="a sweep YAML, e.g. sweeps/smoke.yaml")
