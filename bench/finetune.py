@@ -32,7 +32,6 @@ import contextlib
 import copy
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -251,36 +250,12 @@ def load_ckpt_path(record: dict | None, ref: str) -> str:
 
 def train_and_record(prep, ckpt_dir: Path, info: dict) -> dict:
     """``bench.run.train_and_record`` for a fine-tuning cell: the record also holds ``finetune``."""
-    from bench import results, tracking
-    from bench.module import Diverged
-    from bench.run import _now, build_record, fit_and_test
+    from bench import run
 
-    cell = prep.cell
-    created = _now()
-    logger = tracking.make_logger(cell, prep.params)
-    t0 = time.perf_counter()
-    status, error, outcome = "completed", None, {}
-    try:
-        outcome = fit_and_test(prep, ckpt_dir, logger)
-    except KeyboardInterrupt:
-        tracking.finish(logger, exit_code=130)
-        raise
-    except Exception as e:
-        status = "diverged" if isinstance(e, Diverged) else "failed"
-        error = f"{e.__class__.__name__}: {e}"
-        if status == "failed":
-            import traceback
+    def annotate(record: dict, outcome: dict) -> None:
+        record["finetune"] = {**info, "steps": outcome.get("steps"), "test_error": outcome.get("test_error")}
 
-            traceback.print_exc()
-    record = build_record(prep, status, error, outcome, time.perf_counter() - t0, created, logger)
-    record["finetune"] = {**info, "steps": outcome.get("steps"), "test_error": outcome.get("test_error")}
-    path = results.write_record(record, cell.records_dir)
-    tracking.log_record(logger, record)
-    tracking.finish(logger, exit_code=0 if status == "completed" else 1)
-    err = record["metrics"].get("test_error")
-    summary = f"test error {err:.2%}" if err is not None else (error or "")
-    print(f"{cell.run_id}: {status}: {summary} -> {path}", file=sys.stderr)
-    return record
+    return run.train_and_record(prep, ckpt_dir, annotate)
 
 
 # ---------------------------------------------------------------------- the comparison

@@ -98,7 +98,8 @@ def prepare(cell: Cell) -> Prepared:
     )
 
 
-def train_and_record(prep: Prepared, ckpt_dir: Path) -> dict:
+def train_and_record(prep: Prepared, ckpt_dir: Path, annotate=None) -> dict:
+    """Train, test, write the record; ``annotate(record, outcome)`` may add to it first."""
     from bench import tracking
 
     cell = prep.cell
@@ -119,6 +120,8 @@ def train_and_record(prep: Prepared, ckpt_dir: Path) -> dict:
         if status == "failed":
             traceback.print_exc()
     record = build_record(prep, status, error, outcome, time.perf_counter() - t0, created, logger)
+    if annotate is not None:
+        annotate(record, outcome)
     path = results.write_record(record, cell.records_dir)
     tracking.log_record(logger, record)
     tracking.finish(logger, exit_code=0 if status == "completed" else 1)
