@@ -20,11 +20,12 @@ setup: $(BIN)/bench
 demo: setup
 	WANDB_MODE=offline $(BIN)/bench study sweeps/smoke.yaml
 
+# .venv/bin on PATH: tests run the `bench` and `wandb` commands as a user would
 test: setup
-	$(BIN)/python -m pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check bench tests benchmarks
