@@ -201,7 +201,8 @@ def plot_pos_embed(sim: torch.Tensor, grid_hw: tuple[int, int], title: str, path
 
     gh, gw = grid_hw
     side = min(0.75, 9.0 / max(gh, gw))
-    fig, axes = plt.subplots(gh, gw, figsize=(side * gw + 1.6, side * gh + 1.3), squeeze=False,
+    # at least ~5 inches wide, so the two-line title fits even for a 4x4 grid
+    fig, axes = plt.subplots(gh, gw, figsize=(max(5.2, side * gw + 1.6), side * gh + 1.5), squeeze=False,
                              gridspec_kw=dict(wspace=0.06, hspace=0.06))
     lo = float(sim.min())
     image = None
@@ -217,10 +218,10 @@ def plot_pos_embed(sim: torch.Tensor, grid_hw: tuple[int, int], title: str, path
         axes[r, 0].set_ylabel(str(r + 1), fontsize=7, rotation=0, labelpad=8, va="center")
     fig.supxlabel("input patch column", fontsize=9)
     fig.supylabel("input patch row", fontsize=9)
-    fig.suptitle(f"{title}\nposition-embedding similarity: one tile per patch, "
+    fig.suptitle(f"{title}\nposition-embedding similarity: one tile per patch,\n"
                  f"its cosine similarity with every patch", fontsize=9)
-    fig.subplots_adjust(left=0.1, right=0.84, bottom=0.08, top=0.9)
-    cax = fig.add_axes([0.87, 0.15, 0.025, 0.7])
+    fig.subplots_adjust(left=0.1, right=0.8, bottom=0.08, top=0.86)
+    cax = fig.add_axes([0.83, 0.15, 0.025, 0.65])
     fig.colorbar(image, cax=cax).set_label("cosine similarity")
     fig.savefig(path, dpi=120)
     plt.close(fig)

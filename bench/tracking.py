@@ -80,9 +80,17 @@ def describe(logger) -> dict:
     return {
         "mode": mode,
         "path": run.path if mode == "online" else None,
-        "dir": str(Path(run.dir).parent),
+        "dir": _short(Path(run.dir).parent),
         "id": run.id,
     }
+
+
+def _short(path: Path) -> str:
+    """Relative to the working folder when inside it: records should not name one machine's paths."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def finish(logger, exit_code: int = 0) -> None:

@@ -114,7 +114,7 @@ def test_offline_wandb_run_holds_the_test_error(tmp_path):
                    env={"WANDB_DIR": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
     rec = only_record(tmp_path / "out")
-    run_dir = Path(rec["wandb"]["dir"])
+    run_dir = tmp_path / rec["wandb"]["dir"]  # relative to the folder the run started in
     assert run_dir.name.startswith("offline-run-") and run_dir.exists()
     inspect = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(run_dir)],
                              capture_output=True, text=True, check=True)
