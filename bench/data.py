@@ -184,6 +184,8 @@ def imagefolder(data_dir: str | None, img_size: int) -> Splits:
 def _read_folder(split_dir: Path, classes: list[str], img_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     from concurrent.futures import ThreadPoolExecutor
 
+    import numpy as np
+
     items = []
     for label, name in enumerate(classes):
         folder = split_dir / name
@@ -197,7 +199,7 @@ def _read_folder(split_dir: Path, classes: list[str], img_size: int) -> tuple[to
     print(f"decoding {len(items)} images from {split_dir} ...", file=sys.stderr, flush=True)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         arrays = list(pool.map(lambda it: _read_image(it[0], img_size), items, chunksize=256))
-    x = torch.from_numpy(__import__("numpy").stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return x, torch.tensor([label for _, label in items], dtype=torch.int64)
 
 
@@ -267,8 +269,12 @@ def make_subsets(cell: Cell, train_y: torch.Tensor, num_classes: int) -> Subsets
 
 
 # ---------------------------------------------------------------------- batches on the device
-def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    xf = x[:10000].float() / 255.0
+def channel_stats(x: torch.Tensor, idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of (at most 10,000 of) the images ``x[idx]``, in [0, 1] units.
+
+    Indexing only the first 10,000 indices avoids copying a whole training subset to estimate them.
+    """
+    xf = (x[idx[:10000]] if idx is not None else x[:10000]).float() / 255.0
     return xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3)).clamp_min(1e-3)
 
 

@@ -272,7 +272,7 @@ def probe_images(cell, arch, n_images: int) -> torch.Tensor:
 
     splits = load_splits(cell, arch.img_size)
     subsets = make_subsets(cell, splits.train_y, splits.num_classes)
-    mean, std = channel_stats(splits.train_x[subsets.train_idx])
+    mean, std = channel_stats(splits.train_x, subsets.train_idx)
     x = splits.test_x[probe_indices(splits.test_y, n_images)].float() / 255.0
     return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
 

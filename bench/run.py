@@ -136,7 +136,7 @@ def make_module(prep: Prepared, total_steps: int):
     from bench.module import CellModule
 
     cell = prep.cell
-    mean, std = channel_stats(prep.splits.train_x[prep.subsets.train_idx])
+    mean, std = channel_stats(prep.splits.train_x, prep.subsets.train_idx)
     return CellModule(
         prep.model, lr=cell.lr, weight_decay=cell.weight_decay, total_steps=total_steps,
         warmup=cell.warmup, label_smoothing=cell.label_smoothing, mean=mean, std=std,

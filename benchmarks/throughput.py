@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.config import Cell
-from bench.data import DeviceBatches, Splits, synthetic
+from bench.data import DeviceBatches, Splits, channel_stats, synthetic
 from bench.models import build_model, count_params, resolve_arch
 from bench.module import param_groups, warmup_cosine
 from bench.run import Prepared, make_module, make_trainer
@@ -39,9 +39,7 @@ def plain_loop(model, batches: DeviceBatches, steps: int, warm: int, cell: Cell,
     channels_last = device.type == "cuda" and cell.family == "resnet"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    xs = batches.x.float()
-    mean = (xs[:10000] / 255).mean(dim=(0, 2, 3))
-    std = (xs[:10000] / 255).std(dim=(0, 2, 3))
+    mean, std = channel_stats(batches.x)
     scale = (1 / (255 * std)).view(1, 3, 1, 1)
     shift = (mean / std).view(1, 3, 1, 1)
     opt = torch.optim.AdamW(param_groups(model, cell.weight_decay), lr=cell.lr, fused=device.type == "cuda")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -34,3 +35,14 @@ def bench(*args: str) -> int:
     from bench.cli import main
 
     return main(list(args))
+
+
+@contextlib.contextmanager
+def working_dir(path):
+    """chdir for fixtures wider than one test (monkeypatch.chdir is function-scoped)."""
+    cwd = os.getcwd()
+    os.chdir(path)
+    try:
+        yield Path(path)
+    finally:
+        os.chdir(cwd)

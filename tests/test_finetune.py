@@ -4,7 +4,6 @@ phase, the continued-vs-fine-tuned report and its sweep."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,11 @@ from bench.checkpoints import load_run
 from bench.errors import BenchError
 from bench.finetune import finetune_report, resize_pos_embed, set_resolution
 from bench.models import Arch, build_model
+from tests.conftest import bench, working_dir
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--dataset=synthetic", "--family=vit", "--size=xxs", "--n_train=200", "--batch_size=32",
         "--evals=2", "--val_size=100", "--wandb=disabled", "--progress=false", "--results_dir=out"]
-
-
-def bench(*args: str) -> int:
-    from bench.cli import main
-
-    return main(list(args))
 
 
 # ---------------------------------------------------------------------- resizing
@@ -84,12 +78,8 @@ def test_set_resolution_refuses_a_size_the_patch_does_not_divide():
 @pytest.fixture(scope="module")
 def parent_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("finetune-runs")
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
+    with working_dir(root):
         assert bench("run", "--steps=10", *TINY) == 0
-    finally:
-        os.chdir(cwd)
     return root, next((root / "out").glob("*.json"))
 
 

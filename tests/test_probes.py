@@ -16,15 +16,10 @@ from bench.probes import (
     patch_distances,
     pos_embed_similarity,
 )
+from tests.conftest import bench, working_dir
 
 TINY = ["--dataset=synthetic", "--size=xxs", "--n_train=200", "--batch_size=32", "--steps=12",
         "--evals=2", "--val_size=100", "--wandb=disabled", "--progress=false", "--results_dir=out"]
-
-
-def bench(*args: str) -> int:
-    from bench.cli import main
-
-    return main(list(args))
 
 
 # ---------------------------------------------------------------------- mean attention distance
@@ -115,18 +110,12 @@ def test_filter_pca_returns_the_known_components_up_to_sign():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny ViT and a tiny ResNet, trained for a few steps with `bench run`."""
-    import os
-
     root = tmp_path_factory.mktemp("probe-runs")
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
+    with working_dir(root):
         assert bench("run", "--family=vit", *TINY) == 0
         vit = next(Path("out").glob("vit-*.json"))
         assert bench("run", "--family=resnet", "--steps=2", *TINY) == 0
         resnet = next(Path("out").glob("resnet-*.json"))
-    finally:
-        os.chdir(cwd)
     return root, root / vit, root / resnet
 
 
