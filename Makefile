@@ -29,6 +29,7 @@ test-fast: setup
 
 lint: setup
 	$(BIN)/ruff check bench tests benchmarks
+	$(BIN)/ruff format --check bench tests benchmarks
 
 bench-cpu: setup
 	$(BIN)/python benchmarks/throughput.py --device=cpu --quick

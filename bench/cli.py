@@ -1,8 +1,9 @@
 """The ``bench`` command: argument parsing lives with each stage; this file only dispatches.
 
-Each subcommand names ``module:function``; the function takes the remaining argv and returns an
+Each subcommand names a module whose ``main(argv)`` takes the remaining arguments and returns an
 exit code. Modules are imported only when their subcommand runs, so ``bench run`` never imports
-plotting code and ``bench analyze`` never imports torch.
+plotting code and ``bench analyze``, ``bench fit`` and ``bench finetune --report`` never import
+torch (the report is served by the analysis stage, which only reads records).
 """
 
 from __future__ import annotations
@@ -13,22 +14,40 @@ import sys
 from bench.errors import BenchError
 
 COMMANDS = {
-    "run": ("bench.run", "main", "train one cell and write its record"),
-    "models": ("bench.models", "main", "print the size ladder: parameters and FLOPs per image"),
-    "grid": ("bench.grid", "main", "run every cell of a sweep YAML locally (or --dry-run)"),
-    "sweep": ("bench.grid", "sweep_main", "create the sweep on W&B and print the agent command"),
-    "pull": ("bench.pull", "main", "rebuild records from W&B runs or offline run directories"),
-    "analyze": ("bench.analyze", "main", "fit curves, find the break-even, write figures and report"),
-    "fit": ("bench.analyze", "fit_main", "fit scaling curves and break-even on any CSV"),
-    "study": ("bench.study", "main", "run a sweep's grid locally, then analyze it (the whole study)"),
-    "probe": ("bench.probes", "main", "what a trained ViT learned: filters, position embeddings, attention"),
-    "finetune": ("bench.finetune", "main", "fine-tune a trained ViT at a higher resolution"),
+    "run": ("bench.cell.run", "train one cell and write its record"),
+    "models": ("bench.cell.models", "print the size ladder: parameters and FLOPs per image"),
+    "grid": ("bench.study.grid", "run every cell of a sweep YAML locally (or --dry-run)"),
+    "sweep": ("bench.study.sweep", "create the sweep on W&B and print the agent command"),
+    "pull": ("bench.study.pull", "rebuild records from W&B runs or offline run directories"),
+    "analyze": (
+        "bench.analysis.analyze",
+        "fit curves, find the break-even, write figures and report",
+    ),
+    "fit": ("bench.analysis.fit_csv", "fit scaling curves and break-even on any CSV"),
+    "study": ("bench.pipeline", "run a sweep's grid locally, then analyze it (the whole study)"),
+    "probe": (
+        "bench.vit.probe",
+        "what a trained ViT learned: filters, position embeddings, attention",
+    ),
+    "finetune": ("bench.cell.finetune", "fine-tune a trained ViT at a higher resolution"),
 }
+# ``bench finetune --report DIR`` only reads records: the analysis stage serves it, without torch.
+FINETUNE_REPORT = "bench.analysis.finetune_report"
+
+
+def module_for(name: str, rest: list[str]) -> str:
+    if name == "finetune" and any(a == "--report" or a.startswith("--report=") for a in rest):
+        return FINETUNE_REPORT
+    return COMMANDS[name][0]
 
 
 def usage() -> str:
-    lines = ["usage: bench COMMAND [options]   (bench COMMAND --help for its options)", "", "commands:"]
-    lines += [f"  {name:<10}{doc}" for name, (_, _, doc) in COMMANDS.items()]
+    lines = [
+        "usage: bench COMMAND [options]   (bench COMMAND --help for its options)",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name:<10}{doc}" for name, (_, doc) in COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -41,9 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"bench: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module, func, _ = COMMANDS[name]
     try:
-        return int(getattr(importlib.import_module(module), func)(rest) or 0)
+        return int(importlib.import_module(module_for(name, rest)).main(rest) or 0)
     except BenchError as e:
         print(f"bench {name}: error: {e}", file=sys.stderr)
         return 2

@@ -18,14 +18,15 @@ import sys
 import time
 import warnings
 
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from bench.config import Cell
-from bench.data import DeviceBatches, Splits, channel_stats, synthetic
-from bench.models import build_model, count_params, resolve_arch
-from bench.module import param_groups, warmup_cosine
-from bench.run import Prepared, make_module, make_trainer
+from bench.cell.config import Cell
+from bench.cell.data import DeviceBatches, Splits, Subsets, channel_stats, synthetic
+from bench.cell.models import build_model, count_params, resolve_arch
+from bench.cell.module import param_groups, warmup_cosine
+from bench.cell.train import CellSetup, build_module, build_trainer
 
 
 def sync(device: torch.device) -> None:
@@ -33,7 +34,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def plain_loop(model, batches: DeviceBatches, steps: int, warm: int, cell: Cell, device, bf16: bool):
+def plain_loop(
+    model, batches: DeviceBatches, steps: int, warm: int, cell: Cell, device, bf16: bool
+):
     """The reference: nanoGPT-style loop with the same recipe as CellModule."""
     model = model.to(device).train()
     channels_last = device.type == "cuda" and cell.family == "resnet"
@@ -42,7 +45,9 @@ def plain_loop(model, batches: DeviceBatches, steps: int, warm: int, cell: Cell,
     mean, std = channel_stats(batches.x)
     scale = (1 / (255 * std)).view(1, 3, 1, 1)
     shift = (mean / std).view(1, 3, 1, 1)
-    opt = torch.optim.AdamW(param_groups(model, cell.weight_decay), lr=cell.lr, fused=device.type == "cuda")
+    opt = torch.optim.AdamW(
+        param_groups(model, cell.weight_decay), lr=cell.lr, fused=device.type == "cuda"
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, int(cell.warmup * steps)))
     step, t0 = 0, None
     while step < steps:
@@ -67,44 +72,66 @@ def plain_loop(model, batches: DeviceBatches, steps: int, warm: int, cell: Cell,
     return (steps - warm) * batches.batch_size / (time.perf_counter() - t0)
 
 
-class Clock:
+class Clock(pl.Callback):
     """A Lightning callback that starts the clock after the warm-up steps."""
 
-    def __new__(cls, warm: int, device):
-        import pytorch_lightning as pl
+    def __init__(self, warm: int, device: torch.device):
+        self.warm, self.device = warm, device
+        self.t0 = self.t1 = None
 
-        class _Clock(pl.Callback):
-            def __init__(self):
-                self.t0 = None
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.warm and self.t0 is None:
+            sync(self.device)
+            self.t0 = time.perf_counter()
 
-            def on_train_batch_start(self, trainer, module, batch, batch_idx):
-                if trainer.global_step == warm and self.t0 is None:
-                    sync(device)
-                    self.t0 = time.perf_counter()
-
-            def on_train_end(self, trainer, module):
-                sync(device)
-                self.t1 = time.perf_counter()
-
-        return _Clock()
+    def on_train_end(self, trainer, module):
+        sync(self.device)
+        self.t1 = time.perf_counter()
 
 
-def project_loop(model, splits: Splits, batches: DeviceBatches, steps: int, warm: int, cell: Cell, device):
+def project_loop(
+    model, splits: Splits, batches: DeviceBatches, steps: int, warm: int, cell: Cell, device
+):
     arch = resolve_arch(cell, splits.num_classes)
-    subsets = type("S", (), {"train_idx": torch.arange(len(batches.y)), "val_idx": torch.arange(0)})()
-    prep = Prepared(cell=cell, splits=splits, subsets=subsets, arch=arch, model=model, params=0,
-                    flops_per_image=0, total_steps=steps, device=device)
-    module = make_module(prep, steps)
+    subsets = Subsets(train_idx=torch.arange(len(batches.y)), val_idx=torch.arange(0))
+    setup = CellSetup(
+        cell=cell,
+        splits=splits,
+        subsets=subsets,
+        arch=arch,
+        model=model,
+        params=0,
+        flops_per_image=0,
+        total_steps=steps,
+        device=device,
+    )
+    module = build_module(setup)
     clock = Clock(warm, device)
-    trainer = make_trainer(prep, steps, None, None, has_val=False, extra_callbacks=[clock])
+    trainer = build_trainer(setup, None, None, has_val=False, extra_callbacks=[clock])
     trainer.fit(module, train_dataloaders=batches)
     return (steps - warm) * batches.batch_size / (clock.t1 - clock.t0)
 
 
-def bench_rung(family: str, size: str, device: torch.device, steps: int, warm: int, batch: int,
-               repeats: int, splits: Splits) -> tuple[float, float, int]:
-    cell = Cell(family=family, size=size, dataset="synthetic", batch_size=batch, steps=steps,
-                progress=False, wandb="disabled", device=device.type)
+def bench_rung(
+    family: str,
+    size: str,
+    device: torch.device,
+    steps: int,
+    warm: int,
+    batch: int,
+    repeats: int,
+    splits: Splits,
+) -> tuple[float, float, int]:
+    cell = Cell(
+        family=family,
+        size=size,
+        dataset="synthetic",
+        batch_size=batch,
+        steps=steps,
+        progress=False,
+        wandb="disabled",
+        device=device.type,
+    )
     arch = resolve_arch(cell, splits.num_classes)
     torch.manual_seed(0)
     init = build_model(arch)
@@ -121,31 +148,48 @@ def bench_rung(family: str, size: str, device: torch.device, steps: int, warm: i
 
 def main() -> int:
     warnings.filterwarnings("ignore", message=".*val_dataloader.*")
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="fewer rungs and steps")
-    p.add_argument("--sizes", default=None, help="comma-separated rungs (default: all, quick: xxs,xs,s)")
+    p.add_argument(
+        "--sizes", default=None, help="comma-separated rungs (default: all, quick: xxs,xs,s)"
+    )
     p.add_argument("--families", default="vit,resnet", help="comma-separated families")
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
-    sizes = args.sizes.split(",") if args.sizes else (["xxs", "xs", "s"] if args.quick else ["xxs", "xs", "s", "m", "l"])
+    sizes = (
+        args.sizes.split(",")
+        if args.sizes
+        else (["xxs", "xs", "s"] if args.quick else ["xxs", "xs", "s", "m", "l"])
+    )
     steps, warm = (60, 20) if gpu else ((12, 4) if args.quick else (30, 6))
     batch = args.batch or (256 if gpu else 64)
     splits = synthetic(32, n_train=max(4000, batch * 8), n_test=10)
     name = torch.cuda.get_device_name() if gpu else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"device: {name} | batch {batch} | {steps - warm} timed steps after {warm} warm-up | "
-          f"{'bf16 autocast' if gpu else 'fp32'}", flush=True)
-    print(f"{'family':<8}{'size':<6}{'params':>9}{'project img/s':>15}{'plain img/s':>13}{'ratio':>8}")
+    print(
+        f"device: {name} | batch {batch} | {steps - warm} timed steps after {warm} warm-up | "
+        f"{'bf16 autocast' if gpu else 'fp32'}",
+        flush=True,
+    )
+    print(
+        f"{'family':<8}{'size':<6}{'params':>9}{'project img/s':>15}{'plain img/s':>13}{'ratio':>8}"
+    )
     ratios = []
     for family in args.families.split(","):
         for size in sizes:
-            ours, plain, params = bench_rung(family, size, device, steps, warm, batch, args.repeats, splits)
+            ours, plain, params = bench_rung(
+                family, size, device, steps, warm, batch, args.repeats, splits
+            )
             ratios.append(ours / plain)
-            print(f"{family:<8}{size:<6}{params / 1e6:>8.2f}M{ours:>15,.0f}{plain:>13,.0f}{ours / plain:>8.2f}",
-                  flush=True)
+            print(
+                f"{family:<8}{size:<6}{params / 1e6:>8.2f}M{ours:>15,.0f}{plain:>13,.0f}{ours / plain:>8.2f}",
+                flush=True,
+            )
     print(f"min ratio: {min(ratios):.2f}")
     return 0
 

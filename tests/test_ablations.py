@@ -7,12 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from bench.models import Arch, build_model, count_params, set_sincos_pos_embed
-from bench.module import param_groups
-
-REPO = Path(__file__).resolve().parent.parent
+from bench.cell.models import Arch, build_model, count_params, set_sincos_pos_embed
+from bench.cell.module import param_groups
+from tests.conftest import shipped_sweep_cells
 
 
 def vit(**kw) -> torch.nn.Module:
@@ -21,8 +19,18 @@ def vit(**kw) -> torch.nn.Module:
 
 
 def sincos_table(img_size: int, dim: int, cls: bool) -> torch.Tensor:
-    ref = build_model(Arch("vit", img_size, 10, embed_dim=dim, depth=1, num_heads=2, patch_size=4,
-                           pool="cls" if cls else "mean"))
+    ref = build_model(
+        Arch(
+            "vit",
+            img_size,
+            10,
+            embed_dim=dim,
+            depth=1,
+            num_heads=2,
+            patch_size=4,
+            pool="cls" if cls else "mean",
+        )
+    )
     set_sincos_pos_embed(ref)
     return ref.pos_embed.detach()
 
@@ -66,12 +74,25 @@ def test_mean_pooling_uses_no_class_token():
 @pytest.mark.slow
 def test_sincos_and_mean_pooling_after_a_real_training_run(in_tmp):
     """bench run with pool=mean, pos_embed=sincos: trains, and the table is untouched."""
-    from bench.checkpoints import load_run
+    from bench.cell.checkpoints import load_run
     from bench.cli import main
 
-    args = ["run", "--dataset=synthetic", "--family=vit", "--size=xxs", "--n_train=200",
-            "--batch_size=32", "--steps=8", "--evals=2", "--val_size=100", "--wandb=disabled", "--progress=false",
-            "--results_dir=out", "--pool=mean", "--pos_embed=sincos"]
+    args = [
+        "run",
+        "--dataset=synthetic",
+        "--family=vit",
+        "--size=xxs",
+        "--n_train=200",
+        "--batch_size=32",
+        "--steps=8",
+        "--evals=2",
+        "--val_size=100",
+        "--wandb=disabled",
+        "--progress=false",
+        "--results_dir=out",
+        "--pool=mean",
+        "--pos_embed=sincos",
+    ]
     assert main(args) == 0
     record_file = next(Path("out").glob("*.json"))
     record = json.loads(record_file.read_text())
@@ -84,28 +105,15 @@ def test_sincos_and_mean_pooling_after_a_real_training_run(in_tmp):
     torch.manual_seed(cell.seed)
     init = build_model(arch)
     assert not torch.allclose(init.patch_embed.proj.weight, model.patch_embed.proj.weight)
-    assert record["params"] == count_params(init) == sum(
-        p.numel() for n, p in init.named_parameters() if n != "pos_embed")
+    assert (
+        record["params"]
+        == count_params(init)
+        == sum(p.numel() for n, p in init.named_parameters() if n != "pos_embed")
+    )
 
 
 def test_ablation_sweep_crosses_pool_and_pos_embed_at_two_sizes():
-    import warnings
-
-    from bench.config import Cell
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import sweeps
-
-    cfg = yaml.safe_load((REPO / "sweeps" / "cifar10-ablations.yaml").read_text())
-    assert cfg["method"] == "grid" and cfg["command"] == ["bench", "run", "${args}"]
-    assert cfg["metric"] == {"name": "val/error", "goal": "minimize"}
-    assert cfg["parameters"]["study"] == {"value": cfg["name"]}
-    assert all(set(v) <= {"value", "values"} for v in cfg["parameters"].values())  # flat
-    assert not sweeps.schema_violations_from_proposed_config(cfg)
-    runs = sweeps.next_runs(cfg, [], validate=True, n=20)
-    assert runs[-1] is None
-    cells = [Cell.from_dict({k: v["value"] for k, v in r.config.items()}) for r in runs[:-1]]
+    _, cells = shipped_sweep_cells("cifar10-ablations.yaml")
     combos = {(c.pool, c.pos_embed, c.n_train) for c in cells}
     assert len(cells) == len(combos) == 8
     assert {c.pool for c in cells} == {"cls", "mean"}

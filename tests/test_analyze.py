@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from bench.analyze import analyze
+from bench.analysis.analyze import analyze
 from bench.cli import main
-from bench.results import write_record
+from bench.results.records import write_record
 
 SIZES = {"xs": 1e6, "s": 4e6, "m": 16e6, "l": 64e6}
 N_TRAIN = (500, 1500, 4000, 12000, 35000, 100000)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.config import Cell, build_parser, parse_cell_args
+from bench.cell.config import Cell, build_parser, parse_cell_args
 from bench.errors import BenchError
 
 
@@ -31,7 +31,9 @@ def test_config_file_is_a_base_the_command_line_overrides(tmp_path):
 
 def test_run_id_is_stable_and_ignores_runtime_fields():
     a = Cell.from_dict({"family": "vit", "n_train": 2000})
-    b = Cell.from_dict({"family": "vit", "n_train": "2000", "results_dir": "elsewhere", "wandb": "disabled"})
+    b = Cell.from_dict(
+        {"family": "vit", "n_train": "2000", "results_dir": "elsewhere", "wandb": "disabled"}
+    )
     c = Cell.from_dict({"family": "vit", "n_train": 2000, "seed": 1})
     assert a.run_id == b.run_id != c.run_id
     assert a.run_id.startswith("vit-s-n2000-s0-")

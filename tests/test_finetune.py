@@ -8,17 +8,26 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from timm.layers import resample_abs_pos_embed
 
-from bench.checkpoints import load_run
+from bench.analysis.report import finetune_report
+from bench.cell.checkpoints import load_run
+from bench.cell.models import Arch, build_model, set_resolution
 from bench.errors import BenchError
-from bench.finetune import finetune_report, resize_pos_embed, set_resolution
-from bench.models import Arch, build_model
-from tests.conftest import bench, working_dir
+from tests.conftest import bench, shipped_sweep_cells, working_dir
 
-REPO = Path(__file__).resolve().parent.parent
-TINY = ["--dataset=synthetic", "--family=vit", "--size=xxs", "--n_train=200", "--batch_size=32",
-        "--evals=2", "--val_size=100", "--wandb=disabled", "--progress=false", "--results_dir=out"]
+TINY = [
+    "--dataset=synthetic",
+    "--family=vit",
+    "--size=xxs",
+    "--n_train=200",
+    "--batch_size=32",
+    "--evals=2",
+    "--val_size=100",
+    "--wandb=disabled",
+    "--progress=false",
+    "--results_dir=out",
+]
 
 
 # ---------------------------------------------------------------------- resizing
@@ -27,17 +36,19 @@ def smooth_grid(gh: int, gw: int, dim: int) -> torch.Tensor:
     r = ((torch.arange(gh) + 0.5) / gh)[:, None, None]
     c = ((torch.arange(gw) + 0.5) / gw)[None, :, None]
     k = torch.arange(dim)[None, None, :] / dim
-    return (torch.sin(2.0 * r * (1 + k) + k) + torch.cos(1.5 * c * (1 + 2 * k))).reshape(gh * gw, dim)
+    return (torch.sin(2.0 * r * (1 + k) + k) + torch.cos(1.5 * c * (1 + 2 * k))).reshape(
+        gh * gw, dim
+    )
 
 
 def test_resizing_a_smooth_grid_up_and_back_is_close_to_identity_and_keeps_the_class_token():
     dim = 16
     cls = torch.randn(1, dim) * 3
     pos = torch.cat([cls, smooth_grid(8, 8, dim)])[None]  # [1, 1 + 64, D]
-    up = resize_pos_embed(pos, (8, 8), (16, 16), num_prefix_tokens=1)
+    up = resample_abs_pos_embed(pos, new_size=[16, 16], old_size=[8, 8], num_prefix_tokens=1)
     assert up.shape == (1, 1 + 256, dim)
     assert torch.equal(up[0, 0], cls[0])
-    back = resize_pos_embed(up, (16, 16), (8, 8), num_prefix_tokens=1)
+    back = resample_abs_pos_embed(up, new_size=[8, 8], old_size=[16, 16], num_prefix_tokens=1)
     assert back.shape == pos.shape
     assert torch.equal(back[0, 0], cls[0])
     err = (back - pos)[0, 1:].abs()
@@ -48,18 +59,21 @@ def test_resizing_a_smooth_grid_up_and_back_is_close_to_identity_and_keeps_the_c
 
 
 def test_set_resolution_interpolates_learned_and_recomputes_sincos():
-    from bench.models import set_sincos_pos_embed
+    from bench.cell.models import set_sincos_pos_embed
 
     learned = build_model(Arch("vit", 16, 10, embed_dim=32, depth=1, num_heads=2, patch_size=4))
     cls_row = learned.pos_embed[0, 0].detach().clone()
-    arch = set_resolution(learned, Arch("vit", 16, 10, embed_dim=32, depth=1, num_heads=2,
-                                        patch_size=4), 32)
+    arch = set_resolution(
+        learned, Arch("vit", 16, 10, embed_dim=32, depth=1, num_heads=2, patch_size=4), 32
+    )
     assert arch.img_size == 32 and arch.patch_size == 4
     assert learned.pos_embed.shape == (1, 1 + 64, 32) and learned.pos_embed.requires_grad
     assert torch.equal(learned.pos_embed[0, 0], cls_row)
     assert learned(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
-    sc_arch = Arch("vit", 16, 10, embed_dim=32, depth=1, num_heads=2, patch_size=4, pos_embed="sincos")
+    sc_arch = Arch(
+        "vit", 16, 10, embed_dim=32, depth=1, num_heads=2, patch_size=4, pos_embed="sincos"
+    )
     sincos = build_model(sc_arch)
     set_resolution(sincos, sc_arch, 32)
     fresh = build_model(Arch("vit", 32, 10, embed_dim=32, depth=1, num_heads=2, patch_size=4))
@@ -89,8 +103,11 @@ def test_bench_finetune_starts_a_new_cell_at_64px(parent_run, monkeypatch):
     monkeypatch.chdir(root)
     parent = json.loads(parent_file.read_text())
     assert bench("finetune", str(parent_file), "--img_size=64", "--steps=3", "--lr=3e-4") == 0
-    children = [json.loads(p.read_text()) for p in (root / "out").glob("*.json")
-                if p.name != parent_file.name]
+    children = [
+        json.loads(p.read_text())
+        for p in (root / "out").glob("*.json")
+        if p.name != parent_file.name
+    ]
     assert len(children) == 1
     child = children[0]
     assert child["status"] == "completed"
@@ -140,14 +157,30 @@ def test_load_run_explains_missing_checkpoints(in_tmp):
 @pytest.mark.parametrize("size", [64, 32])
 def test_in_cell_phase_finetunes_or_continues_and_keeps_pretraining_numbers(size, in_tmp):
     """`finetune_img_size` after pre-training: 64 fine-tunes at 64 px, 32 continues at 32 px."""
-    from bench.config import Cell
-    from bench.run import checkpoint_dir, fit_and_test, prepare
+    from bench.cell.config import Cell
+    from bench.cell.finetune import finetune_phase
+    from bench.cell.train import fit_and_test, prepare
 
-    cell = Cell.from_dict(dict(dataset="synthetic", family="vit", size="xxs", n_train=200,
-                               batch_size=32, steps=6, evals=2, val_size=100, wandb="disabled", progress=False,
-                               results_dir="out", finetune_img_size=size, finetune_steps=3))
-    prep = prepare(cell)
-    outcome = fit_and_test(prep, checkpoint_dir(cell), None)
+    cell = Cell.from_dict(
+        dict(
+            dataset="synthetic",
+            family="vit",
+            size="xxs",
+            n_train=200,
+            batch_size=32,
+            steps=6,
+            evals=2,
+            val_size=100,
+            wandb="disabled",
+            progress=False,
+            results_dir="out",
+            finetune_img_size=size,
+            finetune_steps=3,
+        )
+    )
+    setup = prepare(cell)
+    ckpt_dir = cell.folder.checkpoints(cell.run_id)
+    outcome = finetune_phase(setup, fit_and_test(setup, ckpt_dir, None), ckpt_dir, None)
     pre, ft = outcome["pretrain"], outcome["finetune"]
     assert pre["steps"] == 6 and ft["steps"] == 3 and outcome["steps"] == 9
     assert ft["from_img_size"] == 32 and ft["img_size"] == size and ft["continued"] == (size == 32)
@@ -164,8 +197,17 @@ def test_in_cell_phase_finetunes_or_continues_and_keeps_pretraining_numbers(size
 @pytest.mark.slow
 def test_bench_run_with_finetune_img_size_records_both_phases(in_tmp):
     args = [a for a in TINY if not a.startswith("--results_dir")]
-    assert bench("run", *args, "--steps=4", "--finetune_img_size=64", "--finetune_steps=2",
-                 "--results_dir=out") == 0
+    assert (
+        bench(
+            "run",
+            *args,
+            "--steps=4",
+            "--finetune_img_size=64",
+            "--finetune_steps=2",
+            "--results_dir=out",
+        )
+        == 0
+    )
     rec = json.loads(next(Path("out").glob("*.json")).read_text())
     assert rec["status"] == "completed" and rec["metrics"]["steps"] == 6
     assert rec["pretrain"]["steps"] == 4 and rec["pretrain"]["img_size"] == 32
@@ -177,13 +219,29 @@ def test_bench_run_with_finetune_img_size_records_both_phases(in_tmp):
 
 
 # ---------------------------------------------------------------------- the comparison
-def fake_record(path: Path, size: str, n: int, seed: int, img: int, err: float, pre: float,
-                phase_block: bool = True):
+def fake_record(
+    path: Path,
+    size: str,
+    n: int,
+    seed: int,
+    img: int,
+    err: float,
+    pre: float,
+    phase_block: bool = True,
+):
     rec = {
-        "run_id": f"vit-{size}-n{n}-s{seed}-{img}", "status": "completed",
-        "config": {"family": "vit", "size": size, "n_train": n, "seed": seed, "img_size": 32,
-                   "finetune_img_size": img},
-        "data": {"n_train": n}, "metrics": {"test_error": err},
+        "run_id": f"vit-{size}-n{n}-s{seed}-{img}",
+        "status": "completed",
+        "config": {
+            "family": "vit",
+            "size": size,
+            "n_train": n,
+            "seed": seed,
+            "img_size": 32,
+            "finetune_img_size": img,
+        },
+        "data": {"n_train": n},
+        "metrics": {"test_error": err},
         "pretrain": {"test_error": pre},
         "finetune": {"from_img_size": 32, "img_size": img},
     }
@@ -211,22 +269,7 @@ def test_finetune_report_tabulates_the_difference(tmp_path):
 
 
 def test_finetune_sweep_pairs_64px_with_32px_continued():
-    import warnings
-
-    from bench.config import Cell
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import sweeps
-
-    cfg = yaml.safe_load((REPO / "sweeps" / "cifar10-finetune.yaml").read_text())
-    assert cfg["method"] == "grid" and cfg["command"] == ["bench", "run", "${args}"]
-    assert cfg["metric"] == {"name": "val/error", "goal": "minimize"}
-    assert cfg["parameters"]["study"] == {"value": cfg["name"]}
-    assert not sweeps.schema_violations_from_proposed_config(cfg)
-    runs = sweeps.next_runs(cfg, [], validate=True, n=20)
-    assert runs[-1] is None
-    cells = [Cell.from_dict({k: v["value"] for k, v in r.config.items()}) for r in runs[:-1]]
+    _, cells = shipped_sweep_cells("cifar10-finetune.yaml")
     assert len(cells) == 8 and len({c.run_id for c in cells}) == 8
     assert {c.size for c in cells} == {"xs", "s"} and len({c.n_train for c in cells}) == 2
     assert {(c.img_size, c.finetune_img_size) for c in cells} == {(32, 32), (32, 64)}

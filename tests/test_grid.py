@@ -19,9 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench import results
-
-REPO = Path(__file__).resolve().parent.parent
+from bench.results import records as results
 
 # Stands in for `bench run`: steps/10 seconds of "training"; seed 13 fails with a record of its
 # own (exit 1); seed 14 dies without a record (exit 3); seed 15 is killed right after writing its
@@ -29,8 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 FAKE_RUN = textwrap.dedent("""
     import os, sys, time
     from datetime import datetime, timezone
-    from bench import results
-    from bench.config import Cell
+    from bench.results import records as results
+    from bench.cell.config import Cell
     cell = Cell.from_dict(dict(a[2:].split("=", 1) for a in sys.argv[1:]))
     log = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trained.log")
     dev = os.environ.get("CUDA_VISIBLE_DEVICES", "-")
@@ -46,7 +44,7 @@ FAKE_RUN = textwrap.dedent("""
         "error": "boom" if status == "failed" else None, "config": cell.to_dict(), "params": 1,
         "flops_per_image": 1, "train_flops": 1, "timing": {}, "env": {}, "wandb": {},
         "metrics": {"val_error": 0.1 * cell.n_train % 1, "test_error": 0.5},
-        "created_at": now, "finished_at": now}, cell.records_dir)
+        "created_at": now, "finished_at": now}, cell.folder.records_dir)
     with open(log, "a") as f:
         f.write(f"end {cell.run_id} {time.time()} {dev}\\n")
     if cell.seed == 15:
@@ -55,32 +53,63 @@ FAKE_RUN = textwrap.dedent("""
 """)
 
 
-def make_grid(tmp: Path, *, steps: int = 5, n_train=(100, 200), families=("vit", "resnet"),
-              seeds=(0,), method: str = "grid", fake: bool = True, extra: dict | None = None) -> Path:
+def make_grid(
+    tmp: Path,
+    *,
+    steps: int = 5,
+    n_train=(100, 200),
+    families=("vit", "resnet"),
+    seeds=(0,),
+    method: str = "grid",
+    fake: bool = True,
+    extra: dict | None = None,
+) -> Path:
     (tmp / "fake_run.py").write_text(FAKE_RUN)
-    command = ["python", str(tmp / "fake_run.py"), "${args}"] if fake else ["bench", "run", "${args}"]
+    command = (
+        ["python", str(tmp / "fake_run.py"), "${args}"] if fake else ["bench", "run", "${args}"]
+    )
     params = {
-        "study": {"value": "t"}, "dataset": {"value": "synthetic"}, "size": {"value": "xxs"},
-        "family": {"values": list(families)}, "n_train": {"values": list(n_train)},
-        "seed": {"values": list(seeds)}, "steps": {"value": steps},
+        "study": {"value": "t"},
+        "dataset": {"value": "synthetic"},
+        "size": {"value": "xxs"},
+        "family": {"values": list(families)},
+        "n_train": {"values": list(n_train)},
+        "seed": {"values": list(seeds)},
+        "steps": {"value": steps},
     }
     params.update(extra or {})
-    cfg = {"name": "t", "method": method, "metric": {"name": "val/error", "goal": "minimize"},
-           "command": command, "parameters": params}
+    cfg = {
+        "name": "t",
+        "method": method,
+        "metric": {"name": "val/error", "goal": "minimize"},
+        "command": command,
+        "parameters": params,
+    }
     path = tmp / "t.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
 def grid(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", "grid", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", "grid", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kw,
+    )
 
 
 def start_grid(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bench.cli", "grid", *args], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "grid", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def trained(tmp: Path, what: str = "end") -> list[str]:
@@ -108,7 +137,10 @@ def test_workers_run_cells_concurrently_then_skip_done(tmp_path):
     assert len(recs) == 4 and {r["status"] for r in recs.values()} == {"completed"}
     assert sorted(trained(tmp_path)) == sorted(recs)
     # two at a time: the first two cells overlap, and never three
-    events = sorted((float(ln.split()[2]), ln.split()[0]) for ln in (tmp_path / "trained.log").read_text().splitlines())
+    events = sorted(
+        (float(ln.split()[2]), ln.split()[0])
+        for ln in (tmp_path / "trained.log").read_text().splitlines()
+    )
     depth = peak = 0
     for _, kind in events:
         depth += 1 if kind == "start" else -1
@@ -116,12 +148,18 @@ def test_workers_run_cells_concurrently_then_skip_done(tmp_path):
     assert peak == 2
     assert "4/4 done" in p.stderr and "ETA" in p.stderr
     for run_id in recs:  # each cell's output went to its own log
-        assert (tmp_path / "results" / "t" / "logs" / f"{run_id}.log").read_text().count("=== exit 0") == 1
-    mtimes = {k: (tmp_path / "results" / "t" / "runs" / f"{k}.json").stat().st_mtime_ns for k in recs}
+        assert (tmp_path / "results" / "t" / "logs" / f"{run_id}.log").read_text().count(
+            "=== exit 0"
+        ) == 1
+    mtimes = {
+        k: (tmp_path / "results" / "t" / "runs" / f"{k}.json").stat().st_mtime_ns for k in recs
+    }
     again = grid("t.yaml", "--workers", "2", cwd=tmp_path)
     assert again.returncode == 0 and "0 trained, 4 already done" in again.stderr
     assert len(trained(tmp_path, "start")) == 4
-    assert mtimes == {k: (tmp_path / "results" / "t" / "runs" / f"{k}.json").stat().st_mtime_ns for k in recs}
+    assert mtimes == {
+        k: (tmp_path / "results" / "t" / "runs" / f"{k}.json").stat().st_mtime_ns for k in recs
+    }
 
 
 def test_failed_cells_are_recorded_listed_and_the_grid_goes_on(tmp_path):
@@ -131,8 +169,12 @@ def test_failed_cells_are_recorded_listed_and_the_grid_goes_on(tmp_path):
     recs = records(tmp_path)
     by_seed = {r["config"]["seed"]: r for r in recs.values()}
     assert by_seed[0]["status"] == by_seed[15]["status"] == "completed"  # done is a record
-    assert by_seed[13]["status"] == "failed" and by_seed[13]["error"] == "boom"  # its own record kept
-    assert by_seed[14]["status"] == "failed" and "exit code 3" in by_seed[14]["error"]  # written by the grid
+    assert (
+        by_seed[13]["status"] == "failed" and by_seed[13]["error"] == "boom"
+    )  # its own record kept
+    assert (
+        by_seed[14]["status"] == "failed" and "exit code 3" in by_seed[14]["error"]
+    )  # written by the grid
     assert "2 trained" in p.stderr and "2 failed" in p.stderr
     assert f"failed: {by_seed[14]['run_id']}: exit code 3" in p.stderr
     # a rerun retries the failures only
@@ -148,7 +190,9 @@ def test_interrupted_grid_resumes_without_retraining(tmp_path, sig):
     proc = start_grid("t.yaml", "--workers", "1", cwd=tmp_path)
     wait_for(lambda: len(records(tmp_path)) >= 1 and len(trained(tmp_path, "start")) >= 2)
     first = dict(records(tmp_path))
-    mtimes = {k: (tmp_path / "results" / "t" / "runs" / f"{k}.json").stat().st_mtime_ns for k in first}
+    mtimes = {
+        k: (tmp_path / "results" / "t" / "runs" / f"{k}.json").stat().st_mtime_ns for k in first
+    }
     os.killpg(proc.pid, sig)  # as a terminal's Ctrl-C (or a scheduler) reaches the whole group
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, err
@@ -179,10 +223,21 @@ def test_two_runners_train_each_cell_exactly_once(tmp_path):
 
 def test_devices_spread_cells_with_per_device_slots(tmp_path, monkeypatch):
     make_grid(tmp_path, steps=3, n_train=(100, 200, 300, 400))
-    p = grid("t.yaml", "--devices", "0,1", "--per_device", "2", cwd=tmp_path,
-             env={**os.environ, "CUDA_VISIBLE_DEVICES": "5,7"})
+    p = grid(
+        "t.yaml",
+        "--devices",
+        "0,1",
+        "--per_device",
+        "2",
+        cwd=tmp_path,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "5,7"},
+    )
     assert p.returncode == 0, p.stderr
-    lines = [ln.split() for ln in (tmp_path / "trained.log").read_text().splitlines() if ln.startswith("start")]
+    lines = [
+        ln.split()
+        for ln in (tmp_path / "trained.log").read_text().splitlines()
+        if ln.startswith("start")
+    ]
     devices = [ln[3] for ln in lines]
     assert sorted(set(devices)) == ["5", "7"]  # --devices counts as CUDA does in the runner
     assert abs(devices.count("5") - devices.count("7")) <= 2
@@ -193,7 +248,9 @@ def test_devices_spread_cells_with_per_device_slots(tmp_path, monkeypatch):
 def test_results_dir_and_wandb_are_appended_to_each_command(tmp_path):
     make_grid(tmp_path, steps=1)
     out_dir = tmp_path / "elsewhere"
-    p = grid("t.yaml", "--workers", "2", f"--results_dir={out_dir}", "--wandb=disabled", cwd=tmp_path)
+    p = grid(
+        "t.yaml", "--workers", "2", f"--results_dir={out_dir}", "--wandb=disabled", cwd=tmp_path
+    )
     assert p.returncode == 0, p.stderr
     assert len(list(out_dir.glob("*.json"))) == 4 and not (tmp_path / "results").exists()
     log = next((tmp_path / "logs").glob("*.log")).read_text()
@@ -210,8 +267,8 @@ def test_random_sweep_runs_count_cells_and_feeds_records_back(tmp_path):
     cfg = yaml.safe_load((tmp_path / "t.yaml").read_text())
     cfg["method"] = "bayes"
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
-    from bench.grid import finished_runs
-    from bench.sweep_config import load_sweep
+    from bench.study.jobs import finished_runs
+    from bench.study.sweep_config import load_sweep
 
     runs = finished_runs(load_sweep(tmp_path / "t.yaml"), tmp_path / "results" / "t" / "runs")
     assert len(runs) == 3 and all("val/error" in r.summary_metrics for r in runs)
@@ -226,17 +283,36 @@ def test_slurm_submits_one_runner_per_node(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
-    (bin_dir / "sbatch").write_text(f"#!/bin/sh\ncp \"$1\" {tmp_path}/submitted.sh\necho 'Submitted batch job 4242'\n")
+    (bin_dir / "sbatch").write_text(
+        f"#!/bin/sh\ncp \"$1\" {tmp_path}/submitted.sh\necho 'Submitted batch job 4242'\n"
+    )
     for f in bin_dir.iterdir():
         f.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    p = grid("t.yaml", "--launcher=slurm", "--partition=gpu", "--nodes=3", "--gpus_per_node=2",
-             "--per_device=2", "--time=90", "--setup", "source venv/bin/activate", cwd=tmp_path, env=env)
+    p = grid(
+        "t.yaml",
+        "--launcher=slurm",
+        "--partition=gpu",
+        "--nodes=3",
+        "--gpus_per_node=2",
+        "--per_device=2",
+        "--time=90",
+        "--setup",
+        "source venv/bin/activate",
+        cwd=tmp_path,
+        env=env,
+    )
     assert p.returncode == 0, p.stderr
     assert "submitted 3 SLURM job(s)" in p.stdout and "4242_0" in p.stdout
     script = (tmp_path / "submitted.sh").read_text()
-    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=2", "#SBATCH --array=0-2%3",
-                 "#SBATCH --time=90", "#SBATCH --nodes=1", "source venv/bin/activate"):
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gpus-per-node=2",
+        "#SBATCH --array=0-2%3",
+        "#SBATCH --time=90",
+        "#SBATCH --nodes=1",
+        "source venv/bin/activate",
+    ):
         assert line in script, script
     assert "submitit.core._submit" in script
     pickles = sorted((tmp_path / "slurm").glob("*_submitted.pkl"))
@@ -245,11 +321,22 @@ def test_slurm_submits_one_runner_per_node(tmp_path):
         delayed = pickle.load(f)
     argv, cwd = delayed.args
     assert argv[:1] == [str(tmp_path / "t.yaml")] and cwd == str(tmp_path)
-    assert argv[argv.index("--devices") + 1] == "0,1" and argv[argv.index("--per_device") + 1] == "2"
+    assert (
+        argv[argv.index("--devices") + 1] == "0,1" and argv[argv.index("--per_device") + 1] == "2"
+    )
     # what the job would run on its node: the grid itself
-    run = subprocess.run([sys.executable, "-c", "import pickle,sys; d=pickle.load(open(sys.argv[1],'rb')); "
-                          "sys.exit(d.result())", str(pickles[0])], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import pickle,sys; d=pickle.load(open(sys.argv[1],'rb')); sys.exit(d.result())",
+            str(pickles[0]),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert len(records(tmp_path)) == 4
 
@@ -274,7 +361,11 @@ def test_four_cell_grid_of_real_bench_run_with_two_workers(tmp_path):
     recs = records(tmp_path)
     assert len(recs) == 4 and {r["status"] for r in recs.values()} == {"completed"}
     assert {(r["config"]["family"], r["config"]["n_train"]) for r in recs.values()} == {
-        ("vit", 100), ("vit", 200), ("resnet", 100), ("resnet", 200)}
+        ("vit", 100),
+        ("vit", 200),
+        ("resnet", 100),
+        ("resnet", 200),
+    }
     for run_id in recs:
         assert "completed" in (tmp_path / "results" / "t" / "logs" / f"{run_id}.log").read_text()
     print(f"4 real cells, 2 workers: {time.time() - t0:.1f}s")
@@ -300,7 +391,7 @@ def test_real_grid_interrupted_then_rerun_keeps_completed_cells(tmp_path):
 
 
 def test_cpu_cells_share_the_cores(monkeypatch):
-    from bench.launch import child_env
+    from bench.study.runner import child_env
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert child_env(None, 2)["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.probes import (
+from bench.vit.probes import (
     attention_map,
     filter_pca,
     mean_attention_distance,
@@ -18,15 +18,27 @@ from bench.probes import (
 )
 from tests.conftest import bench, working_dir
 
-TINY = ["--dataset=synthetic", "--size=xxs", "--n_train=200", "--batch_size=32", "--steps=12",
-        "--evals=2", "--val_size=100", "--wandb=disabled", "--progress=false", "--results_dir=out"]
+TINY = [
+    "--dataset=synthetic",
+    "--size=xxs",
+    "--n_train=200",
+    "--batch_size=32",
+    "--steps=12",
+    "--evals=2",
+    "--val_size=100",
+    "--wandb=disabled",
+    "--progress=false",
+    "--results_dir=out",
+]
 
 
 # ---------------------------------------------------------------------- mean attention distance
 def test_attention_distance_is_zero_when_every_patch_attends_to_itself():
     grid, p = (4, 4), 4
     eye = torch.eye(1 + 16).expand(2, 3, 17, 17)  # class token at index 0, sliced off
-    assert torch.allclose(mean_attention_distance(eye, grid, p), torch.zeros(3, dtype=torch.float64))
+    assert torch.allclose(
+        mean_attention_distance(eye, grid, p), torch.zeros(3, dtype=torch.float64)
+    )
 
 
 def test_attention_distance_under_uniform_attention_is_the_mean_pairwise_distance():
@@ -53,16 +65,20 @@ def test_attention_distance_of_a_fixed_offset_is_that_offset_in_pixels():
         r, c = divmod(i, 4)
         neighbour = c + 1 if c < 3 else c - 1  # one patch sideways
         attn[0, 0, i, r * 4 + neighbour] = 1.0
-    assert torch.allclose(mean_attention_distance(attn, grid, p), torch.tensor([8.0], dtype=torch.float64))
+    assert torch.allclose(
+        mean_attention_distance(attn, grid, p), torch.tensor([8.0], dtype=torch.float64)
+    )
     assert patch_distances((2, 2), 8)[0, 3].item() == pytest.approx(8 * math.sqrt(2))
 
 
 def test_recomputed_attention_reproduces_timm_attention_output():
     """The hook's attention maps, applied to v, give exactly what timm's own module returns."""
-    from bench.models import Arch, build_model
+    from bench.cell.models import Arch, build_model
 
     torch.manual_seed(0)
-    model = build_model(Arch("vit", 16, 10, embed_dim=32, depth=2, num_heads=4, patch_size=4)).eval()
+    model = build_model(
+        Arch("vit", 16, 10, embed_dim=32, depth=2, num_heads=4, patch_size=4)
+    ).eval()
     attn_mod = model.blocks[1].attn
     seen = {}
     handle = attn_mod.register_forward_hook(lambda m, i, o: seen.update(x=i[0], out=o))
@@ -149,7 +165,11 @@ def test_bench_probe_by_run_id_writes_under_results(trained, monkeypatch, capsys
     assert bench("probe", rec["run_id"], "--n_images=8") == 0
     out = root / "results" / "default" / "probes" / rec["run_id"]
     assert sorted(p.name for p in out.iterdir()) == [
-        "attention_distance.png", "filters.png", "pos_embed.png", "probe.json"]
+        "attention_distance.png",
+        "filters.png",
+        "pos_embed.png",
+        "probe.json",
+    ]
 
 
 @pytest.mark.slow
@@ -167,18 +187,32 @@ def test_bench_probe_on_an_unknown_run_exits_2(in_tmp, capsys):
 @pytest.mark.slow
 def test_figures_go_to_the_runs_wandb_run_when_it_has_one(trained, tmp_path, monkeypatch):
     """An offline W&B run is resumed by id and gets the three figures; disabled: nothing."""
-    from bench.config import Cell
-    from bench.probes import log_to_wandb
+    from bench.cell.config import Cell
+    from bench.vit.probe import log_to_wandb
 
     _, vit_record, _ = trained
     out = tmp_path / "probe"
     assert bench("probe", str(vit_record), f"--out={out}", "--n_images=4") == 0
     monkeypatch.chdir(tmp_path)
     cell = Cell(wandb_project="bench-test")
-    assert log_to_wandb({"wandb": {"mode": "disabled", "path": None, "dir": None}}, cell, out) is None
+    assert (
+        log_to_wandb({"wandb": {"mode": "disabled", "path": None, "dir": None}}, cell, out) is None
+    )
     assert log_to_wandb(None, cell, out) is None
-    record = {"wandb": {"mode": "offline", "id": "probetest1", "path": None,
-                        "dir": "wandb/offline-run-20240101_000000-probetest1"}}
+    record = {
+        "wandb": {
+            "mode": "offline",
+            "id": "probetest1",
+            "path": None,
+            "dir": "wandb/offline-run-20240101_000000-probetest1",
+        }
+    }
     assert log_to_wandb(record, cell, out) == "offline"
-    media = list((tmp_path / "wandb").glob("offline-run-*-probetest1/files/media/images/probe/*.png"))
-    assert sorted(p.name.split("_0_")[0] for p in media) == ["attention_distance", "filters", "pos_embed"]
+    media = list(
+        (tmp_path / "wandb").glob("offline-run-*-probetest1/files/media/images/probe/*.png")
+    )
+    assert sorted(p.name.split("_0_")[0] for p in media) == [
+        "attention_distance",
+        "filters",
+        "pos_embed",
+    ]

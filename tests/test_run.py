@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import results
-from bench.config import Cell
+from bench.cell.config import Cell
+from bench.results import records as results
 from tests.conftest import CIFAR, TINY, bench
 
 
@@ -39,7 +39,9 @@ def test_vit_cell_learns_and_writes_a_complete_record(in_tmp):
     assert rec["timing"]["device"] == "cpu" and rec["timing"]["train_images_per_s"] > 0
     assert rec["wandb"]["mode"] == "disabled"
     assert Path(rec["checkpoint"]).exists()
-    assert rec["run_id"] == Cell.from_dict({k.split("=")[0][2:]: k.split("=")[1] for k in TINY}).run_id
+    assert (
+        rec["run_id"] == Cell.from_dict({k.split("=")[0][2:]: k.split("=")[1] for k in TINY}).run_id
+    )
 
 
 def test_completed_cell_is_skipped_unless_forced(in_tmp, capsys):
@@ -71,8 +73,14 @@ def test_divergence_is_recorded_not_raised(in_tmp):
 
 
 def run_cli(args, cwd, env=None, **kw):
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        **kw,
+    )
 
 
 @pytest.mark.parametrize(
@@ -88,7 +96,11 @@ def run_cli(args, cwd, env=None, **kw):
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, bad, named):
-    args = [a for a in TINY if a != "--wandb=disabled"] + ["--wandb=offline", "--results_dir=out", *bad]
+    args = [a for a in TINY if a != "--wandb=disabled"] + [
+        "--wandb=offline",
+        "--results_dir=out",
+        *bad,
+    ]
     proc = run_cli(["run", *args], cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -102,22 +114,38 @@ def test_unreadable_image_names_the_file(tmp_path):
 
     root = write_folder(tmp_path / "imgs")
     (root / "test" / "cat" / "bad.png").write_bytes(b"\x89PNG broken")
-    proc = run_cli(["run", *TINY, "--dataset=imagefolder", f"--data_dir={root}", "--n_train=9",
-                    "--results_dir=out"], cwd=tmp_path)
+    proc = run_cli(
+        [
+            "run",
+            *TINY,
+            "--dataset=imagefolder",
+            f"--data_dir={root}",
+            "--n_train=9",
+            "--results_dir=out",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and "bad.png" in proc.stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_offline_wandb_run_holds_the_test_error(tmp_path):
     args = [a for a in TINY if a != "--wandb=disabled"]
-    proc = run_cli(["run", *args, "--steps=20", "--wandb=offline", "--results_dir=out"], cwd=tmp_path,
-                   env={"WANDB_DIR": str(tmp_path)})
+    proc = run_cli(
+        ["run", *args, "--steps=20", "--wandb=offline", "--results_dir=out"],
+        cwd=tmp_path,
+        env={"WANDB_DIR": str(tmp_path)},
+    )
     assert proc.returncode == 0, proc.stderr
     rec = only_record(tmp_path / "out")
     run_dir = tmp_path / rec["wandb"]["dir"]  # relative to the folder the run started in
     assert run_dir.name.startswith("offline-run-") and run_dir.exists()
-    inspect = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(run_dir)],
-                             capture_output=True, text=True, check=True)
+    inspect = subprocess.run(
+        ["wandb", "leet", "inspect", "--summary", "--json", str(run_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     summary = json.loads(inspect.stdout)["summary"]
     assert summary["test/error"] == pytest.approx(rec["metrics"]["test_error"])
     assert summary["val/error"]["min"] == pytest.approx(rec["metrics"]["val_error"])
@@ -129,8 +157,13 @@ def test_offline_wandb_run_holds_the_test_error(tmp_path):
 @pytest.mark.slow
 def test_interrupted_cell_resumes_from_its_checkpoint(tmp_path):
     args = ["run", *TINY, "--steps=400", "--evals=40", "--results_dir=out"]
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", *args], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     ckpt_dir = tmp_path / "checkpoints"
     deadline = time.time() + 240
     while time.time() < deadline and not list(ckpt_dir.glob("*/last.ckpt")):
@@ -150,15 +183,29 @@ def test_interrupted_cell_resumes_from_its_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (CIFAR / "train").is_dir(), reason=f"CIFAR-10 ImageFolder tree not found at {CIFAR}")
+@pytest.mark.skipif(
+    not (CIFAR / "train").is_dir(), reason=f"CIFAR-10 ImageFolder tree not found at {CIFAR}"
+)
 def test_cifar10_jpeg_tree_trains(in_tmp):
-    from bench.data import load_splits
+    from bench.cell.data import load_splits
 
     cell = Cell(dataset="imagefolder", data_dir=str(CIFAR))
     splits = load_splits(cell)
     assert splits.train_x.shape == (50000, 3, 32, 32) and splits.test_x.shape == (10000, 3, 32, 32)
     assert splits.classes[:3] == ["airplane", "automobile", "bird"]
-    assert bench("run", "--dataset=imagefolder", f"--data_dir={CIFAR}", "--family=vit", "--size=xxs",
-                 "--n_train=2000", "--steps=150", "--wandb=disabled", "--progress=false",
-                 "--results_dir=out") == 0
+    assert (
+        bench(
+            "run",
+            "--dataset=imagefolder",
+            f"--data_dir={CIFAR}",
+            "--family=vit",
+            "--size=xxs",
+            "--n_train=2000",
+            "--steps=150",
+            "--wandb=disabled",
+            "--progress=false",
+            "--results_dir=out",
+        )
+        == 0
+    )
     assert only_record(in_tmp / "out")["metrics"]["test_error"] < 0.8  # chance is 0.9

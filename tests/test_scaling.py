@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from bench import scaling
+from bench.analysis import scaling
 
 N_GRID = np.geomspace(500, 2e5, 8)
 
@@ -39,7 +39,7 @@ def run_break_even(curves, ns, seed=0, n_boot=200):
     cells, fits = {}, {}
     for name, curve in curves.items():
         x, y = draw(curve, ns, rng=rng)
-        cells[name] = scaling.make_cells([""] * len(x), x, y)
+        cells[name] = scaling.group_seeds([""] * len(x), x, y)
         fits[name], _ = family_fit(x, y)
     names = list(curves)
     lo, hi = float(min(ns)), float(max(ns))

@@ -11,11 +11,34 @@ from tests.test_grid import make_grid
 
 @pytest.mark.slow
 def test_study_trains_the_grid_then_writes_the_analysis(tmp_path):
-    make_grid(tmp_path, steps=30, n_train=(100, 200, 400), fake=False,
-              extra={"wandb": {"value": "disabled"}, "batch_size": {"value": 32},
-                     "progress": {"value": False}})
-    proc = subprocess.run([sys.executable, "-m", "bench.cli", "study", "t.yaml", "--workers", "2",
-                           "--bootstrap", "50"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    make_grid(
+        tmp_path,
+        steps=30,
+        n_train=(100, 200, 400),
+        fake=False,
+        extra={
+            "wandb": {"value": "disabled"},
+            "batch_size": {"value": 32},
+            "progress": {"value": False},
+        },
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            "study",
+            "t.yaml",
+            "--workers",
+            "2",
+            "--bootstrap",
+            "50",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     study = tmp_path / "results" / "t"
     assert len(list((study / "runs").glob("*.json"))) == 6

@@ -9,21 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.cli import main as _cli
-from bench.config import Cell
-from bench.grid import agent_lines, grid_jobs
-from bench.sweep_config import expand, load_sweep, render_command
+from bench.cell.config import Cell
+from bench.study.jobs import grid_jobs
+from bench.study.sweep import agent_lines
+from bench.study.sweep_config import expand, load_sweep, render_command
+from tests.conftest import REPO, bench
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import sweeps
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def bench(*args: str) -> int:
-    return _cli(list(args))
-
 
 SHIPPED = {"smoke.yaml": 12, "cifar10-cpu.yaml": 30, "cifar10.yaml": 144}
 
@@ -53,7 +47,7 @@ def test_expansion_matches_wandb_engine_cell_for_cell(name):
     # every cell is valid, distinct, and carries the study named by the YAML
     cells = [Cell.from_dict(p) for p in ours]
     assert len({c.run_id for c in cells}) == len(cells)
-    assert {c.study for c in cells} == {sweep.name}
+    assert {c.study for c in cells} == {sweep.study}
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
@@ -72,21 +66,39 @@ def test_shipped_studies_shape():
         assert len({c.n_train for c in cells if c.family == fam}) >= 3
     assert {c.dataset for c in cells} == {"digits"}
     cpu = [Cell.from_dict(p) for p in expand(load_sweep(REPO / "sweeps" / "cifar10-cpu.yaml"))]
-    assert {c.size for c in cpu} == {"xxs", "xs", "s"} and {c.dataset for c in cpu} == {"imagefolder"}
+    assert {c.size for c in cpu} == {"xxs", "xs", "s"} and {c.dataset for c in cpu} == {
+        "imagefolder"
+    }
     assert min(c.n_train for c in cpu) <= 500 and max(c.n_train for c in cpu) >= 10000
     gpu = [Cell.from_dict(p) for p in expand(load_sweep(REPO / "sweeps" / "cifar10.yaml"))]
     assert {c.size for c in gpu} == {"xs", "s", "m", "l"} and {c.seed for c in gpu} == {0, 1, 2}
 
 
 def test_dry_run_says_which_cells_are_done(in_tmp, capsys):
-    from bench import results
+    from bench.results import records as results
 
     sweep = load_sweep(REPO / "sweeps" / "smoke.yaml")
     job = grid_jobs(sweep)[0]
-    results.write_record({"schema": 1, "run_id": job.run_id, "study": "smoke", "status": "completed",
-                          "error": None, "config": job.params, "params": 1, "flops_per_image": 1,
-                          "train_flops": 1, "metrics": {}, "timing": {}, "env": {}, "wandb": {},
-                          "created_at": "", "finished_at": ""}, job.records_dir)
+    results.write_record(
+        {
+            "schema": 1,
+            "run_id": job.run_id,
+            "study": "smoke",
+            "status": "completed",
+            "error": None,
+            "config": job.params,
+            "params": 1,
+            "flops_per_image": 1,
+            "train_flops": 1,
+            "metrics": {},
+            "timing": {},
+            "env": {},
+            "wandb": {},
+            "created_at": "",
+            "finished_at": "",
+        },
+        job.records_dir,
+    )
     assert bench("grid", str(REPO / "sweeps" / "smoke.yaml"), "--dry-run") == 0
     out = capsys.readouterr().out
     assert f"  done     {job.run_id}" in out and "12 cells: 1 done, 11 to run" in out
@@ -104,14 +116,17 @@ def test_bad_parameter_block_gives_engine_message(tmp_path, capsys):
         assert message in err
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"parameters": {"opt": {"parameters": {"lr": {"values": [0.1, 0.01]}}}}}, "nested block"),
-    ({"parameters": {"lr": {"value": None}}}, "non-null"),
-    ({"parameters": {"study": {"value": "other"}}}, "sweep's name"),
-    ({"parameters": {"study": None}}, "study: {value: smoke}"),
-    ({"command": ["bench", "run"]}, "no ${args}"),
-    ({"parameters": {"family": {"values": ["vit", "mlp"]}}}, "family='mlp'"),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"parameters": {"opt": {"parameters": {"lr": {"values": [0.1, 0.01]}}}}}, "nested block"),
+        ({"parameters": {"lr": {"value": None}}}, "non-null"),
+        ({"parameters": {"study": {"value": "other"}}}, "sweep's name"),
+        ({"parameters": {"study": None}}, "study: {value: smoke}"),
+        ({"command": ["bench", "run"]}, "no ${args}"),
+        ({"parameters": {"family": {"values": ["vit", "mlp"]}}}, "family='mlp'"),
+    ],
+)
 def test_bad_yaml_is_one_line_and_exit_2(tmp_path, capsys, change, words):
     path = write_yaml(tmp_path, **change)
     assert bench("grid", str(path), "--dry-run") == 2
@@ -136,26 +151,42 @@ def test_rendered_command_equals_what_wandb_agent_runs(tmp_path, monkeypatch):
     agent._sweep_command = sweep.config["command"]
     for i, params in enumerate(expand(sweep)[::37]):
         run_id = f"r{i}"
-        agent._command_run({"run_id": run_id, "program": sweep.config.get("program"),
-                            "args": {k: {"value": v} for k, v in params.items()}})
+        agent._command_run(
+            {
+                "run_id": run_id,
+                "program": sweep.config.get("program"),
+                "args": {k: {"value": v} for k, v in params.items()},
+            }
+        )
         proc = agent._run_processes[run_id]
         assert proc.wait() == 0
-        assert proc._popen.args == render_command(sweep.command, params, program=sweep.config.get("program"))
+        assert proc._popen.args == render_command(
+            sweep.command, params, program=sweep.config.get("program")
+        )
         assert proc._popen.args[:2] == ["bench", "run"]
-        assert f"--study={sweep.name}" in proc._popen.args
+        assert f"--study={sweep.study}" in proc._popen.args
 
 
 def test_render_expands_every_agent_macro(monkeypatch):
     monkeypatch.setenv("BENCH_TEST_VAR", "xyz")
-    cmd = ["${env}", "${interpreter}", "${program}", "${args_no_hyphens}", "--tag=${envvar:BENCH_TEST_VAR}"]
+    cmd = [
+        "${env}",
+        "${interpreter}",
+        "${program}",
+        "${args_no_hyphens}",
+        "--tag=${envvar:BENCH_TEST_VAR}",
+    ]
     out = render_command(cmd, {"lr": 0.001, "n_train": "all"}, program="train.py")
     assert out == ["/usr/bin/env", "python", "train.py", "lr=0.001", "n_train=all", "--tag=xyz"]
 
 
 def test_random_and_bayes_need_count_and_learn_from_records(tmp_path, in_tmp, capsys):
     for method in ("random", "bayes"):
-        path = write_yaml(tmp_path, method=method,
-                          parameters={"lr": {"min": 0.0001, "max": 0.01, "distribution": "log_uniform_values"}})
+        path = write_yaml(
+            tmp_path,
+            method=method,
+            parameters={"lr": {"min": 0.0001, "max": 0.01, "distribution": "log_uniform_values"}},
+        )
         assert bench("grid", str(path)) == 2
         assert "--count" in capsys.readouterr().err
         assert bench("grid", str(path), "--dry-run", "--count", "3") == 0
@@ -178,5 +209,7 @@ def test_sweep_without_credentials_fails_in_one_line(tmp_path, monkeypatch, caps
 def test_agent_lines():
     assert agent_lines("ent/proj/abc123") == ["wandb agent ent/proj/abc123"]
     lines = agent_lines("ent/proj/abc123", gpus=2)
-    assert lines == ["CUDA_VISIBLE_DEVICES=0 wandb agent ent/proj/abc123 &",
-                     "CUDA_VISIBLE_DEVICES=1 wandb agent ent/proj/abc123 &"]
+    assert lines == [
+        "CUDA_VISIBLE_DEVICES=0 wandb agent ent/proj/abc123 &",
+        "CUDA_VISIBLE_DEVICES=1 wandb agent ent/proj/abc123 &",
+    ]

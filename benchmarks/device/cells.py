@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from bench.sweep_config import expand, load_sweep, render_command, to_cell
+from bench.study.sweep_config import expand, load_sweep, render_command, to_cell
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("sweep")
-    p.add_argument("--where", nargs="*", default=[], help="field=v1,v2: keep cells with these values")
+    p.add_argument(
+        "--where", nargs="*", default=[], help="field=v1,v2: keep cells with these values"
+    )
     p.add_argument("--set", nargs="*", default=[], help="field=value appended to every command")
     p.add_argument("--log_dir", default="/tmp/res/logs")
     args = p.parse_args()

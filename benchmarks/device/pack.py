@@ -43,7 +43,7 @@ def unpack(pack_file: str, dest: str) -> None:
     for rel, offset, size in index:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(body[offset:offset + size])
+        path.write_bytes(body[offset : offset + size])
     print(f"unpacked {len(index)} files -> {dest}")
 
 

@@ -19,7 +19,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from bench import scaling  # noqa: E402
+from bench.analysis import scaling  # noqa: E402
 
 # Colour-blind-safe, and the same family keeps its colour in every figure.
 FAMILY_COLORS = {"resnet": "#0072B2", "vit": "#D55E00"}
@@ -85,12 +85,7 @@ def make_figures(frame, summary, doc, orders, fig_dir) -> tuple[list[str], list[
         "svg.hashsalt": "bench",
     }
     with sns.axes_style("whitegrid"), sns.plotting_context("notebook"), plt.rc_context(style):
-        for name, draw in (
-            ("error_vs_n.png", _error_vs_n),
-            ("error_vs_params.png", _error_vs_params),
-            ("grid_heatmap.png", _heatmap),
-            ("error_vs_compute.png", _error_vs_compute),
-        ):
+        for name, draw in FIGURES.items():
             skipped = draw(summary, doc, orders, fig_dir / name)
             if skipped:
                 notes.append(f"figure {name} skipped: {skipped}")
@@ -430,3 +425,12 @@ def _error_vs_compute(summary, doc, orders, path):
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     _save(fig, path)
     return None
+
+
+# Every figure `bench analyze` draws, by file name, in the order the report lists them.
+FIGURES = {
+    "error_vs_n.png": _error_vs_n,
+    "error_vs_params.png": _error_vs_params,
+    "grid_heatmap.png": _heatmap,
+    "error_vs_compute.png": _error_vs_compute,
+}

@@ -1,11 +1,11 @@
 """Run cells as processes: N at a time, spread over GPUs, safe to interrupt and to run twice.
 
 Each cell runs its sweep's ``command:`` (rendered as a W&B agent renders it) in its own process
-group, stdout and stderr to ``<results_dir>/../logs/<run_id>.log``. Three rules make a grid safe:
+group, stdout and stderr to ``<study>/logs/<run_id>.log``. Three rules make a grid safe:
 
 - **done is a record**: a cell whose record says completed (or diverged) is never started;
 - **one trainer per cell**: before starting a cell the runner takes an exclusive ``fcntl`` lock on
-  ``<results_dir>/.locks/<run_id>.lock``; the cell's process inherits the lock, so it is held for
+  ``<records>/.locks/<run_id>.lock``; the cell's process inherits the lock, so it is held for
   as long as the cell runs, even if the runner dies. A locked cell is skipped and revisited;
 - **interrupt, then rerun**: SIGINT/SIGTERM stop the running cells (the same signal, then SIGKILL
   after a grace period); a rerun skips completed cells and re-runs the others, which resume from
@@ -23,11 +23,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench import results
+from bench.clock import fmt_duration, utc_now
+from bench.errors import BenchError
+from bench.results import records
+from bench.results.layout import StudyDir
 
 REVISIT_S = 2.0  # how often a cell locked by another runner is looked at again
 HEARTBEAT_S = 30.0  # a progress line at least this often while cells run
@@ -36,28 +38,32 @@ GRACE_S = 30.0  # after forwarding an interrupt, wait this long before SIGKILL
 
 @dataclass
 class Job:
-    """One cell to run: its parameters, identity, command and where its files go."""
+    """One cell to run: its parameters, identity, command and its study folder."""
 
     params: dict[str, Any]
     run_id: str
     study: str
-    records_dir: Path
+    folder: StudyDir
     command: list[str]
 
     @property
+    def records_dir(self) -> Path:
+        return self.folder.records_dir
+
+    @property
     def lock_path(self) -> Path:
-        return self.records_dir / ".locks" / f"{self.run_id}.lock"
+        return self.folder.lock(self.run_id)
 
     @property
     def log_path(self) -> Path:
-        return self.records_dir.parent / "logs" / f"{self.run_id}.log"
+        return self.folder.log(self.run_id)
 
     @property
     def record_path(self) -> Path:
-        return results.record_path(self.records_dir, self.run_id)
+        return self.folder.record(self.run_id)
 
     def done(self) -> bool:
-        return results.is_done(self.records_dir, self.run_id)
+        return records.is_done(self.records_dir, self.run_id)
 
 
 def try_lock(path: Path) -> int | None:
@@ -109,32 +115,28 @@ def child_env(device: str | None, cpu_slots: int = 1) -> dict[str, str]:
 
 def failure_record(job: Job, error: str) -> dict[str, Any]:
     """What the runner writes when a cell's process ended without a record of its own."""
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return {
-        "schema": results.SCHEMA,
-        "run_id": job.run_id,
-        "study": job.study,
-        "status": "failed",
-        "error": error,
-        "config": dict(job.params),
-        "params": None,
-        "flops_per_image": None,
-        "train_flops": None,
-        "metrics": {},
-        "timing": {},
-        "env": {},
-        "wandb": {},
-        "created_at": now,
-        "finished_at": now,
-        "command": job.command,
-    }
+    return records.make_record(
+        job.run_id, job.study, "failed", job.params, error=error, command=job.command
+    )
 
 
-def _fmt_s(s: float) -> str:
-    s = int(round(s))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+def slots_for(workers: int | None, devices: str | None, per_device: int) -> list[str | None]:
+    """One entry per concurrent cell: ``--devices 0,1 --per_device 2`` -> [0, 1, 0, 1]."""
+    if per_device < 1:
+        raise BenchError(f"--per_device={per_device} must be >= 1")
+    if devices:
+        ids = [d.strip() for d in devices.split(",") if d.strip()]
+        if not ids:
+            raise BenchError(f"--devices={devices!r} names no device")
+        if workers is not None and workers != len(ids) * per_device:
+            raise BenchError(
+                f"--workers={workers} disagrees with --devices={devices} x --per_device={per_device}: give one"
+            )
+        return [d for _ in range(per_device) for d in ids]
+    workers = 1 if workers is None else workers
+    if workers < 1:
+        raise BenchError(f"--workers={workers} must be >= 1")
+    return [None] * workers
 
 
 @dataclass
@@ -165,6 +167,9 @@ class Outcome:
         return 1 if self.failed else 0
 
 
+Source = Callable[[int], Iterable[Job]]
+
+
 class Runner:
     """Runs jobs from ``source`` on ``slots`` (one entry per concurrent cell: a device or None).
 
@@ -193,6 +198,12 @@ class Runner:
         self.running: dict[str, Running] = {}
         self.outcome = Outcome()
         self.walls: list[float] = []
+        self.queue: deque[Job] = deque()
+        self.waiting: dict[
+            str, tuple[Job, float]
+        ] = {}  # locked elsewhere: run_id -> (job, next look)
+        self.launched = 0
+        self.exhausted = False
         self._stop: int | None = None
         self._last_line = 0.0
 
@@ -200,7 +211,7 @@ class Runner:
     def say(self, msg: str) -> None:
         print(f"[{self.label}] {msg}", file=self.out, flush=True)
 
-    def progress(self, queued: int) -> None:
+    def progress(self) -> None:
         o = self.outcome
         done = len(o.completed) + len(o.skipped) + len(o.elsewhere)
         total = f"/{self.total}" if self.total else ""
@@ -208,13 +219,13 @@ class Runner:
         if self.walls:
             avg = sum(self.walls) / len(self.walls)
             now = time.time()
-            left = queued * avg + sum(
+            left = len(self.queue) * avg + sum(
                 max(avg - (now - r.started), 0.0) for r in self.running.values()
             )
-            eta = f", ETA {_fmt_s(left / max(self.n_slots, 1))}"
+            eta = f", ETA {fmt_duration(left / max(self.n_slots, 1))}"
         self.say(
             f"{done}{total} done, {len(self.running)} running, {len(o.failed)} failed, "
-            f"{queued} queued; elapsed {_fmt_s(time.time() - self.started_at)}{eta}"
+            f"{len(self.queue)} queued; elapsed {fmt_duration(time.time() - self.started_at)}{eta}"
         )
         self._last_line = time.time()
 
@@ -229,26 +240,20 @@ class Runner:
     def _start(self, job: Job, slot: str | None, lock_fd: int) -> None:
         job.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(job.log_path, "a")
-        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         device = (
             f" CUDA_VISIBLE_DEVICES={device_env(slot)['CUDA_VISIBLE_DEVICES']}"
             if slot is not None
             else ""
         )
         log.write(
-            f"=== {stamp} {os.uname().nodename} pid {os.getpid()}{device}\n$ {' '.join(job.command)}\n"
+            f"=== {utc_now()} {os.uname().nodename} pid {os.getpid()}{device}\n$ {' '.join(job.command)}\n"
         )
         log.flush()
         try:
             proc = subprocess.Popen(
-                job.command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=child_env(slot, self.n_slots),
-                start_new_session=True,
-                pass_fds=(lock_fd,),
-            )
+                job.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=child_env(slot, self.n_slots), start_new_session=True, pass_fds=(lock_fd,),
+            )  # fmt: skip
         except OSError as e:
             log.write(f"could not start: {e}\n")
             log.close()
@@ -264,7 +269,7 @@ class Runner:
         """Count a failure; write a failed record unless the cell wrote one since ``since``."""
         rec = job.record_path
         try:
-            own = results.read_record(rec) if rec.exists() else None
+            own = records.read_record(rec) if rec.exists() else None
         except (OSError, ValueError):
             own = None
         fresh = own is not None and rec.stat().st_mtime >= since
@@ -272,7 +277,7 @@ class Runner:
             if own.get("error"):
                 why = f"{why}: {str(own['error']).splitlines()[0][:200]}"
         elif not job.done():
-            results.write_record(failure_record(job, why), job.records_dir)
+            records.write_record(failure_record(job, why), job.records_dir)
         self.outcome.failed.append((job.run_id, why))
         self.say(f"FAILED {job.run_id}: {why} (log {job.log_path})")
 
@@ -285,12 +290,14 @@ class Runner:
         if job.done():  # done is a record, whatever the exit code (a signal may follow it)
             self.outcome.completed.append(job.run_id)
             self.walls.append(wall)
-            self.say(f"done {job.run_id} in {_fmt_s(wall)}" + (f" (exit {rc})" if rc else ""))
+            self.say(f"done {job.run_id} in {fmt_duration(wall)}" + (f" (exit {rc})" if rc else ""))
         elif interrupted:
             self.outcome.interrupted.append(job.run_id)
             self.say(f"stopped {job.run_id} (exit {rc}); rerun to resume it")
         elif rc == 0:
-            self._fail(job, f"exited 0 but left no completed record at {job.record_path}", r.started)
+            self._fail(
+                job, f"exited 0 but left no completed record at {job.record_path}", r.started
+            )
         else:
             self._fail(job, f"exit code {rc}", r.started)
         os.close(r.lock_fd)  # after the record is final: a waiting runner then sees it
@@ -298,92 +305,23 @@ class Runner:
         self.free.append(r.slot)
 
     # ------------------------------------------------------------------ the loop
-    def run(
-        self, source: Callable[[int], Iterable[Job]], on_finish: Callable[[Job], None] | None = None
-    ) -> Outcome:
+    def run(self, source: Source, on_finish: Callable[[Job], None] | None = None) -> Outcome:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        queue: deque[Job] = deque()
-        waiting: dict[
-            str, tuple[Job, float]
-        ] = {}  # locked by someone else: run_id -> (job, next look)
-        launched = 0
-        exhausted = False
         try:
             while self._stop is None:
-                changed = False
-                # reap finished cells
-                for r in list(self.running.values()):
-                    if r.proc.poll() is not None:
-                        self._reap(r, interrupted=False)
-                        if on_finish:
-                            on_finish(r.job)
-                        changed = True
-                # fill free slots
-                while self.free and self._stop is None:
-                    if self.count is not None and launched >= self.count:
-                        break
-                    if not queue and not exhausted:
-                        want = len(self.free)
-                        if self.count is not None:
-                            want = min(want, self.count - launched)
-                        more = list(source(want))
-                        exhausted = not more
-                        for job in more:
-                            if job.done():
-                                self.outcome.skipped.append(job.run_id)
-                            else:
-                                queue.append(job)
-                    if not queue:
-                        break
-                    job = queue.popleft()
-                    if job.run_id in self.running or job.run_id in waiting:
-                        continue
-                    if job.done():
-                        self.outcome.skipped.append(job.run_id)
-                        continue
-                    fd = try_lock(job.lock_path)
-                    if fd is None:
-                        waiting[job.run_id] = (job, time.time() + REVISIT_S)
-                        self.say(
-                            f"{job.run_id} is being trained by another runner: revisiting it later"
-                        )
-                        continue
-                    if job.done():  # finished while we were looking
-                        os.close(fd)
-                        self.outcome.skipped.append(job.run_id)
-                        continue
-                    self._start(job, self.free.pop(0), fd)
-                    launched += 1
-                    changed = True
-                # revisit cells another runner holds
-                now = time.time()
-                for run_id, (job, when) in list(waiting.items()):
-                    if when > now:
-                        continue
-                    if job.done():
-                        del waiting[run_id]
-                        self.outcome.elsewhere.append(run_id)
-                        changed = True
-                    elif is_locked(job.lock_path):
-                        waiting[run_id] = (job, now + REVISIT_S)
-                    else:
-                        del waiting[run_id]
-                        rec = job.record_path
-                        if rec.exists() and rec.stat().st_mtime >= self.started_at:
-                            self.outcome.failed.append((run_id, "failed in another runner"))
-                            self.say(f"FAILED {run_id} in another runner (record {rec})")
-                        else:
-                            queue.appendleft(job)  # its runner is gone: take it over
-                        changed = True
+                changed = self._reap_finished(on_finish)
+                changed |= self._fill_slots(source)
+                changed |= self._revisit_waiting()
                 if changed or time.time() - self._last_line > HEARTBEAT_S:
-                    self.progress(len(queue))
-                at_count = self.count is not None and launched >= self.count
-                if not self.running and not waiting and (at_count or (not queue and exhausted)):
+                    self.progress()
+                if self._finished():
                     break
                 time.sleep(0.2)
             if self._stop is not None:
                 self._shutdown()
-        except BaseException:  # e.g. submitit's requeue exits from its signal handler: stop cells first
+        except (
+            BaseException
+        ):  # e.g. submitit's requeue exits from its signal handler: stop cells first
             if self.running:
                 self._stop = self._stop or signal.SIGTERM
                 self._shutdown()
@@ -393,6 +331,89 @@ class Runner:
                 signal.signal(s, h)
         self.summary()
         return self.outcome
+
+    def _at_count(self) -> bool:
+        return self.count is not None and self.launched >= self.count
+
+    def _finished(self) -> bool:
+        if self.running or self.waiting:
+            return False
+        return self._at_count() or (not self.queue and self.exhausted)
+
+    def _reap_finished(self, on_finish) -> bool:
+        """Reap every cell whose process has ended; True when any did."""
+        ended = [r for r in self.running.values() if r.proc.poll() is not None]
+        for r in ended:
+            self._reap(r, interrupted=False)
+            if on_finish:
+                on_finish(r.job)
+        return bool(ended)
+
+    def _refill_queue(self, source: Source) -> None:
+        want = (
+            len(self.free)
+            if self.count is None
+            else min(len(self.free), self.count - self.launched)
+        )
+        more = list(source(want))
+        self.exhausted = not more
+        for job in more:
+            if job.done():
+                self.outcome.skipped.append(job.run_id)
+            else:
+                self.queue.append(job)
+
+    def _fill_slots(self, source: Source) -> bool:
+        """Start queued cells on free slots (asking the source for more); True when any started."""
+        started = False
+        while self.free and self._stop is None and not self._at_count():
+            if not self.queue and not self.exhausted:
+                self._refill_queue(source)
+            if not self.queue:
+                break
+            job = self.queue.popleft()
+            if job.run_id in self.running or job.run_id in self.waiting:
+                continue
+            if job.done():
+                self.outcome.skipped.append(job.run_id)
+                continue
+            fd = try_lock(job.lock_path)
+            if fd is None:
+                self.waiting[job.run_id] = (job, time.time() + REVISIT_S)
+                self.say(f"{job.run_id} is being trained by another runner: revisiting it later")
+                continue
+            if job.done():  # finished while we were looking
+                os.close(fd)
+                self.outcome.skipped.append(job.run_id)
+                continue
+            self._start(job, self.free.pop(0), fd)
+            self.launched += 1
+            started = True
+        return started
+
+    def _revisit_waiting(self) -> bool:
+        """Look again at cells another runner held: done there, still held, or ours to take over."""
+        changed = False
+        now = time.time()
+        for run_id, (job, when) in list(self.waiting.items()):
+            if when > now:
+                continue
+            if job.done():
+                del self.waiting[run_id]
+                self.outcome.elsewhere.append(run_id)
+                changed = True
+            elif is_locked(job.lock_path):
+                self.waiting[run_id] = (job, now + REVISIT_S)
+            else:
+                del self.waiting[run_id]
+                rec = job.record_path
+                if rec.exists() and rec.stat().st_mtime >= self.started_at:
+                    self.outcome.failed.append((run_id, "failed in another runner"))
+                    self.say(f"FAILED {run_id} in another runner (record {rec})")
+                else:
+                    self.queue.appendleft(job)  # its runner is gone: take it over
+                changed = True
+        return changed
 
     def _shutdown(self) -> None:
         sig = self._stop
@@ -427,119 +448,3 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def slots_for(workers: int | None, devices: str | None, per_device: int) -> list[str | None]:
-    """One entry per concurrent cell: ``--devices 0,1 --per_device 2`` -> [0, 1, 0, 1]."""
-    from bench.errors import BenchError
-
-    if per_device < 1:
-        raise BenchError(f"--per_device={per_device} must be >= 1")
-    if devices:
-        ids = [d.strip() for d in devices.split(",") if d.strip()]
-        if not ids:
-            raise BenchError(f"--devices={devices!r} names no device")
-        if workers is not None and workers != len(ids) * per_device:
-            raise BenchError(
-                f"--workers={workers} disagrees with --devices={devices} x --per_device={per_device}: give one"
-            )
-        return [d for _ in range(per_device) for d in ids]
-    workers = 1 if workers is None else workers
-    if workers < 1:
-        raise BenchError(f"--workers={workers} must be >= 1")
-    return [None] * workers
-
-
-# ---------------------------------------------------------------------- SLURM (submitit)
-class NodeRunner:
-    """One SLURM job: a local runner over its node's GPUs, sharing the grid through the locks.
-
-    Checkpointable: on a timeout or preemption submitit requeues the same call, and the rerun
-    skips what is done and resumes the rest.
-    """
-
-    def __call__(self, argv: list[str], cwd: str) -> int:
-        from bench.grid import main
-
-        os.chdir(cwd)
-        code = main(argv)
-        if code:
-            raise RuntimeError(f"bench grid {' '.join(argv)} exited {code}")
-        return code
-
-    def checkpoint(self, *args: Any, **kwargs: Any):
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
-
-
-def node_argv(args) -> list[str]:
-    """The ``bench grid`` argv each node runs: every GPU it was given, records where asked."""
-    argv = [
-        str(Path(args.sweep).resolve()),
-        "--per_device",
-        str(args.per_device),
-        "--grace",
-        str(args.grace),
-    ]
-    if args.gpus_per_node > 0:
-        argv += ["--devices", args.devices or ",".join(str(i) for i in range(args.gpus_per_node))]
-    else:
-        argv += ["--workers", str(args.workers or 1)]
-    if args.results_dir:
-        argv.append(f"--results_dir={Path(args.results_dir).resolve()}")
-    if args.wandb:
-        argv.append(f"--wandb={args.wandb}")
-    if args.count is not None:
-        argv += ["--count", str(args.count)]
-    return argv
-
-
-def slurm_executor(args, name: str):
-    """A submitit executor for SLURM with the job's resources (raises BenchError without SLURM)."""
-    from bench.errors import BenchError
-
-    try:
-        import submitit
-    except ImportError:
-        raise BenchError("--launcher=slurm needs submitit: pip install 'bench[slurm]'") from None
-    try:
-        executor = submitit.AutoExecutor(folder=args.slurm_dir, cluster="slurm")
-    except RuntimeError as e:
-        raise BenchError(f"--launcher=slurm: {e}") from None
-    params: dict[str, Any] = dict(
-        name=f"bench-{name}",
-        timeout_min=args.time,
-        nodes=1,
-        tasks_per_node=1,
-        gpus_per_node=args.gpus_per_node,
-        slurm_array_parallelism=args.nodes,
-    )
-    optional = dict(
-        cpus_per_task=args.cpus_per_task,
-        mem_gb=args.mem_gb,
-        slurm_partition=args.partition,
-        slurm_account=args.account,
-        slurm_qos=args.qos,
-        slurm_constraint=args.constraint,
-        slurm_setup=args.setup,
-    )
-    params.update({k: v for k, v in optional.items() if v is not None})
-    executor.update_parameters(**params)
-    return executor
-
-
-def submit_slurm(args, study: str) -> list:
-    """Submit ``args.nodes`` array jobs, each running ``bench grid`` on one node."""
-    from bench.errors import BenchError
-
-    if args.nodes < 1:
-        raise BenchError(f"--nodes={args.nodes} must be >= 1")
-    executor = slurm_executor(args, study)
-    argv, cwd = node_argv(args), os.getcwd()
-    try:
-        jobs = executor.map_array(NodeRunner(), [argv] * args.nodes, [cwd] * args.nodes)
-    except Exception as e:  # sbatch refused the job: its message, in one line
-        msg = str(e).strip().splitlines()
-        raise BenchError(f"sbatch failed: {msg[-1] if msg else type(e).__name__}") from None
-    return jobs

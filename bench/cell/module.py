@@ -37,14 +37,30 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             continue
         skip = p.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "reg_token"))
         (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 class CellModule(pl.LightningModule):
-    def __init__(self, model: nn.Module, *, lr: float, weight_decay: float, total_steps: int,
-                 warmup: float, label_smoothing: float, mean: torch.Tensor, std: torch.Tensor,
-                 batch_size: int, log_every: int = 50, channels_last: bool = False,
-                 meta: dict | None = None, grad_clip: float = 0.0):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        lr: float,
+        weight_decay: float,
+        total_steps: int,
+        warmup: float,
+        label_smoothing: float,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        batch_size: int,
+        log_every: int = 50,
+        channels_last: bool = False,
+        meta: dict | None = None,
+        grad_clip: float = 0.0,
+    ):
         super().__init__()
         self.meta = meta or {}  # the cell and architecture, saved in every checkpoint
         self.grad_clip = grad_clip
@@ -84,9 +100,9 @@ class CellModule(pl.LightningModule):
         step = self.global_step
         if step % self.log_every and step < self.total_steps:
             return
-        self._flush_train_metrics(step)
+        self.flush_train_metrics(step)
 
-    def _flush_train_metrics(self, step: int) -> None:
+    def flush_train_metrics(self, step: int) -> None:
         if self._loss_sum is None:
             return
         n = self._loss_count
@@ -113,7 +129,13 @@ class CellModule(pl.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y, reduction="sum")
         wrong = (logits.argmax(dim=1) != y).sum()
-        self._eval_sums += torch.stack([loss.float(), wrong.float(), torch.tensor(len(y), device=y.device, dtype=torch.float32)])
+        self._eval_sums += torch.stack(
+            [
+                loss.float(),
+                wrong.float(),
+                torch.tensor(len(y), device=y.device, dtype=torch.float32),
+            ]
+        )
 
     def on_validation_epoch_start(self):
         self._eval_sums = torch.zeros(3, device=self.device)
@@ -149,7 +171,10 @@ class CellModule(pl.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
         fused = self.device.type == "cuda"
-        opt = torch.optim.AdamW(param_groups(self.model, self.weight_decay), lr=self.lr,
-                                betas=(0.9, 0.999), fused=fused)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(self.total_steps, self.warmup_steps))
+        opt = torch.optim.AdamW(
+            param_groups(self.model, self.weight_decay), lr=self.lr, betas=(0.9, 0.999), fused=fused
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, warmup_cosine(self.total_steps, self.warmup_steps)
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -15,7 +15,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
+import yaml
+
+from bench.errors import ArgumentParser, BenchError
+from bench.results.layout import StudyDir
 
 FAMILIES = ("vit", "resnet")
 SIZES = ("xxs", "xs", "s", "m", "l")
@@ -39,7 +42,9 @@ class Cell:
     family: str = _f("vit", "model family", choices=FAMILIES)
     size: str = _f("s", "rung of the size ladder (see `bench models`)", choices=SIZES)
     dataset: str = _f("digits", "dataset", choices=DATASETS)
-    n_train: int | str = _f("all", "training images: an integer (class-balanced, nested subsets) or 'all'")
+    n_train: int | str = _f(
+        "all", "training images: an integer (class-balanced, nested subsets) or 'all'"
+    )
     seed: int = _f(0, "seed of the subset, the initialisation and the data order")
     img_size: int = _f(32, "image side in pixels (images are resized to it)")
     # --- architecture overrides (None: the rung's value) ---
@@ -48,10 +53,16 @@ class Cell:
     depth: int | None = _f(None, "ViT blocks, or ResNet depth 10/18/34 (overrides the rung)")
     num_heads: int | None = _f(None, "ViT attention heads (overrides the rung)")
     width: int | None = _f(None, "ResNet channels of the first stage (overrides the rung)")
-    pool: str = _f("cls", "ViT head input: the class token or mean-pooled patch tokens", choices=POOLS)
-    pos_embed: str = _f("learned", "ViT position embeddings: learned or fixed 2-D sin-cos", choices=POS_EMBEDS)
+    pool: str = _f(
+        "cls", "ViT head input: the class token or mean-pooled patch tokens", choices=POOLS
+    )
+    pos_embed: str = _f(
+        "learned", "ViT position embeddings: learned or fixed 2-D sin-cos", choices=POS_EMBEDS
+    )
     # --- recipe ---
-    epochs: float | None = _f(None, "budget in passes over n_train (default 30 when no budget is set)")
+    epochs: float | None = _f(
+        None, "budget in passes over n_train (default 30 when no budget is set)"
+    )
     steps: int | None = _f(None, "budget in optimizer steps")
     examples: int | None = _f(None, "budget in training images seen")
     batch_size: int = _f(128, "images per step")
@@ -61,20 +72,33 @@ class Cell:
     label_smoothing: float = _f(0.1, "label smoothing of the cross-entropy")
     grad_clip: float = _f(1.0, "gradient norm clip (0: off)")
     augment: bool = _f(True, "random crop (padding img_size/8) and horizontal flip, on the device")
-    val_size: int | None = _f(None, "validation images held out of the training split (default 10%, at most 5000)")
+    val_size: int | None = _f(
+        None, "validation images held out of the training split (default 10%, at most 5000)"
+    )
     evals: int = _f(10, "validation passes over the run (the best one picks the test checkpoint)")
     finetune_img_size: int | None = _f(None, "after training, fine-tune at this resolution (ViT)")
-    finetune_steps: int | None = _f(None, "fine-tuning steps (default: a fifth of the training steps)")
+    finetune_steps: int | None = _f(
+        None, "fine-tuning steps (default: a fifth of the training steps)"
+    )
     parent: str | None = _f(None, "run_id of the run this cell starts from (set by bench finetune)")
     # --- runtime: where and how, not what ---
-    data_dir: str | None = _f(None, "dataset folder (imagefolder: train/ and test/ or val/)", runtime=True)
+    data_dir: str | None = _f(
+        None, "dataset folder (imagefolder: train/ and test/ or val/)", runtime=True
+    )
     cache_dir: str | None = _f(None, "decoded-image cache (default ~/.cache/bench)", runtime=True)
     results_dir: str | None = _f(None, "record folder (default results/<study>/runs)", runtime=True)
-    wandb: str = _f("auto", "W&B mode; auto = online with credentials, else offline", runtime=True, choices=WANDB_MODES)
+    wandb: str = _f(
+        "auto",
+        "W&B mode; auto = online with credentials, else offline",
+        runtime=True,
+        choices=WANDB_MODES,
+    )
     wandb_project: str = _f("bench", "W&B project", runtime=True)
     wandb_entity: str | None = _f(None, "W&B entity", runtime=True)
     device: str = _f("auto", "training device", runtime=True, choices=DEVICES)
-    precision: str = _f("auto", "auto = bf16 autocast on GPU, fp32 on CPU", runtime=True, choices=PRECISIONS)
+    precision: str = _f(
+        "auto", "auto = bf16 autocast on GPU, fp32 on CPU", runtime=True, choices=PRECISIONS
+    )
     compile: bool = _f(False, "torch.compile the model", runtime=True)
     force: bool = _f(False, "retrain even if the record says the cell is done", runtime=True)
     progress: bool = _f(True, "print progress lines (images/s, ETA)", runtime=True)
@@ -124,8 +148,13 @@ class Cell:
         return f"{self.name}-{hashlib.sha256(canon.encode()).hexdigest()[:8]}"
 
     @property
-    def records_dir(self) -> Path:
-        return Path(self.results_dir) if self.results_dir else default_results_dir(self.study)
+    def folder(self) -> StudyDir:
+        """The study folder: ``results/<study>``, or the parent of ``results_dir`` when given."""
+        return (
+            StudyDir.of_records(self.results_dir)
+            if self.results_dir
+            else StudyDir.of_study(self.study)
+        )
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
@@ -137,8 +166,20 @@ class Cell:
                     f"{f.name}={getattr(self, f.name)!r} is not one of: {', '.join(choices)}"
                 )
         _positive(self, "img_size", "batch_size", "evals", "lr")
-        _positive(self, "epochs", "steps", "examples", "patch_size", "embed_dim", "depth",
-                  "num_heads", "width", "finetune_img_size", "finetune_steps", optional=True)
+        _positive(
+            self,
+            "epochs",
+            "steps",
+            "examples",
+            "patch_size",
+            "embed_dim",
+            "depth",
+            "num_heads",
+            "width",
+            "finetune_img_size",
+            "finetune_steps",
+            optional=True,
+        )
         _nonneg(self, "weight_decay", "label_smoothing", "grad_clip", "seed")
         if not 0 <= self.warmup < 1:
             raise BenchError(f"warmup={self.warmup} must be a share of the steps in [0, 1)")
@@ -176,10 +217,6 @@ class Cell:
         return "epochs", 30
 
 
-def default_results_dir(study: str) -> Path:
-    return Path("results") / study / "runs"
-
-
 # ---------------------------------------------------------------------- parsing
 _NONE = {"none", "null", ""}
 _TRUE = {"true", "1", "yes", "on"}
@@ -214,14 +251,18 @@ def _parse(f: dataclasses.Field, value: Any) -> Any:
             return float(value)
         return str(value)
     except (TypeError, ValueError):
-        expected = "'all' or an integer" if f.name == "n_train" else kind.replace(" | None", " or None")
+        expected = (
+            "'all' or an integer" if f.name == "n_train" else kind.replace(" | None", " or None")
+        )
         raise BenchError(f"{f.name}={value!r} is not a valid {expected}") from None
 
 
 def _to_int(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError
-    if isinstance(value, float) or (isinstance(value, str) and ("e" in value.lower() or "." in value)):
+    if isinstance(value, float) or (
+        isinstance(value, str) and ("e" in value.lower() or "." in value)
+    ):
         x = float(value)
         if x != int(x):
             raise ValueError
@@ -246,11 +287,15 @@ def _nonneg(cell: Cell, *names: str) -> None:
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """An argparse parser with one ``--field``/``--field-name`` option per cell field."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = ArgumentParser(
+        prog=prog,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
-    parser.add_argument("--config", metavar="FILE.yaml", help="base values for any field (CLI wins)")
+    parser.add_argument(
+        "--config", metavar="FILE.yaml", help="base values for any field (CLI wins)"
+    )
     cell_group = parser.add_argument_group("cell fields (identity of the experiment)")
     run_group = parser.add_argument_group("runtime fields (not part of the run_id)")
     for f in fields(Cell):
@@ -259,13 +304,17 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         choices = f" {{{','.join(f.metadata['choices'])}}}" if f.metadata["choices"] else ""
         help_text = f"{f.metadata['help']}{choices} (default: {f.default})".replace("%", "%%")
         if f.type.startswith("bool"):
-            group.add_argument(*flags, dest=f.name, nargs="?", const="true", metavar="BOOL", help=help_text)
+            group.add_argument(
+                *flags, dest=f.name, nargs="?", const="true", metavar="BOOL", help=help_text
+            )
         else:
             group.add_argument(*flags, dest=f.name, metavar=f.name.upper(), help=help_text)
     return parser
 
 
-def parse_cell_args(argv: list[str], parser: argparse.ArgumentParser) -> tuple[Cell, argparse.Namespace]:
+def parse_cell_args(
+    argv: list[str], parser: argparse.ArgumentParser
+) -> tuple[Cell, argparse.Namespace]:
     """Defaults, then ``--config`` YAML, then the command line; unknown flags are errors."""
     ns, extra = parser.parse_known_args(argv)
     if extra:
@@ -280,15 +329,15 @@ def parse_cell_args(argv: list[str], parser: argparse.ArgumentParser) -> tuple[C
 
 
 def load_yaml_values(path: str) -> dict[str, Any]:
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise BenchError(f"config file {path} does not exist")
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
-        raise BenchError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise BenchError(
+            f"config file {path} is not valid YAML: {str(e).splitlines()[0]}"
+        ) from None
     if not isinstance(data, dict):
         raise BenchError(f"config file {path} must hold a mapping of field: value")
     return data

@@ -10,13 +10,16 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from bench.config import Cell
+from bench.cell.config import Cell
 from bench.errors import BenchError
 
 VAL_SEED = 20240  # the validation split is the same for every cell, whatever its seed
@@ -93,19 +96,30 @@ def _resize(x: torch.Tensor, img_size: int) -> torch.Tensor:
         return x.contiguous()
     out = []
     for chunk in x.split(4096):
-        y = F.interpolate(chunk.float(), size=(img_size, img_size), mode="bilinear",
-                          antialias=True, align_corners=False)
+        y = F.interpolate(
+            chunk.float(),
+            size=(img_size, img_size),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
         out.append(y.round().clamp(0, 255).to(torch.uint8))
     return torch.cat(out)
 
 
-def synthetic(img_size: int, n_train: int = 4000, n_test: int = 1000, num_classes: int = 10) -> Splits:
+def synthetic(
+    img_size: int, n_train: int = 4000, n_test: int = 1000, num_classes: int = 10
+) -> Splits:
     """Images with learnable class structure: each class is a smooth coloured template, seen
     shifted, rescaled in brightness and under noise."""
     g = torch.Generator().manual_seed(SYNTHETIC_SEED)
     # a class colour (easy for a CNN's global pooling) plus a class layout (easy for a ViT)
-    coarse = 0.5 * torch.rand(num_classes, 3, 4, 4, generator=g) + 0.5 * torch.rand(num_classes, 3, 1, 1, generator=g)
-    templates = F.interpolate(coarse, size=(img_size, img_size), mode="bicubic", align_corners=False)
+    coarse = 0.5 * torch.rand(num_classes, 3, 4, 4, generator=g) + 0.5 * torch.rand(
+        num_classes, 3, 1, 1, generator=g
+    )
+    templates = F.interpolate(
+        coarse, size=(img_size, img_size), mode="bicubic", align_corners=False
+    )
 
     def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         y = torch.arange(n) % num_classes
@@ -158,8 +172,6 @@ def cifar(name: str, root: str, img_size: int) -> Splits:
 
 
 def _image_files(root: Path) -> list[Path]:
-    from PIL import Image
-
     exts = {e.lower() for e in Image.registered_extensions()}
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file())
 
@@ -172,7 +184,9 @@ def imagefolder(data_dir: str | None, img_size: int) -> Splits:
     train_dir = root / "train"
     test_dir = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
     if not train_dir.is_dir() or test_dir is None:
-        raise BenchError(f"data_dir={data_dir} must hold train/<class>/ and test/<class>/ (or val/)")
+        raise BenchError(
+            f"data_dir={data_dir} must hold train/<class>/ and test/<class>/ (or val/)"
+        )
     classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
     if not classes:
         raise BenchError(f"data_dir={data_dir}: train/ has no class folders")
@@ -181,11 +195,9 @@ def imagefolder(data_dir: str | None, img_size: int) -> Splits:
     return Splits(train_x, train_y, test_x, test_y, classes)
 
 
-def _read_folder(split_dir: Path, classes: list[str], img_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from concurrent.futures import ThreadPoolExecutor
-
-    import numpy as np
-
+def _read_folder(
+    split_dir: Path, classes: list[str], img_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     items = []
     for label, name in enumerate(classes):
         folder = split_dir / name
@@ -204,9 +216,6 @@ def _read_folder(split_dir: Path, classes: list[str], img_size: int) -> tuple[to
 
 
 def _read_image(path: Path, img_size: int):
-    import numpy as np
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
@@ -269,7 +278,9 @@ def make_subsets(cell: Cell, train_y: torch.Tensor, num_classes: int) -> Subsets
 
 
 # ---------------------------------------------------------------------- batches on the device
-def channel_stats(x: torch.Tensor, idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def channel_stats(
+    x: torch.Tensor, idx: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std of (at most 10,000 of) the images ``x[idx]``, in [0, 1] units.
 
     Indexing only the first 10,000 indices avoids copying a whole training subset to estimate them.
@@ -300,8 +311,17 @@ class DeviceBatches:
     indexed is a quarter of the float size.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool,
-                 augment_pad: int = 0, seed: int = 0, drop_last: bool = False):
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        augment_pad: int = 0,
+        seed: int = 0,
+        drop_last: bool = False,
+    ):
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle, self.pad, self.drop_last = shuffle, augment_pad, drop_last
@@ -309,7 +329,11 @@ class DeviceBatches:
 
     def __len__(self) -> int:
         n = len(self.y)
-        return n // self.batch_size if self.drop_last and n >= self.batch_size else -(-n // self.batch_size)
+        return (
+            n // self.batch_size
+            if self.drop_last and n >= self.batch_size
+            else -(-n // self.batch_size)
+        )
 
     def __iter__(self):
         n = len(self.y)

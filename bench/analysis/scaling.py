@@ -12,8 +12,9 @@ of starting points, bounded so that 0 <= e_inf < the lowest observed error and e
 (Besiroglu et al. 2024). Inside the optimiser x is divided by its geometric mean so amplitude and
 exponent are not strongly correlated; reported parameters are in the original units.
 
-Measurements come as *cells*: ``{(group, x): array of y over seeds}``. ``group`` is the model size
-in a study (the envelope picks the best group at each x) and a single dummy group for a plain table.
+Measurements come as ``{(group, x): array of y over seeds}`` (:data:`Seeds`). ``group`` is the
+model size in a study (the envelope picks the best group at each x) and a single dummy group for a
+plain table; one (group, x) key is what a study calls a cell.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import brentq, minimize
+from threadpoolctl import threadpool_limits
 
 # Seeds of one cell scatter by a few percent of the error; log residuals beyond 5% are treated as
 # outliers (linear loss) so one diverged-looking seed cannot drag a whole curve.
@@ -47,7 +49,7 @@ SELECT_MARGIN = 1e-3
 DEFAULT_BRACKET = (1e1, 1e9)
 GRID_PER_DECADE = 100
 
-Cells = dict  # {(group, x): np.ndarray of y}
+Seeds = dict  # {(group, x): np.ndarray of y over seeds}
 _BLAS_DEPTH = 0
 
 
@@ -61,10 +63,8 @@ def single_threaded_blas():
         yield
         return
     try:
-        from threadpoolctl import threadpool_limits
-
         limiter = threadpool_limits(limits=1, user_api="blas")
-    except Exception:  # threadpoolctl missing or unable to see the library: fits still work
+    except Exception:  # threadpoolctl unable to see the library: fits still work
         limiter = contextlib.nullcontext()
     _BLAS_DEPTH += 1
     try:
@@ -102,13 +102,13 @@ class Fit:
     def to_dict(self) -> dict:
         return {
             "form": self.form,
-            "params": {k: _round(v) for k, v in self.params.items()},
-            "rmse_log": _round(self.rmse_log),
+            "params": {k: round6(v) for k, v in self.params.items()},
+            "rmse_log": round6(self.rmse_log),
             "n_points": self.n_points,
         }
 
 
-def _round(v):
+def round6(v):
     """Six significant digits: enough for any figure, and stable text for byte-identical output."""
     if v is None or not np.isfinite(v):
         return None
@@ -166,7 +166,7 @@ def _m4(theta, u):
     return err, -dtheta / dfe[:, None]
 
 
-def _joint(theta, uv):
+def _joint_model(theta, uv):
     big_e, log_a, alpha, log_b, beta = theta
     v, u = uv  # log(N/N0), log(n/n0)
     ta = np.exp(log_a - alpha * v)
@@ -336,8 +336,8 @@ def fit_joint(params_n, x, y) -> Fit | None:
     x, y, u, n_scale = _prepare(x, y)
     if np.any(big_n <= 0) or big_n.shape != x.shape:
         raise ValueError("parameter counts must be positive, one per point")
-    cells = {(a, b) for a, b in zip(big_n.tolist(), x.tolist(), strict=True)}
-    if len(set(big_n.tolist())) < 2 or len(set(x.tolist())) < 2 or len(cells) < 5:
+    pairs = {(a, b) for a, b in zip(big_n.tolist(), x.tolist(), strict=True)}
+    if len(set(big_n.tolist())) < 2 or len(set(x.tolist())) < 2 or len(pairs) < 5:
         return None
     big_scale = float(np.exp(np.mean(np.log(big_n))))
     v = np.log(big_n / big_scale)
@@ -349,7 +349,7 @@ def fit_joint(params_n, x, y) -> Fit | None:
         for alpha in (0.2, 0.6):
             for beta in (0.2, 0.6):
                 starts.append((f_inf * y_min, half, alpha, half, beta))
-    theta, rmse = _minimize(_joint, (v, u), y, starts, bounds)
+    theta, rmse = _minimize(_joint_model, (v, u), y, starts, bounds)
     e, la, alpha, lb, beta = (float(t) for t in theta)
     params = {
         "E": e,
@@ -373,27 +373,27 @@ def predict_joint(fit: Fit, params_n, x) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# Cells and envelopes
+# Seeds and envelopes
 
 
-def make_cells(groups, x, y) -> Cells:
+def group_seeds(groups, x, y) -> Seeds:
     """Group repeated measurements: rows with the same (group, x) are seeds of one cell."""
-    cells: dict = {}
+    seeds: dict = {}
     for g, xi, yi in zip(groups, x, y, strict=True):
-        cells.setdefault((g, float(xi)), []).append(float(yi))
+        seeds.setdefault((g, float(xi)), []).append(float(yi))
     return {
-        k: np.asarray(v) for k, v in sorted(cells.items(), key=lambda kv: (kv[0][1], str(kv[0][0])))
+        k: np.asarray(v) for k, v in sorted(seeds.items(), key=lambda kv: (kv[0][1], str(kv[0][0])))
     }
 
 
-def envelope(cells: Cells, group_order: Sequence | None = None) -> list[tuple]:
+def envelope(seeds: Seeds, group_order: Sequence | None = None) -> list[tuple]:
     """[(x, best group, seed values)] sorted by x: at each x the group with the lowest mean.
 
     Ties go to the earlier group in ``group_order`` (the smaller model in a study).
     """
     rank = {g: i for i, g in enumerate(group_order or [])}
     best: dict = {}
-    for (g, x), ys in cells.items():
+    for (g, x), ys in seeds.items():
         key = (float(np.mean(ys)), rank.get(g, len(rank)), str(g))
         if x not in best or key < best[x][0]:
             best[x] = (key, g, ys)
@@ -423,11 +423,11 @@ def holdout(form: str, x, y) -> dict | None:
     observed = float(np.mean(y[~keep]))
     predicted = float(predict(fit, np.array([x_max]))[0])
     return {
-        "x": _round(x_max),
-        "observed": _round(observed),
-        "predicted": _round(predicted),
-        "log_error": _round(math.log(predicted / observed)),
-        "rel_error": _round((predicted - observed) / observed),
+        "x": round6(x_max),
+        "observed": round6(observed),
+        "predicted": round6(predicted),
+        "log_error": round6(math.log(predicted / observed)),
+        "rel_error": round6((predicted - observed) / observed),
         "fit_without": fit.to_dict(),
     }
 
@@ -531,7 +531,7 @@ def break_even(fit_a: Fit, fit_b: Fit, names, x_lo, x_hi, bracket) -> dict:
     """Crossing of two fitted envelopes without an interval (see bootstrap_break_even)."""
     roots = crossings(fit_a, fit_b, bracket)
     x = pick_break_even(roots, x_lo, x_hi)
-    out = {"x": _round(x) if x is not None else None, "crossings": [_round(r) for r in roots]}
+    out = {"x": round6(x) if x is not None else None, "crossings": [round6(r) for r in roots]}
     if x is not None:
         out["below"] = _winner(fit_a, fit_b, names, x / 10**0.05)[0]
         out["above"] = _winner(fit_a, fit_b, names, x * 10**0.05)[0]
@@ -542,10 +542,10 @@ def break_even(fit_a: Fit, fit_b: Fit, names, x_lo, x_hi, bracket) -> dict:
         win, ea, eb = _winner(fit_a, fit_b, names, x_hi)
         out.update(below=win, above=win, inside_range=False, side=None)
         out["margin_at_max_x"] = {
-            "x": _round(x_hi),
-            names[0]: _round(ea),
-            names[1]: _round(eb),
-            "difference": _round(abs(ea - eb)),
+            "x": round6(x_hi),
+            names[0]: round6(ea),
+            names[1]: round6(eb),
+            "difference": round6(abs(ea - eb)),
         }
     return out
 
@@ -554,19 +554,19 @@ def break_even(fit_a: Fit, fit_b: Fit, names, x_lo, x_hi, bracket) -> dict:
 # Bootstrap
 
 
-def _resampler(cells: Cells, group_order, chosen_fit: Fit):
+def _resampler(seeds: Seeds, group_order, chosen_fit: Fit):
     """A function rng -> (x, y) of envelope points for one resample of this family.
 
     Cells with several seeds: resample seeds within the cell; single-seed cells then get a log
     deviation drawn from the pooled within-cell deviations. With no repeated cells at all there is
     no noise estimate but the fit's: resample log residuals of the envelope fit instead.
     """
-    keys = list(cells)
-    multi = [k for k in keys if len(cells[k]) > 1]
+    keys = list(seeds)
+    multi = [k for k in keys if len(seeds[k]) > 1]
     if multi:
         pool = []
         for k in multi:
-            ys = np.log(cells[k])
+            ys = np.log(seeds[k])
             m = len(ys)
             pool.append((ys - ys.mean()) * math.sqrt(m / (m - 1)))  # unbiased spread
         pool = np.concatenate(pool)
@@ -574,7 +574,7 @@ def _resampler(cells: Cells, group_order, chosen_fit: Fit):
         def draw(rng):
             new = {}
             for k in keys:
-                ys = cells[k]
+                ys = seeds[k]
                 if len(ys) > 1:
                     # Resample seeds, widened by sqrt(m/(m-1)) about the cell's log mean: with
                     # 3-5 seeds a plain resample understates the spread and the interval with it.
@@ -589,7 +589,7 @@ def _resampler(cells: Cells, group_order, chosen_fit: Fit):
         draw.method = "seeds resampled within each cell"
         return draw
 
-    x, y = envelope_points(envelope(cells, group_order))
+    x, y = envelope_points(envelope(seeds, group_order))
     pred = predict(chosen_fit, x)
     resid = np.log(y) - np.log(pred)
 
@@ -602,7 +602,7 @@ def _resampler(cells: Cells, group_order, chosen_fit: Fit):
 
 @_one_blas_thread
 def bootstrap_break_even(
-    cells_by_family: dict,
+    seeds_by_family: dict,
     fits_by_family: dict,
     names: Sequence[str],
     x_lo: float,
@@ -621,7 +621,7 @@ def bootstrap_break_even(
     """
     rng = np.random.default_rng(seed)
     orders = group_orders or {}
-    draws = [_resampler(cells_by_family[n], orders.get(n), fits_by_family[n]) for n in names]
+    draws = [_resampler(seeds_by_family[n], orders.get(n), fits_by_family[n]) for n in names]
     xs, failed = [], 0
     for _ in range(n_boot):
         refits = []
@@ -638,13 +638,13 @@ def bootstrap_break_even(
     out = {
         "n_resamples": n_boot,
         "n_crossing": int(len(crossed)),
-        "p_no_crossing": _round((n_done - len(crossed)) / n_done) if n_done else None,
+        "p_no_crossing": round6((n_done - len(crossed)) / n_done) if n_done else None,
         "ci": None,
         "method": "; ".join(f"{n}: {d.method}" for n, d in zip(names, draws, strict=True)),
     }
     if len(crossed):
         lo, hi = np.percentile(np.log10(crossed), [2.5, 97.5])
-        out["ci"] = [_round(10.0**lo), _round(10.0**hi)]
+        out["ci"] = [round6(10.0**lo), round6(10.0**hi)]
     if failed:
         out["n_failed"] = failed
     return out

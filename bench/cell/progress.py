@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import sys
 import time
+import warnings
 
 import pytorch_lightning as pl
+
+from bench.clock import fmt_duration
 
 
 def quiet_lightning() -> None:
@@ -13,9 +18,6 @@ def quiet_lightning() -> None:
 
     Called after Lightning is imported, since importing it resets its loggers' levels.
     """
-    import logging
-    import warnings
-
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (
@@ -25,13 +27,6 @@ def quiet_lightning() -> None:
         ".*LitLogger.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
-
-
-def fmt_duration(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
 class Progress(pl.Callback):
@@ -59,10 +54,13 @@ class Progress(pl.Callback):
         eta = (self.total - step) / rate if rate > 0 else float("inf")
         val = f" | best val err {self.best_val:.1%}" if self.best_val is not None else ""
         loss = module.last_train_loss
-        loss = f" | loss {loss:.3f}" if loss == loss else ""
-        print(f"[{self.name}] step {step}/{self.total} ({step / self.total:.0%}) | "
-              f"{rate * self.batch:,.0f} img/s{loss}{val} | ETA {fmt_duration(eta)}",
-              file=sys.stderr, flush=True)
+        loss = "" if math.isnan(loss) else f" | loss {loss:.3f}"
+        print(
+            f"[{self.name}] step {step}/{self.total} ({step / self.total:.0%}) | "
+            f"{rate * self.batch:,.0f} img/s{loss}{val} | ETA {fmt_duration(eta)}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def on_validation_end(self, trainer, module):
         err = trainer.callback_metrics.get("val/error")

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from bench.cell.config import Cell
 from bench.errors import BenchError
 
 METHODS = ("grid", "random", "bayes")
@@ -52,10 +55,6 @@ class Sweep:
     config: dict[str, Any]
 
     @property
-    def name(self) -> str:
-        return self.config["name"]
-
-    @property
     def study(self) -> str:
         return self.config["name"]
 
@@ -78,8 +77,6 @@ class Sweep:
 
 
 def load_sweep(path: str | os.PathLike) -> Sweep:
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise BenchError(f"sweep file {path} does not exist")
@@ -204,10 +201,8 @@ def metric_from_record(record: dict[str, Any], metric: str) -> float | None:
     return None
 
 
-def to_cell(params: dict[str, Any], results_dir: str | os.PathLike | None = None):
+def to_cell(params: dict[str, Any], results_dir: str | os.PathLike | None = None) -> Cell:
     """Validate one proposed cell the way ``bench run`` will."""
-    from bench.config import Cell
-
     values = dict(params)
     if results_dir is not None:
         values["results_dir"] = str(results_dir)
@@ -251,12 +246,3 @@ def render_command(
         else:
             command_list += [c]
     return command_list
-
-
-def args_json(params: dict[str, Any]) -> str:
-    """What the agent writes to ``${args_json_file}``."""
-    from wandb.sdk.launch.sweeps import utils as sweep_utils
-
-    return sweep_utils.create_sweep_command_args(
-        {"args": {k: {"value": v} for k, v in params.items()}}
-    )["args_json"][0]

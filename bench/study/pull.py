@@ -27,23 +27,28 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import results
-from bench.errors import BenchError
+from bench.cell.config import Cell
+from bench.errors import ArgumentParser, BenchError
+from bench.results import records
+from bench.results.layout import StudyDir
 
 # W&B summary key -> record metric, for runs whose summary holds no record.
 SUMMARY_METRICS = {
-    "test/error": "test_error", "test/loss": "test_loss", "val/error": "val_error",
-    "train/loss": "train_loss", "epoch": "epochs", "trainer/global_step": "steps",
+    "test/error": "test_error",
+    "test/loss": "test_loss",
+    "val/error": "val_error",
+    "train/loss": "train_loss",
+    "epoch": "epochs",
+    "trainer/global_step": "steps",
 }
-DONE = ("completed", "diverged")
 
 
 @dataclass
 class PulledRun:
-    source: str                 # W&B run path or offline directory
+    source: str  # W&B run path or offline directory
     config: dict[str, Any]
     summary: dict[str, Any]
-    state: str                  # finished, failed, crashed, running, ...
+    state: str  # finished, failed, crashed, running, ...
 
 
 # ---------------------------------------------------------------------- run -> record
@@ -59,8 +64,6 @@ def _scalar(v: Any) -> Any:
 
 def _retype(rec: dict[str, Any]) -> dict[str, Any]:
     """W&B's JSON writes 1.0 as 1: give float fields of the config and metrics their type back."""
-    from bench.config import Cell
-
     for name, f in Cell.__dataclass_fields__.items():
         v = rec["config"].get(name)
         if str(f.type).startswith("float") and isinstance(v, int) and not isinstance(v, bool):
@@ -82,50 +85,59 @@ def record_from_run(run: PulledRun) -> dict[str, Any] | None:
         return _retype(json.loads(json.dumps(rec)))  # plain dicts and lists, whatever wandb gave
     if run.state in ("running", "pending", "preempting"):
         return None
-    from bench.config import Cell
-
-    known = {k: v for k, v in run.config.items() if k in Cell.__dataclass_fields__ and v is not None}
+    known = {
+        k: v for k, v in run.config.items() if k in Cell.__dataclass_fields__ and v is not None
+    }
     try:
         cell = Cell.from_dict(known)
     except BenchError:
         return None
-    metrics = {m: None for m in results.METRICS}
+    metrics = {m: None for m in records.METRICS}
     for key, name in SUMMARY_METRICS.items():
         if key in run.summary:
             metrics[name] = _scalar(run.summary[key])
     status = run.summary.get("status")
-    if status not in results.STATUSES:
-        status = "completed" if run.state == "finished" and metrics["test_error"] is not None else "failed"
+    if status not in records.STATUSES:
+        status = (
+            "completed"
+            if run.state == "finished" and metrics["test_error"] is not None
+            else "failed"
+        )
     stamp = run.summary.get("_timestamp")
-    finished = (datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds")
-                if isinstance(stamp, (int, float)) else None)
-    return {
-        "schema": results.SCHEMA, "run_id": run.config.get("run_id") or cell.run_id, "study": cell.study,
-        "status": status, "error": None if status == "completed" else f"W&B run state {run.state}",
-        "config": cell.to_dict(), "params": run.config.get("params"), "flops_per_image": None,
-        "train_flops": None, "metrics": metrics, "timing": {"wall_s": _scalar(run.summary.get("_runtime"))},
-        "env": {}, "wandb": {"path": run.source}, "created_at": None, "finished_at": finished,
-        "pulled_from": f"W&B config and summary of {run.source} (the run has no record)",
-    }
+    finished = (
+        datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds")
+        if isinstance(stamp, (int, float))
+        else None
+    )
+    return records.make_record(
+        run.config.get("run_id") or cell.run_id, cell.study, status, cell.to_dict(),
+        error=None if status == "completed" else f"W&B run state {run.state}",
+        params=run.config.get("params"), metrics=metrics,
+        timing={"wall_s": _scalar(run.summary.get("_runtime"))},
+        wandb={"path": run.source}, created_at=None, finished_at=finished,
+        pulled_from=f"W&B config and summary of {run.source} (the run has no record)",
+    )  # fmt: skip
 
 
 def store(rec: dict[str, Any], results_dir: str | None, overwrite: bool = False) -> str:
     """Write one record; returns what happened: new, updated or kept."""
-    from bench.config import default_results_dir
-
-    dest = Path(results_dir) if results_dir else default_results_dir(rec.get("study") or "default")
-    path = results.record_path(dest, rec["run_id"])
+    dest = (
+        Path(results_dir)
+        if results_dir
+        else StudyDir.of_study(rec.get("study") or "default").records_dir
+    )
+    path = records.record_path(dest, rec["run_id"])
     if path.exists() and not overwrite:
         try:
-            old = results.read_record(path)
+            old = records.read_record(path)
         except (OSError, ValueError):
             old = {}
-        if old == rec or old.get("status") in DONE or rec.get("status") not in DONE:
+        if old == rec or old.get("status") in records.DONE or rec.get("status") not in records.DONE:
             return "kept"
         state = "updated"
     else:
         state = "updated" if path.exists() else "new"
-    results.write_record(rec, dest)
+    records.write_record(rec, dest)
     return state
 
 
@@ -153,7 +165,9 @@ def offline_run_dirs(root: str | os.PathLike) -> list[Path]:
 def inspect_offline(run_dir: Path) -> PulledRun:
     """One offline run through ``wandb leet inspect --summary --json``."""
     cmd = [*wandb_command(), "leet", "inspect", "--summary", "--json", str(run_dir)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300
+    )
     if proc.returncode != 0:
         why = (proc.stderr or proc.stdout).strip().splitlines()
         raise BenchError(f"{' '.join(cmd[-5:])} failed: {why[-1] if why else proc.returncode}")
@@ -161,8 +175,12 @@ def inspect_offline(run_dir: Path) -> PulledRun:
         data = json.loads(proc.stdout)
     except json.JSONDecodeError:
         raise BenchError(f"wandb leet inspect printed no JSON for {run_dir}") from None
-    return PulledRun(source=str(run_dir), config=data.get("config") or {},
-                     summary=data.get("summary") or {}, state=data.get("state") or "unknown")
+    return PulledRun(
+        source=str(run_dir),
+        config=data.get("config") or {},
+        summary=data.get("summary") or {},
+        state=data.get("state") or "unknown",
+    )
 
 
 def offline_runs(root: str) -> Iterator[PulledRun]:
@@ -184,8 +202,12 @@ def online_runs(path: str, sweep: str | None) -> Iterator[PulledRun]:
         runs = api.sweep(f"{path}/{sweep}").runs if sweep else api.runs(path)
         for run in runs:
             summary = getattr(run.summary, "_json_dict", None) or dict(run.summary)
-            yield PulledRun(source="/".join(run.path), config=dict(run.config),
-                            summary=dict(summary), state=run.state)
+            yield PulledRun(
+                source="/".join(run.path),
+                config=dict(run.config),
+                summary=dict(summary),
+                state=run.state,
+            )
     except BenchError:
         raise
     except Exception as e:  # no credentials, no server, no such project: one line
@@ -194,22 +216,32 @@ def online_runs(path: str, sweep: str | None) -> Iterator[PulledRun]:
 
 
 # ---------------------------------------------------------------------- CLI
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench pull", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="bench pull", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read runs from the W&B server")
-    src.add_argument("--offline_dir", "--offline-dir", metavar="DIR",
-                     help="read offline run directories (e.g. wandb/) with `wandb leet inspect`")
+    src.add_argument(
+        "--offline_dir",
+        "--offline-dir",
+        metavar="DIR",
+        help="read offline run directories (e.g. wandb/) with `wandb leet inspect`",
+    )
     p.add_argument("--sweep", metavar="ID", help="only the runs of this sweep (with --wandb)")
     p.add_argument("--study", help="only records of this study")
-    p.add_argument("--results_dir", "--results-dir", metavar="DIR",
-                   help="where records go (default: results/<study>/runs of each record)")
-    p.add_argument("--overwrite", action="store_true", help="replace records that are already there")
+    p.add_argument(
+        "--results_dir",
+        "--results-dir",
+        metavar="DIR",
+        help="where records go (default: results/<study>/runs of each record)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace records that are already there"
+    )
     return p
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.sweep and not args.wandb:
         raise BenchError("--sweep needs --wandb=ENTITY/PROJECT")
     runs = online_runs(args.wandb, args.sweep) if args.wandb else offline_runs(args.offline_dir)
@@ -221,6 +253,8 @@ def main(argv: list[str]) -> int:
             continue
         counts[store(rec, args.results_dir, args.overwrite)] += 1
     pulled = counts["new"] + counts["updated"] + counts["kept"]
-    print(f"pulled {pulled} records: {counts['new']} new, {counts['updated']} updated, "
-          f"{counts['kept']} already there; {counts['skipped']} runs without a cell or still running")
+    print(
+        f"pulled {pulled} records: {counts['new']} new, {counts['updated']} updated, "
+        f"{counts['kept']} already there; {counts['skipped']} runs without a cell or still running"
+    )
     return 0

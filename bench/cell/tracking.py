@@ -5,11 +5,14 @@ wandb is imported only when a run uses it, so ``wandb=disabled`` works where it 
 
 from __future__ import annotations
 
+import netrc
 import os
 from pathlib import Path
 from urllib.parse import urlparse
 
-from bench.config import Cell
+from pytorch_lightning.loggers import WandbLogger
+
+from bench.cell.config import Cell
 
 
 def has_credentials() -> bool:
@@ -17,8 +20,6 @@ def has_credentials() -> bool:
         return True
     host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
     try:
-        import netrc
-
         return netrc.netrc().authenticators(host) is not None
     except (OSError, netrc.NetrcParseError):
         return False
@@ -40,16 +41,20 @@ def make_logger(cell: Cell, params: int):
     mode = resolve_mode(cell.wandb)
     if mode == "disabled":
         return None
-    import wandb
-    from pytorch_lightning.loggers import WandbLogger
+    import wandb  # only a run that logs needs it: wandb=disabled works where it is not installed
 
     os.environ["WANDB_MODE"] = mode  # a non-interactive process must never reach the login prompt
     if wandb.run is not None:  # a run left open in this process must not swallow this cell
         wandb.finish()
     n = cell.n_train
     logger = WandbLogger(
-        name=cell.name, project=cell.wandb_project, entity=cell.wandb_entity, group=cell.study,
-        job_type="train", tags=[cell.family, cell.size, f"n{n}"], mode=mode,
+        name=cell.name,
+        project=cell.wandb_project,
+        entity=cell.wandb_entity,
+        group=cell.study,
+        job_type="train",
+        tags=[cell.family, cell.size, f"n{n}"],
+        mode=mode,
         config={**cell.to_dict(), "run_id": cell.run_id, "params": params},
         save_dir=os.environ.get("WANDB_DIR", "."),
     )

@@ -18,7 +18,11 @@ from typing import Any
 
 import torch
 
+from bench.cell.config import Cell
+from bench.cell.models import Arch, build_model
 from bench.errors import BenchError
+from bench.results import records
+from bench.results.layout import RECORDS, StudyDir
 
 MODEL_PREFIX = "model."
 
@@ -39,8 +43,6 @@ def load_run(ref: str | Path, results_root: str | Path = "results"):
 
 def resolve(ref: str | Path, results_root: str | Path = "results") -> tuple[dict | None, Path]:
     """The record (when there is one) and the checkpoint file that ``ref`` points at."""
-    from bench import results
-
     ref_s = str(ref)
     path = Path(ref_s)
     if ref_s.endswith(".ckpt"):
@@ -59,7 +61,7 @@ def resolve(ref: str | Path, results_root: str | Path = "results") -> tuple[dict
     else:
         record_file = find_record(ref_s, results_root)
     try:
-        record = results.read_record(record_file)
+        record = records.read_record(record_file)
     except (OSError, ValueError) as e:
         raise BenchError(f"cannot read record {record_file}: {e}") from None
     return record, checkpoint_of(record, record_file)
@@ -68,7 +70,7 @@ def resolve(ref: str | Path, results_root: str | Path = "results") -> tuple[dict
 def find_record(run_id: str, results_root: str | Path = "results") -> Path:
     """``<results_root>/*/runs/<run_id>.json`` (or ``<results_root>/<run_id>.json``)."""
     root = Path(results_root)
-    hits = sorted(root.glob(f"*/runs/{run_id}.json")) + sorted(root.glob(f"{run_id}.json"))
+    hits = sorted(root.glob(f"*/{RECORDS}/{run_id}.json")) + sorted(root.glob(f"{run_id}.json"))
     if not hits:
         raise BenchError(
             f"no record for run {run_id!r} under {root}/*/runs/ "
@@ -92,8 +94,12 @@ def checkpoint_of(record: dict, record_file: Path) -> Path:
     candidates = [p]
     if not p.is_absolute():
         # the path was written relative to where the run was started: try the usual layouts
-        candidates += [record_file.parent.parent / p, record_file.parent / p,
-                       record_file.parent.parent / "checkpoints" / run_id / p.name]
+        folder = StudyDir.of_records(record_file.parent)
+        candidates += [
+            folder.study_dir / p,
+            folder.records_dir / p,
+            folder.checkpoints(run_id) / p.name,
+        ]
     for c in candidates:
         if c.is_file():
             return c
@@ -102,8 +108,6 @@ def checkpoint_of(record: dict, record_file: Path) -> Path:
 
 def load_checkpoint(path: str | Path):
     """``(cell, arch, model)`` from a Lightning checkpoint written by ``CellModule``."""
-    from bench.models import Arch, build_model
-
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # truncated or not a checkpoint at all
@@ -131,29 +135,25 @@ def model_state(state_dict: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for k, v in state_dict.items():
         if k.startswith(MODEL_PREFIX):
-            k = k[len(MODEL_PREFIX):]
+            k = k[len(MODEL_PREFIX) :]
             out[k.removeprefix("_orig_mod.")] = v
     return out
 
 
 def cell_from_dict(values: dict[str, Any]):
     """A Cell from a saved dict, ignoring fields this version of bench does not know."""
-    from bench.config import Cell
-
     known = {f.name for f in dataclasses.fields(Cell)}
     return Cell.from_dict({k: v for k, v in values.items() if k in known})
 
 
 def _record_beside(ckpt_path: Path, cell) -> dict | None:
     """The record of a checkpoint's run, when it is where ``bench run`` put it."""
-    from bench import results
-
     run_id = cell.run_id
-    for c in (cell.records_dir / f"{run_id}.json",
-              ckpt_path.parent.parent.parent / "runs" / f"{run_id}.json"):
+    beside = StudyDir.at(ckpt_path.resolve().parents[2])  # <study>/checkpoints/<run_id>/best.ckpt
+    for c in (cell.folder.record(run_id), beside.record(run_id)):
         if c.is_file():
             try:
-                return results.read_record(c)
+                return records.read_record(c)
             except (OSError, ValueError):
                 return None
     return None

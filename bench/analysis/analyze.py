@@ -1,0 +1,133 @@
+"""``bench analyze``: from a study's records to summary.csv, fits.json, figures and report.md.
+
+    bench analyze results/<study> [--bootstrap 1000] [--seed 0] [--families resnet vit]
+
+Reads every completed record under the folder (recursively) and regenerates, in that folder:
+``summary.csv``, ``fits.json``, ``figures/*.png`` and ``report.md``. Everything is sorted and the
+bootstrap is seeded, so two runs on the same records give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bench.analysis import fits, plots, report
+from bench.analysis.frame import load_study, missing_cells, select_families, size_orders, summarize
+from bench.errors import ArgumentParser, BenchError
+from bench.results.layout import StudyDir
+from bench.results.records import atomic_write_text
+
+
+def analyze(study_dir, bootstrap: int = 1000, seed: int = 0, families=None) -> dict:
+    """Regenerate summary.csv, fits.json, figures/ and report.md in ``study_dir``.
+
+    Returns the fits.json content plus ``report`` (its path) and ``break_even_text`` (one line).
+    """
+    if bootstrap < 0:
+        raise BenchError(f"--bootstrap must be >= 0, got {bootstrap}")
+    folder = StudyDir.at(study_dir)
+    frame, n_records, notes = load_study(folder.study_dir)
+    present = sorted(frame["family"].unique().tolist()) if len(frame) else []
+    fams = select_families(present, families, notes)
+    frame = frame[frame["family"].isin(fams)].reset_index(drop=True) if families else frame
+    if len(fams) == 1:
+        notes.append(
+            f"only one family ({fams[0]}): no break-even, the analysis covers {fams[0]} alone"
+        )
+    if not len(frame):
+        notes.append("no completed records with test_error: nothing to fit or plot")
+    orders = size_orders(frame) if len(frame) else {}
+    summary = summarize(frame, orders)
+    _note_missing(missing_cells(summary, orders), notes)
+
+    result, _ = fits.fit_families(
+        frame, fams, "size", "n_train", "test_error", "family", bootstrap, seed, group_orders=orders
+    )
+    notes += result.pop("notes")
+    for fam in fams:
+        joint = result["fits"][fam]["joint"] = fits.joint_fit(frame, fam)
+        if "skipped" in joint:
+            notes.append(f"{fam}: joint fit err(N, n) skipped ({joint['skipped']})")
+    crossing = result["break_even"]
+    pair = tuple(crossing["families"]) if crossing else fits.family_pair(fams, [])
+    doc = {
+        "study": _study_name(frame, folder.study_dir),
+        "records": {"total": n_records, "used": int(len(frame))},
+        "cells": int(len(summary)),
+        "families": fams,
+        "sizes": {f: orders[f] for f in fams},
+        "n_train": sorted(int(v) for v in frame["n_train"].unique()) if len(frame) else [],
+        "bootstrap": {"resamples": bootstrap, "seed": seed},
+        "fits": result["fits"],
+        "break_even": crossing,
+        "winners": fits.winners(result["fits"], pair),
+        "notes": notes,
+    }
+    _write(folder, doc, frame, summary, orders)
+    doc["report"] = str(folder.report_md)
+    doc["break_even_text"] = report.describe_break_even(crossing)
+    return doc
+
+
+def _note_missing(missing: list[str], notes: list[str]) -> None:
+    if not missing:
+        return
+    shown = ", ".join(missing[:12]) + (
+        f" and {len(missing) - 12} more" if len(missing) > 12 else ""
+    )
+    notes.append(f"missing cells ({len(missing)}): {shown}; envelopes use the sizes present")
+
+
+def _write(folder: StudyDir, doc: dict, frame, summary, orders) -> None:
+    """summary.csv, the figures, fits.json and report.md; a figure not drawn now is removed."""
+    folder.study_dir.mkdir(parents=True, exist_ok=True)
+    csv_text = summary.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+    atomic_write_text(folder.summary_csv, csv_text)
+    made, fig_notes = plots.make_figures(frame, summary, doc, orders, folder.figures)
+    for (
+        name
+    ) in plots.FIGURES:  # a figure this run could not draw must not survive from an older run
+        if name not in made and (folder.figures / name).exists():
+            (folder.figures / name).unlink()
+    doc["figures"] = sorted(made)
+    doc["notes"] = doc["notes"] + fig_notes
+    atomic_write_text(folder.fits_json, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(folder.report_md, report.render_report(doc, summary))
+
+
+def _study_name(frame, study_dir: Path) -> str:
+    names = sorted({str(s) for s in frame["study"].dropna().unique()}) if len(frame) else []
+    return ", ".join(names) if names else study_dir.resolve().name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(
+        prog="bench analyze",
+        description="fit curves, find the break-even, write figures and report",
+    )
+    p.add_argument(
+        "study_dir", help="a study's folder, e.g. results/<study> (searched recursively)"
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="bootstrap resamples for the break-even CI (default 1000)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument(
+        "--families", nargs="+", metavar="FAMILY", help="families to analyse (default: all present)"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    doc = analyze(args.study_dir, bootstrap=args.bootstrap, seed=args.seed, families=args.families)
+    print(f"report: {doc['report']}")
+    for note in doc["notes"]:
+        print(f"note: {note}")
+    print(doc["break_even_text"])
+    return 0

@@ -1,0 +1,201 @@
+"""Fits of a study or a table, as JSON-ready dicts: envelopes, break-even, joint fits, winners.
+
+``bench analyze`` and ``bench fit`` both call :func:`fit_families`; the numbers come from
+:mod:`bench.analysis.scaling`, the words from :mod:`bench.analysis.report`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from bench.analysis import scaling
+
+DEFAULT_PAIR = ("resnet", "vit")
+
+
+def fit_families(
+    table, families, group_col, x_col, y_col, fam_col, bootstrap, seed, group_orders=None
+):
+    """Envelope fits per family and the break-even between the first two of ``families``.
+
+    ``table`` has one row per measurement; rows with the same family, group and x are seeds.
+    Returns ``{"fits": {...}, "break_even": {...} or None, "notes": [...]}`` (JSON-ready) and the
+    per-family seeds, which the bootstrap and the figures reuse.
+    """
+    notes: list[str] = []
+    fits: dict = {}
+    chosen: dict = {}
+    seeds_by_family: dict = {}
+    for fam in families:
+        rows = table[table[fam_col] == fam]
+        groups = rows[group_col].tolist() if group_col else [""] * len(rows)
+        seeds = scaling.group_seeds(
+            groups, rows[x_col].to_numpy(float), rows[y_col].to_numpy(float)
+        )
+        seeds_by_family[fam] = seeds
+        env = scaling.envelope(seeds, (group_orders or {}).get(fam))
+        fits[fam], fit = _family_entry(env, x_col, fam, notes)
+        if fit is not None:
+            chosen[fam] = fit
+
+    pair = family_pair(families, notes)
+    crossing = None
+    if pair is None:
+        notes.append(
+            "break-even skipped: it needs two families, found "
+            + (", ".join(families) if families else "none")
+        )
+    elif any(f not in chosen for f in pair):
+        missing = [f for f in pair if f not in chosen]
+        notes.append(f"break-even skipped: no envelope fit for {', '.join(missing)}")
+    else:
+        crossing = _break_even(
+            pair, fits, chosen, seeds_by_family, bootstrap, seed, group_orders, notes
+        )
+    return {"fits": fits, "break_even": crossing, "notes": notes}, seeds_by_family
+
+
+def _family_entry(env, x_col, fam, notes) -> tuple[dict, scaling.Fit | None]:
+    """One family's fits.json entry from its envelope, and the chosen fit (None if none)."""
+    x, y = scaling.envelope_points(env)
+    result = scaling.fit_family(x, y, x_name=x_col)
+    entry: dict = {
+        "form": result["chosen"],
+        "selection": result["reason"],
+        "envelope": [
+            {
+                "x": json_number(xv),
+                "group": g,
+                "mean": scaling.round6(float(np.mean(ys))),
+                "count": len(ys),
+            }
+            for xv, g, ys in env
+        ],
+        "x_range": [json_number(x.min()), json_number(x.max())] if len(x) else None,
+        "forms": {f: fit.to_dict() for f, fit in sorted(result["fits"].items())},
+        "holdout": {f: h for f, h in sorted(result["holdout"].items())},
+    }
+    if result["chosen"] is None:
+        notes.append(f"{fam}: no envelope fit ({result['reason']})")
+        entry.update(params=None, rmse_log=None, extrapolation=None)
+        return entry, None
+    fit = result["fits"][result["chosen"]]
+    entry.update(params=fit.to_dict()["params"], rmse_log=scaling.round6(fit.rmse_log))
+    entry["extrapolation"] = result["holdout"].get(result["chosen"])
+    if entry["extrapolation"] is None:
+        notes.append(
+            f"{fam}: extrapolation check skipped (too few distinct {x_col} to hold the largest out)"
+        )
+    return entry, fit
+
+
+def family_pair(families, notes) -> tuple[str, str] | None:
+    """The two families the break-even compares: resnet and vit when present, else the first two."""
+    if len(families) < 2:
+        return None
+    if len(families) == 2:
+        return tuple(families)
+    pair = DEFAULT_PAIR if all(f in families for f in DEFAULT_PAIR) else tuple(families[:2])
+    notes.append(f"more than two families: break-even between {pair[0]} and {pair[1]} only")
+    return pair
+
+
+def _break_even(pair, fits, chosen, seeds_by_family, bootstrap, seed, group_orders, notes):
+    ranges = [fits[f]["x_range"] for f in pair]
+    x_lo, x_hi = max(r[0] for r in ranges), min(r[1] for r in ranges)
+    if x_lo > x_hi:  # measured on disjoint ranges: judge against everything measured
+        x_lo, x_hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
+        notes.append("the two families were measured on disjoint ranges of x")
+    bracket = scaling.bracket_for(x_lo, x_hi)
+    a, b = chosen[pair[0]], chosen[pair[1]]
+    crossing = scaling.break_even(a, b, pair, x_lo, x_hi, bracket)
+    crossing.update(
+        families=list(pair),
+        measured_range=[json_number(x_lo), json_number(x_hi)],
+        bracket=[json_number(v) for v in bracket],
+        ci=None,
+        p_no_crossing=None,
+        n_resamples=0,
+        n_crossing=0,
+    )
+    if bootstrap > 0:
+        boot = scaling.bootstrap_break_even(
+            seeds_by_family, chosen, pair, x_lo, x_hi, bracket, bootstrap, seed,
+            group_orders=group_orders,
+        )  # fmt: skip
+        crossing.update(boot)
+        if crossing["x"] is None:
+            crossing["ci"] = None  # an interval around no crossing would mislead
+    else:
+        notes.append("bootstrap skipped (--bootstrap 0): no interval for the break-even")
+    return dict(sorted(crossing.items()))
+
+
+def json_number(v):
+    """Integers stay integers in JSON (n_train, params); everything else to six digits."""
+    v = float(v)
+    return int(v) if v.is_integer() and abs(v) < 2**53 else scaling.round6(v)
+
+
+def joint_fit(frame: pd.DataFrame, fam: str) -> dict:
+    """err(N, n) for one family over all its cells, and how well it predicts the largest n."""
+    rows = frame[(frame["family"] == fam) & frame["params"].notna() & (frame["params"] > 0)]
+    fit = (
+        scaling.fit_joint(rows["params"], rows["n_train"], rows["test_error"])
+        if len(rows)
+        else None
+    )
+    if fit is None:
+        return {
+            "skipped": "needs at least 2 sizes with parameter counts, 2 values of n_train and 5 cells"
+        }
+    out = fit.to_dict()
+    n_max = rows["n_train"].max()
+    train = rows[rows["n_train"] < n_max]
+    held = rows[rows["n_train"] == n_max]
+    without = (
+        scaling.fit_joint(train["params"], train["n_train"], train["test_error"])
+        if len(train)
+        else None
+    )
+    if without is None:
+        out["extrapolation"] = None
+        return out
+    cells = held.groupby("size", sort=True).agg(
+        params=("params", "median"), observed=("test_error", "mean")
+    )
+    pred = scaling.predict_joint(without, cells["params"], np.full(len(cells), float(n_max)))
+    log_err = np.log(pred / cells["observed"].to_numpy())
+    out["extrapolation"] = {
+        "x": int(n_max),
+        "mean_abs_log_error": scaling.round6(float(np.mean(np.abs(log_err)))),
+        "cells": [
+            {"size": s, "observed": scaling.round6(o), "predicted": scaling.round6(p)}
+            for s, o, p in zip(cells.index, cells["observed"], pred, strict=True)
+        ],
+    }
+    return out
+
+
+def winners(fits, pair):
+    """Which family has the lower envelope error at the smallest and largest shared n."""
+    if pair is None or any(not fits.get(f, {}).get("envelope") for f in pair):
+        return None
+    env = {f: {e["x"]: e["mean"] for e in fits[f]["envelope"]} for f in pair}
+    shared = sorted(set(env[pair[0]]) & set(env[pair[1]]))
+    if not shared:
+        return None
+    out = {}
+    for label, n in (("smallest", shared[0]), ("largest", shared[-1])):
+        a, b = env[pair[0]][n], env[pair[1]][n]
+        win, lose = (pair[0], pair[1]) if a <= b else (pair[1], pair[0])
+        out[label] = {
+            "n_train": n,
+            "winner": win,
+            "margin": scaling.round6(abs(a - b)),
+            pair[0]: a,
+            pair[1]: b,
+            "loser": lose,
+        }
+    return out

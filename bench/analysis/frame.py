@@ -1,0 +1,161 @@
+"""Records to one pandas DataFrame, cleaned for fitting, and its per-cell summary."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.errors import BenchError
+from bench.results.records import METRICS, iter_records
+
+# Columns of the frame every analysis reads; config fields are added as they are.
+FRAME_COLUMNS = (
+    "run_id", "study", "status", "family", "size", "n_train", "seed", "params",
+    "flops_per_image", "train_flops", *METRICS, "wall_s", "train_images_per_s",
+)  # fmt: skip
+# Size order to fall back on when a record has no parameter count.
+LADDER = ("xxs", "xs", "s", "m", "l", "xl", "xxl", "h", "g")
+SUMMARY_COLUMNS = (
+    "family", "size", "n_train", "params", "train_flops",
+    "test_error_mean", "test_error_std", "test_error_count",
+)  # fmt: skip
+
+
+def flatten(record: dict[str, Any]) -> dict[str, Any]:
+    """One record as one flat row: config fields, then the headline numbers."""
+    row: dict[str, Any] = dict(record.get("config", {}))
+    data = record.get("data") or {}
+    if data.get("n_train") is not None:
+        row["n_train"] = data["n_train"]  # "all" resolved to a number
+    row.update(
+        run_id=record["run_id"],
+        study=record.get("study"),
+        status=record.get("status"),
+        params=record.get("params"),
+        flops_per_image=record.get("flops_per_image"),
+        train_flops=record.get("train_flops"),
+    )
+    for k in METRICS:
+        row[k] = (record.get("metrics") or {}).get(k)
+    timing = record.get("timing") or {}
+    row["wall_s"] = timing.get("wall_s")
+    row["train_images_per_s"] = timing.get("train_images_per_s")
+    return row
+
+
+def load_frame(folder: str | os.PathLike, completed_only: bool = True) -> pd.DataFrame:
+    """All records under ``folder`` as a DataFrame, one row per run."""
+    frame = pd.DataFrame([flatten(r) for r in iter_records(folder)])
+    for col in FRAME_COLUMNS:
+        if col not in frame.columns:
+            frame[col] = pd.Series(dtype="float64")
+    if not len(frame):
+        return frame
+    if completed_only:
+        frame = frame[frame["status"] == "completed"]
+    order = ["family", "size", "n_train", "seed"]
+    return frame.sort_values(order, kind="stable").reset_index(drop=True)
+
+
+def load_study(study_dir) -> tuple[pd.DataFrame, int, list[str]]:
+    """Completed records as a clean frame, the number of records found, and what was excluded."""
+    path = Path(study_dir)
+    if not path.is_dir():
+        raise BenchError(f"results folder {str(path)!r} does not exist")
+    everything = load_frame(path, completed_only=False)
+    notes = []
+    if len(everything):
+        counts = everything["status"].value_counts().sort_index()
+        other = {k: int(v) for k, v in counts.items() if k != "completed"}
+        if other:
+            notes.append(
+                "excluded records: " + ", ".join(f"{v} {k}" for k, v in sorted(other.items()))
+            )
+        frame = everything[everything["status"] == "completed"].copy()
+    else:
+        frame = everything
+    for col in ("n_train", "test_error", "params", "train_flops"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    bad = frame[["family", "size", "n_train", "test_error"]].isna().any(axis=1)
+    if bad.any():
+        notes.append(
+            f"skipped {int(bad.sum())} completed records lacking family, size, n_train or test_error"
+        )
+    frame = frame[~bad]
+    nonpos = (frame["test_error"] <= 0) | (frame["n_train"] <= 0)
+    if nonpos.any():
+        # Log-space fits cannot take a zero error; such a cell says the test set is too small.
+        notes.append(
+            f"skipped {int(nonpos.sum())} records with test_error or n_train <= 0 (log-space fits)"
+        )
+    frame = frame[~nonpos].copy()
+    frame["family"] = frame["family"].astype(str)
+    frame["size"] = frame["size"].astype(str)
+    frame["n_train"] = frame["n_train"].astype("int64")
+    return frame.reset_index(drop=True), len(everything), notes
+
+
+def select_families(present: list[str], requested: list[str] | None, notes: list[str]) -> list[str]:
+    """``requested`` (a --families option) restricted to the families present, in its order."""
+    if not requested:
+        return present
+    absent = [f for f in requested if f not in present]
+    if absent:
+        notes.append(
+            f"--families: no usable records for {', '.join(absent)} "
+            f"(present: {', '.join(present) or 'none'})"
+        )
+    return [f for f in requested if f in present]
+
+
+def size_orders(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """Per family, sizes from smallest to largest model (by parameter count, then ladder name)."""
+    orders = {}
+    for fam, rows in frame.groupby("family", sort=True):
+
+        def key(size, rows=rows):
+            p = rows.loc[rows["size"] == size, "params"].median()
+            rank = LADDER.index(size) if size in LADDER else len(LADDER)
+            known = not math.isnan(p)
+            return (0 if known else 1, p if known else 0.0, rank, str(size))
+
+        orders[fam] = sorted(rows["size"].unique().tolist(), key=key)
+    return orders
+
+
+def summarize(frame: pd.DataFrame, orders: dict[str, list[str]]) -> pd.DataFrame:
+    """One row per (family, size, n_train): mean/std/count of test_error over seeds."""
+    cols = list(SUMMARY_COLUMNS)
+    if not len(frame):
+        return pd.DataFrame(columns=cols)
+    g = frame.groupby(["family", "size", "n_train"], sort=True)
+    out = g.agg(
+        params=("params", "median"),
+        train_flops=("train_flops", "mean"),
+        test_error_mean=("test_error", "mean"),
+        test_error_std=("test_error", "std"),
+        test_error_count=("test_error", "count"),
+    ).reset_index()
+    out["_rank"] = [orders[f].index(s) for f, s in zip(out["family"], out["size"], strict=True)]
+    out = out.sort_values(["family", "_rank", "n_train"], kind="stable").drop(columns="_rank")
+    out["params"] = out["params"].round().astype("Int64")
+    return out[cols].reset_index(drop=True)
+
+
+def missing_cells(summary: pd.DataFrame, orders: dict[str, list[str]]) -> list[str]:
+    """Cells of the full grid (each family's sizes x every n in the study) with no record."""
+    if not len(summary):
+        return []
+    have = set(zip(summary["family"], summary["size"], summary["n_train"], strict=True))
+    ns = sorted(summary["n_train"].unique())
+    return [
+        f"{fam} {size} n={int(n):,}"
+        for fam in sorted(orders)
+        for size in orders[fam]
+        for n in ns
+        if (fam, size, n) not in have
+    ]

@@ -1,0 +1,334 @@
+"""Every word the analysis writes: the study report, the ``bench fit`` table, the fine-tuning
+comparison, and the one-line break-even. Numbers in, Markdown or plain text out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from bench.analysis.frame import LADDER
+from bench.results.records import iter_records
+
+# Figure files in the order the report lists them, with their captions.
+CAPTIONS = {
+    "error_vs_n.png": "test error vs training-set size, per size (thin) and envelope (bold), fits and break-even",
+    "error_vs_params.png": "test error vs parameter count, one panel per training-set size",
+    "grid_heatmap.png": "the grid: test error (%) per family and size (rows) and training-set size (columns)",
+    "error_vs_compute.png": "test error vs training compute, with each family's frontier",
+}
+WHERE = {
+    "inside": "inside the measured range",
+    "above": "extrapolated above the measured range",
+    "below": "extrapolated below the measured range",
+}
+
+
+# ---------------------------------------------------------------------- small formatters
+def fmt_x(v) -> str:
+    if v is None:
+        return "?"
+    v = float(v)
+    if 1 <= abs(v) < 1e7:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def fmt_params(params: dict | None) -> str:
+    if not params:
+        return "-"
+    return ", ".join(f"{k}={v:.4g}" for k, v in params.items())
+
+
+def pct(v) -> str:
+    return "-" if v is None or pd.isna(v) else f"{100 * float(v):.2f}"
+
+
+# ---------------------------------------------------------------------- the break-even line
+def describe_break_even(crossing: dict | None, x_name: str = "n") -> str:
+    """One line: ``break-even: n* = 12,345 (95% CI ...), inside the measured range; ...``."""
+    if crossing is None:
+        return "break-even: not computed (needs an envelope fit for two families)"
+    p = crossing.get("p_no_crossing")
+    p_txt = (
+        f"; no crossing in {p:.0%} of {crossing['n_resamples']} resamples" if p is not None else ""
+    )
+    if crossing["x"] is None:
+        m = crossing.get("margin_at_max_x") or {}
+        lo, hi = crossing["bracket"]
+        return (
+            f"break-even: none; the fitted curves never cross in {fmt_x(lo)}..{fmt_x(hi)}: "
+            f"{crossing['below']} is lower everywhere "
+            f"(by {100 * m.get('difference', float('nan')):.2f} points at {x_name} = {fmt_x(m.get('x'))})"
+            + p_txt
+        )
+    ci = crossing.get("ci")
+    ci_txt = f" (95% CI {fmt_x(ci[0])}..{fmt_x(ci[1])})" if ci else ""
+    side = crossing.get("side") or ("inside" if crossing["inside_range"] else "above")
+    return (
+        f"break-even: {x_name}* = {fmt_x(crossing['x'])}{ci_txt}, {WHERE[side]}; "
+        f"{crossing['below']} lower below, {crossing['above']} lower above" + p_txt
+    )
+
+
+# ---------------------------------------------------------------------- bench analyze: report.md
+def render_report(doc: dict, summary: pd.DataFrame) -> str:
+    fams = doc["families"]
+    lines = [f"# Scaling analysis: {doc['study']}", ""]
+    lines += [
+        f"- records: {doc['records']['used']} used of {doc['records']['total']} found",
+        f"- cells (family x size x n_train): {doc['cells']}",
+        f"- families: {', '.join(fams) if fams else 'none'}",
+        f"- training-set sizes: {', '.join(f'{n:,}' for n in doc['n_train']) or 'none'}",
+        f"- bootstrap: {doc['bootstrap']['resamples']} resamples, seed {doc['bootstrap']['seed']}",
+        "",
+    ]
+    if doc["notes"]:
+        lines += ["## What was skipped or excluded", ""] + [f"- {n}" for n in doc["notes"]] + [""]
+    lines += _error_table(doc, summary)
+    lines += _fits_section(doc)
+    lines += _break_even_section(doc["break_even"])
+    lines += _winner_lines(doc)
+    lines += _figure_lines(doc["figures"])
+    return "\n".join(lines)
+
+
+def _break_even_section(crossing: dict | None) -> list[str]:
+    lines = ["## Break-even", "", describe_break_even(crossing).replace("break-even: ", "- ", 1)]
+    if crossing is not None:
+        lo, hi = crossing["measured_range"]
+        b_lo, b_hi = crossing["bracket"]
+        lines += [
+            f"- families compared: {crossing['families'][0]} vs {crossing['families'][1]}; "
+            f"measured range of n (both families): {fmt_x(lo)}..{fmt_x(hi)}",
+            f"- crossings of the fitted envelopes in {fmt_x(b_lo)}..{fmt_x(b_hi)}: "
+            + (", ".join(fmt_x(c) for c in crossing["crossings"]) or "none"),
+        ]
+        if crossing.get("p_no_crossing") is not None:
+            never = crossing["n_resamples"] - crossing["n_crossing"]
+            lines.append(
+                f"- p_no_crossing = {crossing['p_no_crossing']:.3f} ({never} of "
+                f"{crossing['n_resamples']} bootstrap resamples never cross; {crossing['method']})"
+            )
+    return lines + [""]
+
+
+def _figure_lines(figures: list[str]) -> list[str]:
+    lines = ["## Figures", ""]
+    lines += [
+        f"- [{caption}](figures/{name})" for name, caption in CAPTIONS.items() if name in figures
+    ]
+    if not figures:
+        lines.append("- none (no data to plot)")
+    return lines + [""]
+
+
+def _error_table(doc, summary) -> list[str]:
+    if not len(summary):
+        return ["## Test error (%)", "", "No cells.", ""]
+    ns = doc["n_train"]
+    lines = [
+        "## Test error (%): mean ± std over seeds (number of seeds)",
+        "",
+        "| family | size | params | " + " | ".join(f"n={n:,}" for n in ns) + " |",
+        "|---|---|---:|" + "---:|" * len(ns),
+    ]
+    for (fam, size), rows in summary.groupby(["family", "size"], sort=False):
+        by_n = {int(r.n_train): r for r in rows.itertuples()}
+        cells = [_error_cell(by_n.get(n)) for n in ns]
+        p = rows["params"].iloc[0]
+        shown = "-" if p is None or pd.isna(p) else f"{int(p):,}"
+        lines.append(f"| {fam} | {size} | {shown} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _error_cell(row) -> str:
+    if row is None:
+        return "-"
+    if row.test_error_count > 1:
+        return f"{pct(row.test_error_mean)} ± {pct(row.test_error_std)} ({row.test_error_count})"
+    return f"{pct(row.test_error_mean)} (1)"
+
+
+def _fits_section(doc) -> list[str]:
+    lines = ["## Fitted curves", ""]
+    if not doc["fits"]:
+        return lines + ["No family to fit.", ""]
+    lines += [
+        "Envelope = each family's best size at each n. Forms: power `e_inf + a*n^-b`; "
+        "m4 `(err-e_inf)/(e_0-err)^alpha = beta*n^-c`; joint `E + A/N^alpha + B/n^beta`. "
+        "Huber loss on log residuals; the envelope form is chosen by how well it predicts the "
+        "largest n when fitted without it.",
+        "",
+        "| family | chosen form | parameters | rmse (log) | why |",
+        "|---|---|---|---:|---|",
+    ]
+    for fam, f in doc["fits"].items():
+        rmse = "-" if f["rmse_log"] is None else f"{f['rmse_log']:.3g}"
+        lines.append(
+            f"| {fam} | {f['form'] or '-'} | {fmt_params(f['params'])} | {rmse} | {f['selection']} |"
+        )
+    lines += ["", "Extrapolation check (fit without the largest n, predict it):", ""]
+    for fam, f in doc["fits"].items():
+        lines += _extrapolation_lines(fam, f)
+    return lines + [""]
+
+
+def _extrapolation_lines(fam: str, f: dict) -> list[str]:
+    ex = f.get("extrapolation")
+    if ex:
+        lines = [
+            f"- {fam} ({f['form']}): at n = {fmt_x(ex['x'])} predicted {pct(ex['predicted'])}%, "
+            f"observed {pct(ex['observed'])}% (relative error {100 * ex['rel_error']:+.1f}%)"
+        ]
+    else:
+        lines = [f"- {fam}: skipped (too few distinct n)"]
+    joint = f.get("joint") or {}
+    if "params" in joint:
+        jx = joint.get("extrapolation")
+        jtxt = (
+            f"; without n = {fmt_x(jx['x'])} it predicts that column with mean |log error| "
+            f"{jx['mean_abs_log_error']:.3f}"
+            if jx
+            else ""
+        )
+        lines.append(
+            f"  - joint fit: {fmt_params(joint['params'])}, rmse (log) {joint['rmse_log']:.3g}{jtxt}"
+        )
+    return lines
+
+
+def _winner_lines(doc) -> list[str]:
+    w = doc.get("winners")
+    lines = ["## Who wins", ""]
+    if not w:
+        return lines + ["- needs two families measured at a shared n", ""]
+    for label in ("smallest", "largest"):
+        r = w[label]
+        lines.append(
+            f"- at the {label} shared n ({r['n_train']:,}): {r['winner']} "
+            f"({pct(r[r['winner']])}% vs {pct(r[r['loser']])}% for {r['loser']}, "
+            f"{100 * r['margin']:.2f} points lower)"
+        )
+    return lines + [""]
+
+
+# ---------------------------------------------------------------------- bench fit: a table
+def fit_table(result: dict, x_name: str) -> str:
+    rows = [("family", "form", "parameters", "rmse_log", "held-out largest x")]
+    for fam, f in result["fits"].items():
+        ex = f.get("extrapolation")
+        ex_txt = (
+            f"{x_name}={fmt_x(ex['x'])}: predicted {ex['predicted']:.4g}, observed {ex['observed']:.4g}"
+            if ex
+            else "-"
+        )
+        rmse = "-" if f["rmse_log"] is None else f"{f['rmse_log']:.3g}"
+        rows.append((fam, f["form"] or "-", fmt_params(f["params"]), rmse, ex_txt))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    crossing = result["break_even"]
+    out += ["", describe_break_even(crossing, x_name)]
+    if crossing is not None:
+        out.append("crossings: " + (", ".join(fmt_x(c) for c in crossing["crossings"]) or "none"))
+    out += [f"note: {n}" for n in result["notes"]]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------- fine-tuning comparison
+def finetune_rows(study_dir: str | Path) -> list[dict]:
+    """One row per completed record that went through a fine-tuning phase."""
+    rows = []
+    records = list(iter_records(study_dir))
+    errors = {r["run_id"]: (r.get("metrics") or {}).get("test_error") for r in records}
+    for rec in records:
+        cfg = rec.get("config") or {}
+        ft = rec.get("finetune")
+        if not isinstance(ft, dict) and cfg.get("finetune_img_size"):
+            # an in-cell phase whose record does not carry the phase block: its config says it
+            ft = {"from_img_size": cfg.get("img_size"), "img_size": cfg["finetune_img_size"]}
+        if rec.get("status") != "completed" or not isinstance(ft, dict):
+            continue
+        pre = rec.get("pretrain") or {}
+        rows.append(
+            dict(
+                family=cfg.get("family"),
+                size=cfg.get("size"),
+                n_train=(rec.get("data") or {}).get("n_train", cfg.get("n_train")),
+                seed=cfg.get("seed"),
+                from_img_size=ft.get("from_img_size"),
+                img_size=ft.get("img_size"),
+                test_error=(rec.get("metrics") or {}).get("test_error"),
+                # in-cell: the pre-training phase; a `bench finetune` cell: its parent's record
+                pretrain_error=pre.get("test_error", errors.get(ft.get("parent"))),
+                run_id=rec.get("run_id"),
+            )
+        )
+    return rows
+
+
+def finetune_report(study_dir: str | Path) -> str:
+    """Markdown: per ViT size and training-set size, test error after continuing at the
+    pre-training resolution vs after fine-tuning at the higher one, and the difference."""
+    rows = [r for r in finetune_rows(study_dir) if r["test_error"] is not None]
+    if not rows:
+        return f"No completed fine-tuning records under {study_dir}.\n"
+    groups, higher_sizes = _finetune_groups(rows)
+    to = "/".join(str(s) for s in sorted(higher_sizes)) or "higher"
+    lines = [
+        f"Test error (%) after the fine-tuning phase: continued at the pre-training resolution "
+        f"vs fine-tuned at {to} px, the same steps and recipe; mean over seeds (n = runs per arm). "
+        "Difference = fine-tuned − continued (negative: the higher resolution helps).",
+        "",
+        "| family | size | n_train | from px | pre-trained | continued (same px) | fine-tuned (higher px) | difference (pp) | n |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in sorted(groups, key=_finetune_sort_key):
+        lines.append(_finetune_line(key, groups[key], several_sizes=len(higher_sizes) > 1))
+    return "\n".join(lines) + "\n"
+
+
+def _finetune_groups(rows: list[dict]) -> tuple[dict, set]:
+    """Rows grouped by (family, size, n_train, from px) into same-px and higher-px arms."""
+    groups: dict[tuple, dict] = {}
+    higher_sizes = set()
+    for r in rows:
+        key = (r["family"], r["size"], r["n_train"], r["from_img_size"])
+        g = groups.setdefault(key, {"same": [], "higher": [], "pre": [], "to": set()})
+        if r["img_size"] == r["from_img_size"]:
+            g["same"].append(r["test_error"])
+        else:
+            g["higher"].append(r["test_error"])
+            g["to"].add(r["img_size"])
+            higher_sizes.add(r["img_size"])
+        if r["pretrain_error"] is not None:
+            g["pre"].append(r["pretrain_error"])
+    return groups, higher_sizes
+
+
+def _mean(xs):
+    return sum(xs) / len(xs) if xs else None
+
+
+def _finetune_pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.2f}"
+
+
+def _finetune_sort_key(key):
+    fam, size, n, px = key
+    rank = LADDER.index(size) if size in LADDER else len(LADDER)
+    return (str(fam), rank, float(n) if isinstance(n, (int, float)) else 1e18, px or 0)
+
+
+def _finetune_line(key, g, several_sizes: bool) -> str:
+    fam, size, n, px = key
+    same, higher = _mean(g["same"]), _mean(g["higher"])
+    diff = None if same is None or higher is None else higher - same
+    label = _finetune_pct(higher)
+    if several_sizes:
+        label += f" ({'/'.join(map(str, sorted(g['to'])))} px)"
+    diff_s = "–" if diff is None else f"{100 * diff:+.2f}"
+    return (
+        f"| {fam} | {size} | {n} | {px} | {_finetune_pct(_mean(g['pre']))} | "
+        f"{_finetune_pct(same)} | {label} | {diff_s} | {len(g['same'])}/{len(g['higher'])} |"
+    )

@@ -1,0 +1,1 @@
+"""One experiment: its config, data, model, LightningModule and the one training path."""

@@ -1,0 +1,27 @@
+"""``bench run``: train one cell and write its record.
+
+bench run --family=vit --size=s --n_train=2000 --seed=0 --dataset=cifar10
+"""
+
+from __future__ import annotations
+
+from bench.cell.config import Cell, build_parser, parse_cell_args
+from bench.cell.finetune import finetune_phase
+from bench.cell.train import EXIT_CODES, already_done, fresh_checkpoints, prepare, train_and_record
+
+
+def run_cell(cell: Cell) -> dict | None:
+    """Train, evaluate and record one cell (with its fine-tuning phase, if it has one);
+    None when it was already done."""
+    if already_done(cell):
+        return None
+    ckpt_dir = fresh_checkpoints(cell)
+    setup = prepare(cell)
+    phase = finetune_phase if cell.finetune_img_size else None
+    return train_and_record(setup, ckpt_dir, phase=phase)
+
+
+def main(argv: list[str]) -> int:
+    cell, _ = parse_cell_args(argv, build_parser("bench run", __doc__))
+    record = run_cell(cell)
+    return 0 if record is None else EXIT_CODES.get(record["status"], 1)

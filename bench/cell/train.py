@@ -1,0 +1,317 @@
+"""The one training path: prepare a cell, fit, test, write its record. Nothing else trains.
+
+    setup = prepare(cell)                      # data, subsets, model: every check before W&B starts
+    record = train_and_record(setup, ckpt_dir) # fit (resuming), test the best checkpoint, record
+
+A *phase* (``phase(setup, outcome, ckpt_dir, logger) -> outcome``) may run after the first fit
+inside the same W&B run and record: in-cell fine-tuning at a higher resolution is one
+(:mod:`bench.cell.finetune`). ``annotate(record, outcome)`` may add to the record before it is
+written.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from bench import env
+from bench.cell import tracking
+from bench.cell.config import Cell
+from bench.cell.data import DeviceBatches, Splits, Subsets, channel_stats, load_splits, make_subsets
+from bench.cell.models import (
+    Arch,
+    build_model,
+    count_params,
+    forward_flops,
+    resolve_arch,
+    train_flops,
+)
+from bench.cell.module import CellModule, Diverged
+from bench.cell.progress import Progress, quiet_lightning
+from bench.clock import utc_now
+from bench.errors import BenchError
+from bench.results import records
+
+EVAL_BATCH = 1024
+EXIT_CODES = {"completed": 0, "diverged": 0}  # a diverged cell is a result; a failed one is not
+Phase = Callable[["CellSetup", dict, Path, Any], dict]
+Annotate = Callable[[dict, dict], None]
+
+
+@dataclass
+class CellSetup:
+    """Everything a cell needs before training: checked, so a bad cell fails before W&B starts."""
+
+    cell: Cell
+    splits: Splits
+    subsets: Subsets
+    arch: Arch
+    model: torch.nn.Module
+    params: int
+    flops_per_image: int
+    total_steps: int
+    device: torch.device
+
+    @property
+    def batch_size(self) -> int:
+        """The cell's batch, or the whole training subset when it is smaller."""
+        return min(self.cell.batch_size, len(self.subsets.train_idx))
+
+
+def pick_device(cell: Cell) -> torch.device:
+    if cell.device == "cuda" or (cell.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise BenchError("device=cuda but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def total_steps_for(cell: Cell, n_train: int) -> int:
+    kind, value = cell.budget
+    if kind == "steps":
+        return int(value)
+    images = value if kind == "examples" else value * n_train
+    return max(1, math.ceil(images / min(cell.batch_size, n_train)))
+
+
+def prepare(cell: Cell) -> CellSetup:
+    """The cell's data, subsets and freshly initialised model (seeded by the cell's seed)."""
+    splits = load_splits(cell)
+    arch = resolve_arch(cell, splits.num_classes)
+    torch.manual_seed(cell.seed)
+    return setup_for_model(cell, arch, build_model(arch), pick_device(cell), splits)
+
+
+def setup_for_model(
+    cell: Cell,
+    arch: Arch,
+    model: torch.nn.Module,
+    device: torch.device,
+    splits: Splits | None = None,
+) -> CellSetup:
+    """A setup for ``model`` (already at ``arch.img_size``) on ``cell``'s data."""
+    splits = splits if splits is not None else load_splits(cell, arch.img_size)
+    if splits.num_classes != arch.num_classes:
+        raise BenchError(f"the data has {splits.num_classes} classes, the model {arch.num_classes}")
+    subsets = make_subsets(cell, splits.train_y, splits.num_classes)
+    return CellSetup(
+        cell=cell, splits=splits, subsets=subsets, arch=arch, model=model,
+        params=count_params(model), flops_per_image=forward_flops(model, arch.img_size),
+        total_steps=total_steps_for(cell, len(subsets.train_idx)), device=device,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------- the pieces of a fit
+def build_module(setup: CellSetup) -> CellModule:
+    cell = setup.cell
+    mean, std = channel_stats(setup.splits.train_x, setup.subsets.train_idx)
+    return CellModule(
+        setup.model, lr=cell.lr, weight_decay=cell.weight_decay, total_steps=setup.total_steps,
+        warmup=cell.warmup, label_smoothing=cell.label_smoothing, mean=mean, std=std,
+        batch_size=setup.batch_size,
+        channels_last=setup.device.type == "cuda" and setup.arch.family == "resnet",
+        grad_clip=cell.grad_clip,
+        meta={"cell": cell.to_dict(), "arch": dict(vars(setup.arch)), "run_id": cell.run_id},
+    )  # fmt: skip
+
+
+def build_loaders(setup: CellSetup) -> tuple[DeviceBatches, DeviceBatches | None, DeviceBatches]:
+    """Train (shuffled, augmented), validation (None without one) and test batches, on the device."""
+    cell, s, dev = setup.cell, setup.splits, setup.device
+    train_idx, val_idx = setup.subsets.train_idx, setup.subsets.val_idx
+    pad = max(1, cell.img_size // 8) if cell.augment else 0
+    train = DeviceBatches(
+        s.train_x[train_idx].to(dev), s.train_y[train_idx].to(dev), setup.batch_size,
+        shuffle=True, augment_pad=pad, seed=cell.seed, drop_last=True,
+    )  # fmt: skip
+    val = None
+    if len(val_idx):
+        val = DeviceBatches(
+            s.train_x[val_idx].to(dev), s.train_y[val_idx].to(dev), EVAL_BATCH, shuffle=False
+        )
+    test = DeviceBatches(s.test_x.to(dev), s.test_y.to(dev), EVAL_BATCH, shuffle=False)
+    return train, val, test
+
+
+def build_trainer(
+    setup: CellSetup, ckpt_dir: Path | None, logger, has_val: bool, extra_callbacks=()
+) -> pl.Trainer:
+    quiet_lightning()
+    cell, total = setup.cell, setup.total_steps
+    callbacks = list(extra_callbacks)
+    if cell.progress:
+        callbacks.append(Progress(cell.name, total, setup.batch_size))
+    if ckpt_dir is not None:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="best",
+                monitor="val/error" if has_val else None,
+                mode="min",
+                save_top_k=1,
+                save_last=True,
+                enable_version_counter=False,
+            )  # fmt: skip
+        )
+    gpu = setup.device.type == "cuda"
+    precision = cell.precision if cell.precision != "auto" else ("bf16" if gpu else "fp32")
+    return pl.Trainer(
+        accelerator="gpu" if gpu else "cpu", devices=1,
+        precision="bf16-mixed" if precision == "bf16" else "32-true",
+        max_steps=total, max_epochs=-1,
+        val_check_interval=max(1, total // cell.evals) if has_val else None,
+        check_val_every_n_epoch=None, num_sanity_val_steps=0, limit_val_batches=1.0 if has_val else 0,
+        logger=logger if logger is not None else False,
+        callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=ckpt_dir is not None, default_root_dir=str(ckpt_dir or "."),
+        log_every_n_steps=50,
+    )  # fmt: skip
+
+
+def fit_and_test(setup: CellSetup, ckpt_dir: Path, logger) -> dict:
+    """Fit (resuming from the last checkpoint if there is one), then test the best checkpoint."""
+    cell = setup.cell
+    module = build_module(setup)
+    if cell.compile:
+        module.model = torch.compile(module.model)
+    train, val, test = build_loaders(setup)
+    trainer = build_trainer(setup, ckpt_dir, logger, has_val=val is not None)
+    last = ckpt_dir / "last.ckpt"
+    resume = str(last) if last.exists() else None
+    if resume:
+        print(f"{cell.run_id}: resuming from {last}", file=sys.stderr)
+    trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=resume)
+    if math.isnan(module.last_train_loss) and trainer.global_step > 0:
+        module.flush_train_metrics(trainer.global_step)
+    best = ckpt_dir / "best.ckpt"
+    best_path = str(best) if best.exists() else None
+    tested = trainer.test(module, dataloaders=test, ckpt_path=best_path, verbose=False)[0]
+    return {
+        "test_error": tested["test/error"], "test_loss": tested["test/loss"],
+        "val_error": _best_val(trainer), "train_loss": module.last_train_loss,
+        "epochs": trainer.global_step / max(1, len(train)), "steps": trainer.global_step,
+        "train_images_per_s": module.train_images_per_s, "checkpoint": best_path,
+    }  # fmt: skip
+
+
+def _best_val(trainer: pl.Trainer) -> float | None:
+    for cb in trainer.checkpoint_callbacks:
+        if cb.best_model_score is not None:
+            return float(cb.best_model_score)
+    return None
+
+
+# ---------------------------------------------------------------------- fit, test, record
+def already_done(cell: Cell) -> bool:
+    """True (and says so) when the cell's record says it is done and ``force`` is off."""
+    folder = cell.folder
+    if not records.is_done(folder.records_dir, cell.run_id) or cell.force:
+        return False
+    print(
+        f"{cell.run_id}: done already ({folder.record(cell.run_id)}); --force retrains",
+        file=sys.stderr,
+    )
+    return True
+
+
+def fresh_checkpoints(cell: Cell) -> Path:
+    """The cell's checkpoint folder, emptied first when ``force`` retrains it."""
+    ckpt_dir = cell.folder.checkpoints(cell.run_id)
+    if cell.force and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+    return ckpt_dir
+
+
+def train_and_record(
+    setup: CellSetup, ckpt_dir: Path, phase: Phase | None = None, annotate: Annotate | None = None
+) -> dict:
+    """Train, test (then ``phase``), write the record and close the W&B run."""
+    cell = setup.cell
+    created = utc_now()
+    logger = tracking.make_logger(cell, setup.params)
+    t0 = time.perf_counter()
+    status, error, outcome = "completed", None, {}
+    try:
+        outcome = fit_and_test(setup, ckpt_dir, logger)
+        if phase is not None:
+            outcome = phase(setup, outcome, ckpt_dir, logger)
+    except KeyboardInterrupt:
+        tracking.finish(logger, exit_code=130)
+        raise
+    except Exception as e:
+        status = "diverged" if isinstance(e, Diverged) else "failed"
+        error = f"{e.__class__.__name__}: {e}"
+        if status == "failed":
+            traceback.print_exc()
+    record = build_record(setup, status, error, outcome, time.perf_counter() - t0, created, logger)
+    if annotate is not None:
+        annotate(record, outcome)
+    path = records.write_record(record, cell.folder.records_dir)
+    tracking.log_record(logger, record)
+    tracking.finish(logger, exit_code=0 if status == "completed" else 1)
+    err = record["metrics"].get("test_error")
+    summary = f"test error {err:.2%}" if err is not None else (error or "")
+    print(f"{cell.run_id}: {status}: {summary} -> {path}", file=sys.stderr)
+    return record
+
+
+def build_record(
+    setup: CellSetup,
+    status: str,
+    error: str | None,
+    outcome: dict,
+    wall_s: float,
+    created: str,
+    logger,
+) -> dict:
+    cell = setup.cell
+    steps = int(outcome.get("steps", 0))
+    metrics = {k: _finite(outcome.get(k)) for k in records.METRICS}
+    metrics["steps"] = steps
+    device = torch.cuda.get_device_name() if setup.device.type == "cuda" else "cpu"
+    return records.make_record(
+        cell.run_id, cell.study, status, cell.to_dict(),
+        error=error,
+        name=cell.name,
+        arch=dict(vars(setup.arch)),
+        data={
+            "n_train": len(setup.subsets.train_idx), "n_val": len(setup.subsets.val_idx),
+            "n_test": len(setup.splits.test_y), "num_classes": setup.splits.num_classes,
+            "img_size": setup.arch.img_size,
+        },
+        params=setup.params,
+        flops_per_image=setup.flops_per_image,
+        train_flops=train_flops(setup.flops_per_image, setup.batch_size, steps),
+        metrics=metrics,
+        timing={
+            "wall_s": round(wall_s, 3),
+            "train_images_per_s": _finite(outcome.get("train_images_per_s")),
+            "device": device,
+        },
+        checkpoint=outcome.get("checkpoint"),
+        parent=cell.parent,
+        # cells with finetune_img_size: the pre-training phase's numbers and the second phase's
+        pretrain=outcome.get("pretrain"),
+        finetune=outcome.get("finetune"),
+        env=env.environment(),
+        wandb=tracking.describe(logger),
+        created_at=created,
+    )  # fmt: skip
+
+
+def _finite(x) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None

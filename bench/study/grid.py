@@ -1,0 +1,178 @@
+"""``bench grid``: run every cell of a study's sweep YAML that is not done yet, locally or on SLURM.
+
+    bench grid sweeps/smoke.yaml --dry-run          # the cells, validated, and which are done
+    bench grid sweeps/smoke.yaml --workers 2        # run every cell not done yet
+    bench grid sweeps/cifar10.yaml --devices 0,1,2,3 --per_device 2
+    bench grid sweeps/cifar10.yaml --launcher=slurm --partition gpu --nodes 4 --gpus_per_node 8
+
+Expansion and command rendering: :mod:`bench.study.sweep_config`; cells to jobs:
+:mod:`bench.study.jobs`; processes, locks and progress: :mod:`bench.study.runner`; SLURM
+through submitit: :mod:`bench.study.slurm`. The same YAML as a W&B sweep: ``bench sweep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from bench.errors import ArgumentParser, BenchError
+from bench.study.jobs import Proposals, finished_runs, grid_jobs, make_job, records_dir_for
+from bench.study.runner import Runner, slots_for
+from bench.study.slurm import node_argv, submit_slurm
+from bench.study.sweep_config import Sweep, expand, load_sweep
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(
+        prog="bench grid",
+        description="Run every cell of a sweep YAML that is not done yet, locally or on SLURM.",
+        epilog="examples:\n" + __doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("sweep", help="a sweep YAML, e.g. sweeps/smoke.yaml")
+    p.add_argument(
+        "--dry-run",
+        "--dry_run",
+        dest="dry_run",
+        action="store_true",
+        help="list the cells (validated) and which are done; train nothing",
+    )
+    p.add_argument("--workers", type=int, default=None, help="cells at once (default 1)")
+    p.add_argument(
+        "--devices",
+        default=None,
+        metavar="0,1,...",
+        help="GPUs to spread cells over (CUDA_VISIBLE_DEVICES per cell)",
+    )
+    p.add_argument(
+        "--per_device", "--per-device", type=int, default=1, help="cells at once on each GPU"
+    )
+    p.add_argument(
+        "--results_dir",
+        "--results-dir",
+        default=None,
+        help="record folder for every cell (appended to each command)",
+    )
+    p.add_argument(
+        "--wandb",
+        default=None,
+        choices=("online", "offline", "disabled"),
+        help="W&B mode passed to every cell (appended to each command)",
+    )
+    p.add_argument(
+        "--count",
+        type=int,
+        default=None,
+        help="run at most N cells (required for random and bayes sweeps)",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="seconds a cell gets to stop after an interrupt before it is killed",
+    )
+    p.add_argument("--launcher", choices=("local", "slurm"), default="local")
+    s = p.add_argument_group("slurm (with --launcher=slurm; one job per node, each a local runner)")
+    s.add_argument("--partition", default=None)
+    s.add_argument("--time", type=int, default=240, help="minutes per job")
+    s.add_argument("--nodes", type=int, default=1, help="jobs (one node each) sharing the grid")
+    s.add_argument("--gpus_per_node", "--gpus-per-node", type=int, default=1)
+    s.add_argument("--cpus_per_task", "--cpus-per-task", type=int, default=None)
+    s.add_argument("--mem_gb", "--mem-gb", type=float, default=None)
+    s.add_argument("--account", default=None)
+    s.add_argument("--qos", default=None)
+    s.add_argument("--constraint", default=None)
+    s.add_argument(
+        "--setup",
+        action="append",
+        default=None,
+        help="a shell line to run before the job (repeatable), e.g. 'source venv/bin/activate'",
+    )
+    s.add_argument("--slurm_dir", "--slurm-dir", default="slurm", help="submitit's job folder")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    sweep = load_sweep(args.sweep)
+    if args.count is not None and args.count < 1:
+        raise BenchError(f"--count={args.count} must be >= 1")
+    if args.launcher == "slurm":
+        if args.dry_run:
+            raise BenchError("--dry-run lists cells locally: leave out --launcher=slurm")
+        if args.workers is not None and args.gpus_per_node > 0:
+            raise BenchError(
+                "with --launcher=slurm give --gpus_per_node (and --per_device), not --workers"
+            )
+        if sweep.method == "grid":
+            grid_jobs(sweep, args.results_dir, args.wandb)  # every cell valid before submitting
+        jobs = submit_slurm(args, sweep.study, main)
+        print(
+            f"submitted {len(jobs)} SLURM job(s) for study {sweep.study}: {', '.join(j.job_id for j in jobs)}"
+        )
+        print(
+            f"each runs: bench grid {shlex.join(node_argv(args))}   (job files in {args.slurm_dir}/)"
+        )
+        return 0
+    if args.dry_run:
+        return dry_run(sweep, args)
+    slots = slots_for(args.workers, args.devices, args.per_device)
+    if sweep.method == "grid":
+        jobs = grid_jobs(sweep, args.results_dir, args.wandb)
+        total = len(jobs) if args.count is None else min(args.count, len(jobs))
+        runner = Runner(slots, count=args.count, grace_s=args.grace, label=sweep.study, total=total)
+        done = sum(job.done() for job in jobs)
+        runner.say(
+            f"{len(jobs)} cells, {done} done, {len(jobs) - done} to run, {len(slots)} at once; "
+            f"records in {jobs[0].records_dir}"
+            if jobs
+            else "no cells"
+        )
+        batches = iter([jobs])
+        outcome = runner.run(lambda n: next(batches, []))
+    else:
+        if args.count is None:
+            raise BenchError(f"a {sweep.method} sweep has no fixed size: give --count N")
+        records_dir = records_dir_for(sweep, args.results_dir)
+        source = Proposals(sweep, records_dir, args.results_dir, args.wandb)
+        runner = Runner(
+            slots, count=args.count, grace_s=args.grace, label=sweep.study, total=args.count
+        )
+        outcome = runner.run(source, on_finish=source.finished)
+    return outcome.exit_code
+
+
+def dry_run(sweep: Sweep, args: argparse.Namespace) -> int:
+    if sweep.method == "grid":
+        proposals = expand(sweep)
+        if args.count is not None:
+            proposals = proposals[: args.count]
+        what = f"{len(proposals)} cells"
+    else:
+        proposals = expand(
+            sweep, finished_runs(sweep, records_dir_for(sweep, args.results_dir)), args.count or 5
+        )
+        what = f"{len(proposals)} sample proposals (the engine draws new ones each time; --count bounds a run)"
+    print(f"study {sweep.study}: method {sweep.method}, {what}")
+    invalid, done, shown = [], 0, None
+    for params in proposals:
+        label = " ".join(f"{k}={params[k]}" for k in sweep.varied if k in params)
+        try:
+            job = make_job(sweep, params, args.results_dir, args.wandb)
+        except BenchError as e:
+            invalid.append(str(e))
+            print(f"  INVALID  {label}: {str(e).rsplit(': ', 1)[-1]}")
+            continue
+        shown = shown or job
+        state = "done" if job.done() else "todo"
+        done += state == "done"
+        print(f"  {state:<8} {job.run_id:<32} {label}")
+    if shown is not None:
+        print(f"records: {shown.records_dir}   logs: {shown.log_path.parent}")
+        print(f"command: {shlex.join(shown.command)}")
+    if invalid:
+        raise BenchError(
+            f"{len(invalid)} of {len(proposals)} cells are invalid; first: {invalid[0]}"
+        )
+    print(f"{len(proposals)} cells: {done} done, {len(proposals) - done} to run")
+    return 0

@@ -1,0 +1,1 @@
+"""What a trained ViT learned: patch filters, position-embedding similarity, attention distance."""

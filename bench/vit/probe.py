@@ -1,0 +1,222 @@
+"""``bench probe``: what a trained ViT has learned, the three analyses of the ViT paper, on one run.
+
+    bench probe RUN [--out=DIR] [--n_images=256]
+
+RUN is a run_id (looked up under results/*/runs/), a record .json or a checkpoint .ckpt.
+Writes, by default to results/<study>/probes/<run_id>/:
+
+  filters.png             top principal components of the patch-embedding filters
+  pos_embed.png           cosine similarity of each patch's position embedding with every other's
+  attention_distance.png  mean attention distance (pixels) of every head against depth
+  probe.json              the numbers behind the three figures
+
+and logs the figures to the run's W&B run when it has one (online or offline).
+
+The math is in :mod:`bench.vit.probes`, the figures in :mod:`bench.vit.probe_plots`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bench.cell.checkpoints import load_run
+from bench.cell.data import balanced_order, channel_stats, load_splits, make_subsets
+from bench.errors import ArgumentParser, BenchError
+from bench.results.layout import StudyDir
+from bench.results.records import atomic_write_text
+from bench.vit.probe_plots import plot_attention_distance, plot_filters, plot_pos_embed
+from bench.vit.probes import (
+    N_COMPONENTS,
+    attention_distances,
+    explained_variance,
+    filter_pca,
+    patch_distances,
+    pos_embed_similarity,
+)
+
+DEFAULT_IMAGES = 256
+
+
+PROBE_SEED = 0
+
+
+def probe_indices(test_y: torch.Tensor, n_images: int) -> torch.Tensor:
+    """A fixed set of test images: the first ``n_images`` of a seeded, class-balanced order.
+
+    Not simply the first N of the split: an ImageFolder test split is sorted by class, and its
+    first 256 images would all be one class. The same images for every run of a dataset.
+    """
+    return balanced_order(test_y, PROBE_SEED)[:n_images]
+
+
+def probe_images(cell, arch, n_images: int) -> torch.Tensor:
+    """The probe's test images at the model's resolution, normalised as in training."""
+    splits = load_splits(cell, arch.img_size)
+    subsets = make_subsets(cell, splits.train_y, splits.num_classes)
+    mean, std = channel_stats(splits.train_x, subsets.train_idx)
+    x = splits.test_x[probe_indices(splits.test_y, n_images)].float() / 255.0
+    return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+
+
+def run_probes(model: nn.Module, arch, images: torch.Tensor, title: str, out: Path) -> dict:
+    """Compute the three analyses, write the figures and probe.json into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    grid = tuple(int(g) for g in model.patch_embed.grid_size)
+    p = arch.patch_size
+
+    weight = model.patch_embed.proj.weight.detach().cpu()
+    comps = filter_pca(weight, N_COMPONENTS)
+    explained = explained_variance(weight, N_COMPONENTS)
+    plot_filters(comps, explained, title, out / "filters.png")
+
+    prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+    pos = model.pos_embed.detach().cpu()[0, prefix:]
+    sim = pos_embed_similarity(pos)
+    plot_pos_embed(sim, grid, title, out / "pos_embed.png")
+
+    device = next(model.parameters()).device
+    mad = attention_distances(model, images.to(device), grid, p).cpu()
+    n = grid[0] * grid[1]
+    uniform = float(patch_distances(grid, p).sum() / (n * n))
+    plot_attention_distance(mad, arch.img_size, uniform, title, out / "attention_distance.png")
+
+    summary = {
+        "img_size": arch.img_size,
+        "patch_size": p,
+        "grid": list(grid),
+        "n_images": len(images),
+        "images": f"the first {len(images)} of a class-balanced order (seed {PROBE_SEED}) of the "
+        "test split",
+        "pos_embed_kind": arch.pos_embed,
+        "pool": arch.pool,
+        "filters": {
+            "k": comps.shape[0],
+            "shape": list(comps.shape[1:]),
+            "explained_variance_ratio": _rounded_list(explained),
+            "components": _rounded_list(comps),
+        },
+        "pos_embed": {
+            "similarity": _rounded_list(sim),
+            "note": "cosine similarity of patch position embeddings, class token dropped, "
+            "row-major patch order",
+        },
+        "attention_distance": {
+            "unit": "pixels",
+            "per_head": _rounded_list(mad),
+            "per_layer_mean": _rounded_list(mad.mean(dim=1)),
+            "uniform_attention": round(uniform, 4),
+            "image_size": arch.img_size,
+            "note": "patch tokens only, class token sliced off, not renormalised",
+        },
+        "figures": ["filters.png", "pos_embed.png", "attention_distance.png"],
+    }
+    return summary
+
+
+def dump_json(obj: dict) -> str:
+    """One line per top-level key: readable, without one line per number of the big arrays."""
+    items = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in obj.items()]
+    return "{\n" + ",\n".join(items) + "\n}\n"
+
+
+def _rounded_list(t: torch.Tensor, nd: int = 5):
+    return torch.round(t.double(), decimals=nd).tolist()
+
+
+def log_to_wandb(record: dict | None, cell, out: Path) -> str | None:
+    """Attach the figures to the cell's W&B run; silently nothing when it has none."""
+    info = (record or {}).get("wandb") or {}
+    mode = info.get("mode")
+    if mode not in ("online", "offline") or not info.get("id"):
+        return None
+    try:
+        import wandb
+    except ImportError:
+        return None
+    kwargs = dict(id=info["id"], resume="allow", project=cell.wandb_project, mode=mode)
+    if cell.wandb_entity:
+        kwargs["entity"] = cell.wandb_entity
+    run_dir = Path(info["dir"]) if info.get("dir") else None
+    if run_dir is not None and run_dir.parent.name == "wandb" and run_dir.parent.parent.is_dir():
+        kwargs["dir"] = str(run_dir.parent.parent)
+    try:
+        if wandb.run is not None:  # a run left open in this process must not take the figures
+            wandb.finish()
+        run = wandb.init(**kwargs)
+        run.log(
+            {
+                f"probe/{name}": wandb.Image(str(out / f"{name}.png"))
+                for name in ("filters", "pos_embed", "attention_distance")
+            }
+        )
+        run.finish()
+    except Exception as e:  # no network, no credentials: the files on disk are the result
+        print(
+            f"bench probe: figures not logged to W&B ({e.__class__.__name__}: {e})", file=sys.stderr
+        )
+        return None
+    return mode
+
+
+def default_out(results_root: str | Path, cell, run_id: str) -> Path:
+    return StudyDir.of_study(cell.study, results_root).probes(run_id)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        prog="bench probe",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run", metavar="RUN", help="run_id, record .json or checkpoint .ckpt")
+    parser.add_argument("--out", help="output folder (default results/<study>/probes/<run_id>)")
+    parser.add_argument(
+        "--n_images",
+        "--n-images",
+        type=int,
+        default=DEFAULT_IMAGES,
+        help="test images for the attention distances: a fixed, class-balanced "
+        f"set (default {DEFAULT_IMAGES})",
+    )
+    parser.add_argument(
+        "--results_root",
+        "--results-root",
+        default="results",
+        help="where run_ids are looked up (default results)",
+    )
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.n_images <= 0:
+        raise BenchError(f"n_images={args.n_images} must be positive")
+
+    record, cell, arch, model = load_run(args.run, args.results_root)
+    run_id = (record or {}).get("run_id") or cell.run_id
+    if arch.family != "vit":
+        raise BenchError(f"run {run_id} is a {arch.family}: the probes apply to ViTs only")
+    out = Path(args.out) if args.out else default_out(args.results_root, cell, run_id)
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    model = model.to("cuda" if use_cuda else "cpu")
+
+    images = probe_images(cell, arch, args.n_images)
+    title = f"{run_id} ({arch.img_size} px, patch {arch.patch_size})"
+    summary = run_probes(model, arch, images, title, out)
+    summary = {"run_id": run_id, "arch": dict(vars(arch)), **summary}
+    summary["wandb"] = log_to_wandb(record, cell, out)
+    atomic_write_text(out / "probe.json", dump_json(summary))
+    mad = torch.tensor(summary["attention_distance"]["per_layer_mean"])
+    print(
+        f"{run_id}: probes -> {out}  (mean attention distance per layer, px: "
+        f"{', '.join(f'{v:.1f}' for v in mad.tolist())})",
+        file=sys.stderr,
+    )
+    return 0
