@@ -22,10 +22,13 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from bench.cell.batches import DeviceBatches, channel_stats
+from bench.cell.budget import Budget
 from bench.cell.config import Cell
-from bench.cell.data import DeviceBatches, Splits, Subsets, channel_stats, synthetic
+from bench.cell.datasets import Splits, synthetic
 from bench.cell.models import build_model, count_params, resolve_arch
 from bench.cell.module import param_groups, warmup_cosine
+from bench.cell.subsets import Subsets
 from bench.cell.train import CellSetup, build_module, build_trainer
 
 
@@ -102,7 +105,7 @@ def project_loop(
         model=model,
         params=0,
         flops_per_image=0,
-        total_steps=steps,
+        budget=Budget(steps, batches.batch_size, len(batches.y), f"steps={steps}"),
         device=device,
     )
     module = build_module(setup)

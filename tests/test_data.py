@@ -5,8 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
+from bench.cell.batches import augment
 from bench.cell.config import Cell
-from bench.cell.data import augment, balanced_order, load_splits, make_subsets
+from bench.cell.datasets import load_splits
+from bench.cell.subsets import balanced_order, make_subsets
 from bench.errors import BenchError
 
 
@@ -87,7 +89,7 @@ def test_cache_is_written_once_and_reused(tmp_path, monkeypatch):
     def no_decoding(*a, **k):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr("bench.cell.data._read_image", no_decoding)
+    monkeypatch.setattr("bench.cell.datasets._read_image", no_decoding)
     second = load_splits(cell)
     assert torch.equal(first.train_x, second.train_x)
 

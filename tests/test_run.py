@@ -187,7 +187,7 @@ def test_interrupted_cell_resumes_from_its_checkpoint(tmp_path):
     not (CIFAR / "train").is_dir(), reason=f"CIFAR-10 ImageFolder tree not found at {CIFAR}"
 )
 def test_cifar10_jpeg_tree_trains(in_tmp):
-    from bench.cell.data import load_splits
+    from bench.cell.datasets import load_splits
 
     cell = Cell(dataset="imagefolder", data_dir=str(CIFAR))
     splits = load_splits(cell)

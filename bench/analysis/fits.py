@@ -121,9 +121,16 @@ def _break_even(pair, fits, chosen, seeds_by_family, bootstrap, seed, group_orde
     )
     if bootstrap > 0:
         boot = scaling.bootstrap_break_even(
-            seeds_by_family, chosen, pair, x_lo, x_hi, bracket, bootstrap, seed,
+            seeds_by_family,
+            chosen,
+            pair,
+            x_lo,
+            x_hi,
+            bracket,
+            bootstrap,
+            seed,
             group_orders=group_orders,
-        )  # fmt: skip
+        )
         crossing.update(boot)
         if crossing["x"] is None:
             crossing["ci"] = None  # an interval around no crossing would mislead

@@ -14,15 +14,32 @@ from bench.results.records import METRICS, iter_records
 
 # Columns of the frame every analysis reads; config fields are added as they are.
 FRAME_COLUMNS = (
-    "run_id", "study", "status", "family", "size", "n_train", "seed", "params",
-    "flops_per_image", "train_flops", *METRICS, "wall_s", "train_images_per_s",
-)  # fmt: skip
+    "run_id",
+    "study",
+    "status",
+    "family",
+    "size",
+    "n_train",
+    "seed",
+    "params",
+    "flops_per_image",
+    "train_flops",
+    *METRICS,
+    "wall_s",
+    "train_images_per_s",
+)
 # Size order to fall back on when a record has no parameter count.
 LADDER = ("xxs", "xs", "s", "m", "l", "xl", "xxl", "h", "g")
 SUMMARY_COLUMNS = (
-    "family", "size", "n_train", "params", "train_flops",
-    "test_error_mean", "test_error_std", "test_error_count",
-)  # fmt: skip
+    "family",
+    "size",
+    "n_train",
+    "params",
+    "train_flops",
+    "test_error_mean",
+    "test_error_std",
+    "test_error_count",
+)
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:

@@ -29,10 +29,14 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 RESNET_DEPTHS = (10, 18, 34)
+DEFAULT_EPOCHS = 30
 
 
-def _f(default: Any, help: str, *, runtime: bool = False, choices=None):
-    return field(default=default, metadata={"help": help, "runtime": runtime, "choices": choices})
+def _f(default: Any, help: str, *, runtime: bool = False, choices=None, since: int = 1):
+    """A cell field. ``since=2``: added after the first studies were run, so it is left out of the
+    identity while it holds its default, and every earlier run_id stays what it was."""
+    meta = {"help": help, "runtime": runtime, "choices": choices, "since": since}
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -59,12 +63,29 @@ class Cell:
     pos_embed: str = _f(
         "learned", "ViT position embeddings: learned or fixed 2-D sin-cos", choices=POS_EMBEDS
     )
+    permute_patches: int | None = _f(
+        None,
+        "positive control: shuffle every image's BLOCK x BLOCK-pixel tiles by one fixed, seeded "
+        "permutation, after augmentation, train and test alike (breaks a CNN's locality prior)",
+        since=2,
+    )
     # --- recipe ---
     epochs: float | None = _f(
         None, "budget in passes over n_train (default 30 when no budget is set)"
     )
     steps: int | None = _f(None, "budget in optimizer steps")
     examples: int | None = _f(None, "budget in training images seen")
+    min_examples: int | None = _f(
+        None,
+        "with an epochs budget: at least this many images seen (small n train longer)",
+        since=2,
+    )
+    max_examples: int | None = _f(
+        None, "with an epochs budget: at most this many images seen (caps the largest n)", since=2
+    )
+    budget_scale: float = _f(
+        1.0, "multiplies the resolved budget (2: the convergence control of a study)", since=2
+    )
     batch_size: int = _f(128, "images per step")
     lr: float = _f(1e-3, "peak learning rate (AdamW)")
     weight_decay: float = _f(0.05, "AdamW weight decay (not applied to norms, biases, embeddings)")
@@ -126,7 +147,12 @@ class Cell:
 
     def identity(self) -> dict[str, Any]:
         """The fields that define the experiment, with derived defaults resolved."""
-        d = {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata["runtime"]}
+        d = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if not f.metadata["runtime"]
+            and (f.metadata["since"] == 1 or getattr(self, f.name) != f.default)
+        }
         d["patch_size"] = self.resolved_patch_size
         return d
 
@@ -178,8 +204,12 @@ class Cell:
             "width",
             "finetune_img_size",
             "finetune_steps",
+            "min_examples",
+            "max_examples",
+            "permute_patches",
             optional=True,
         )
+        _positive(self, "budget_scale")
         _nonneg(self, "weight_decay", "label_smoothing", "grad_clip", "seed")
         if not 0 <= self.warmup < 1:
             raise BenchError(f"warmup={self.warmup} must be a share of the steps in [0, 1)")
@@ -187,9 +217,7 @@ class Cell:
             raise BenchError(f"label_smoothing={self.label_smoothing} must be below 1")
         if self.val_size is not None and self.val_size < 0:
             raise BenchError(f"val_size={self.val_size} must be >= 0")
-        budgets = [k for k in ("epochs", "steps", "examples") if getattr(self, k) is not None]
-        if len(budgets) > 1:
-            raise BenchError(f"give one budget, not {' and '.join(budgets)}")
+        self._validate_budget()
         if isinstance(self.n_train, str) and self.n_train != "all":
             raise BenchError(f"n_train={self.n_train!r} must be a positive integer or 'all'")
         if isinstance(self.n_train, int) and self.n_train <= 0:
@@ -208,13 +236,31 @@ class Cell:
             raise BenchError("finetune_img_size applies to family=vit only")
         if self.dataset == "imagefolder" and not self.data_dir:
             raise BenchError("data_dir is required for dataset=imagefolder")
+        if self.permute_patches is not None:
+            if self.img_size % self.permute_patches:
+                raise BenchError(
+                    f"permute_patches={self.permute_patches} does not divide img_size={self.img_size}"
+                )
+            if self.finetune_img_size is not None:
+                raise BenchError("permute_patches cannot be combined with finetune_img_size")
 
-    @property
-    def budget(self) -> tuple[str, float]:
+    def _validate_budget(self) -> None:
+        budgets = [k for k in ("epochs", "steps", "examples") if getattr(self, k) is not None]
+        if len(budgets) > 1:
+            raise BenchError(f"give one budget, not {' and '.join(budgets)}")
+        bounds = [k for k in ("min_examples", "max_examples") if getattr(self, k) is not None]
+        if bounds and budgets and budgets[0] != "epochs":
+            raise BenchError(f"{bounds[0]} bounds an epochs budget, not {budgets[0]}")
+        lo, hi = self.min_examples, self.max_examples
+        if lo is not None and hi is not None and lo > hi:
+            raise BenchError(f"min_examples={lo} is above max_examples={hi}")
+
+    def budget_kind(self) -> tuple[str, float]:
+        """(steps | examples | epochs, its value); 30 epochs when no budget is given."""
         for k in ("steps", "examples", "epochs"):
             if getattr(self, k) is not None:
                 return k, getattr(self, k)
-        return "epochs", 30
+        return "epochs", DEFAULT_EPOCHS
 
 
 # ---------------------------------------------------------------------- parsing

@@ -37,10 +37,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench.cell.budget import resolve_budget
 from bench.cell.checkpoints import load_run, model_state
 from bench.cell.config import Cell
-from bench.cell.data import load_splits, make_subsets
+from bench.cell.datasets import load_splits
 from bench.cell.models import set_resolution, train_flops
+from bench.cell.subsets import make_subsets
 from bench.cell.train import (
     EXIT_CODES,
     CellSetup,
@@ -49,7 +51,6 @@ from bench.cell.train import (
     fresh_checkpoints,
     pick_device,
     setup_for_model,
-    total_steps_for,
     train_and_record,
 )
 from bench.errors import ArgumentParser, BenchError
@@ -60,23 +61,52 @@ PHASE_DIR = "finetune"  # in-cell fine-tuning checkpoints: <ckpt_dir>/finetune/{
 BUDGETS = ("steps", "epochs", "examples")
 # cell fields `bench finetune` may change; identity fields (family, size, data, seed) are the parent's
 RECIPE_FIELDS = (
-    *BUDGETS, "batch_size", "lr", "weight_decay", "warmup", "label_smoothing", "grad_clip",
-    "augment", "evals",
-)  # fmt: skip
+    *BUDGETS,
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "warmup",
+    "label_smoothing",
+    "grad_clip",
+    "augment",
+    "evals",
+)
 RUNTIME_FIELDS = (
-    "study", "results_dir", "cache_dir", "data_dir", "wandb", "wandb_project", "wandb_entity",
-    "device", "precision", "compile", "force", "progress",
-)  # fmt: skip
+    "study",
+    "results_dir",
+    "cache_dir",
+    "data_dir",
+    "wandb",
+    "wandb_project",
+    "wandb_entity",
+    "device",
+    "precision",
+    "compile",
+    "force",
+    "progress",
+)
 PHASE_KEYS = (
-    "test_error", "test_loss", "val_error", "train_loss", "epochs", "steps", "train_images_per_s",
+    "test_error",
+    "test_loss",
+    "val_error",
+    "train_loss",
+    "epochs",
+    "steps",
+    "train_images_per_s",
     "checkpoint",
-)  # fmt: skip
+)
 
 
 def phase_cell(
-    base: Cell, *, img_size: int, patch_size: int, steps: int | None, lr: float | None,
-    parent: str | None, overrides: dict | None = None,
-) -> Cell:  # fmt: skip
+    base: Cell,
+    *,
+    img_size: int,
+    patch_size: int,
+    steps: int | None,
+    lr: float | None,
+    parent: str | None,
+    overrides: dict | None = None,
+) -> Cell:
     """The cell of a fine-tuning phase: ``base`` at ``img_size``, patch size fixed, own budget."""
     values = base.to_dict()
     values.update(
@@ -88,7 +118,12 @@ def phase_cell(
     )
     overrides = dict(overrides or {})
     values.update(
-        steps=None if any(k in overrides for k in BUDGETS) else steps, epochs=None, examples=None
+        steps=None if any(k in overrides for k in BUDGETS) else steps,
+        epochs=None,
+        examples=None,
+        min_examples=None,
+        max_examples=None,
+        budget_scale=1.0,
     )
     if "lr" not in overrides and lr is not None:
         values["lr"] = lr
@@ -160,16 +195,23 @@ def finetune_phase(setup: CellSetup, outcome: dict, ckpt_dir: Path, logger) -> d
 
     pre = {k: outcome.get(k) for k in PHASE_KEYS}
     pre.update(
-        img_size=setup.arch.img_size, flops_per_image=setup.flops_per_image,
+        img_size=setup.arch.img_size,
+        flops_per_image=setup.flops_per_image,
         train_flops=train_flops(setup.flops_per_image, setup.batch_size, pretrain_steps),
-    )  # fmt: skip
+    )
     info = {k: tuned.get(k) for k in PHASE_KEYS}
     info.update(
-        mode="in_cell", parent=None, from_img_size=setup.arch.img_size, img_size=size,
-        continued=size == setup.arch.img_size, lr=lr, patch_size=setup.arch.patch_size,
-        tokens=tuned_setup.model.patch_embed.num_patches, flops_per_image=tuned_setup.flops_per_image,
+        mode="in_cell",
+        parent=None,
+        from_img_size=setup.arch.img_size,
+        img_size=size,
+        continued=size == setup.arch.img_size,
+        lr=lr,
+        patch_size=setup.arch.patch_size,
+        tokens=tuned_setup.model.patch_embed.num_patches,
+        flops_per_image=tuned_setup.flops_per_image,
         train_flops=train_flops(tuned_setup.flops_per_image, tuned_setup.batch_size, tuned_steps),
-    )  # fmt: skip
+    )
     result = dict(tuned)
     result["steps"] = pretrain_steps + tuned_steps
     result["epochs"] = (outcome.get("epochs") or 0) + (tuned.get("epochs") or 0)
@@ -185,7 +227,7 @@ def _default_steps(parent: Cell, record: dict | None) -> int:
     if not n:
         splits = load_splits(parent)
         n = len(make_subsets(parent, splits.train_y, splits.num_classes).train_idx)
-    return max(1, total_steps_for(parent, n) // STEPS_SHARE)
+    return max(1, resolve_budget(parent, n).steps // STEPS_SHARE)
 
 
 def finetune_run(
@@ -202,9 +244,14 @@ def finetune_run(
     # a fine-tuned phase checkpoint carries its own (phase) cell: the parent is its parent's parent
     base = parent.replace(finetune_img_size=None, finetune_steps=None, force=False)
     cell = phase_cell(
-        base, img_size=img_size, patch_size=arch.patch_size, steps=steps,
-        lr=parent.lr * FINETUNE_LR_FACTOR, parent=parent_id, overrides=overrides,
-    )  # fmt: skip
+        base,
+        img_size=img_size,
+        patch_size=arch.patch_size,
+        steps=steps,
+        lr=parent.lr * FINETUNE_LR_FACTOR,
+        parent=parent_id,
+        overrides=overrides,
+    )
     if already_done(cell):
         return None
     from_size = arch.img_size
@@ -212,10 +259,16 @@ def finetune_run(
     model.train()
     setup = setup_for_model(cell, arch, model, pick_device(cell))
     info = dict(
-        mode="from_parent", parent=parent_id, parent_checkpoint=(record or {}).get("checkpoint") or str(ref),
-        from_img_size=from_size, img_size=img_size, continued=from_size == img_size,
-        lr=cell.lr, patch_size=arch.patch_size, tokens=model.patch_embed.num_patches,
-    )  # fmt: skip
+        mode="from_parent",
+        parent=parent_id,
+        parent_checkpoint=(record or {}).get("checkpoint") or str(ref),
+        from_img_size=from_size,
+        img_size=img_size,
+        continued=from_size == img_size,
+        lr=cell.lr,
+        patch_size=arch.patch_size,
+        tokens=model.patch_embed.num_patches,
+    )
     print(
         f"{parent_id} -> {cell.run_id}: fine-tuning at {img_size} px ({from_size} px before, "
         f"patch {arch.patch_size}: {info['tokens']} tokens) for {setup.total_steps} steps",
@@ -235,16 +288,22 @@ def finetune_run(
 # ---------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
-        prog="bench finetune", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS,
-    )  # fmt: skip
+        prog="bench finetune",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
     parser.add_argument(
         "run", metavar="RUN", help="the trained ViT: run_id, record .json or checkpoint .ckpt"
     )
     parser.add_argument(
-        "--img_size", "--img-size", dest="img_size", type=int, required=True,
+        "--img_size",
+        "--img-size",
+        dest="img_size",
+        type=int,
+        required=True,
         help="the new resolution (patch size kept)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--results_root",
         "--results-root",

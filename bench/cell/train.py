@@ -27,8 +27,10 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from bench import env
 from bench.cell import tracking
+from bench.cell.batches import DeviceBatches, channel_stats
+from bench.cell.budget import Budget, resolve_budget
 from bench.cell.config import Cell
-from bench.cell.data import DeviceBatches, Splits, Subsets, channel_stats, load_splits, make_subsets
+from bench.cell.datasets import Splits, load_splits
 from bench.cell.models import (
     Arch,
     build_model,
@@ -39,6 +41,7 @@ from bench.cell.models import (
 )
 from bench.cell.module import CellModule, Diverged
 from bench.cell.progress import Progress, quiet_lightning
+from bench.cell.subsets import Subsets, make_subsets
 from bench.clock import utc_now
 from bench.errors import BenchError
 from bench.results import records
@@ -60,13 +63,17 @@ class CellSetup:
     model: torch.nn.Module
     params: int
     flops_per_image: int
-    total_steps: int
+    budget: Budget
     device: torch.device
 
     @property
     def batch_size(self) -> int:
         """The cell's batch, or the whole training subset when it is smaller."""
-        return min(self.cell.batch_size, len(self.subsets.train_idx))
+        return self.budget.batch_size
+
+    @property
+    def total_steps(self) -> int:
+        return self.budget.steps
 
 
 def pick_device(cell: Cell) -> torch.device:
@@ -75,14 +82,6 @@ def pick_device(cell: Cell) -> torch.device:
             raise BenchError("device=cuda but no CUDA device is available")
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-def total_steps_for(cell: Cell, n_train: int) -> int:
-    kind, value = cell.budget
-    if kind == "steps":
-        return int(value)
-    images = value if kind == "examples" else value * n_train
-    return max(1, math.ceil(images / min(cell.batch_size, n_train)))
 
 
 def prepare(cell: Cell) -> CellSetup:
@@ -106,10 +105,16 @@ def setup_for_model(
         raise BenchError(f"the data has {splits.num_classes} classes, the model {arch.num_classes}")
     subsets = make_subsets(cell, splits.train_y, splits.num_classes)
     return CellSetup(
-        cell=cell, splits=splits, subsets=subsets, arch=arch, model=model,
-        params=count_params(model), flops_per_image=forward_flops(model, arch.img_size),
-        total_steps=total_steps_for(cell, len(subsets.train_idx)), device=device,
-    )  # fmt: skip
+        cell=cell,
+        splits=splits,
+        subsets=subsets,
+        arch=arch,
+        model=model,
+        params=count_params(model),
+        flops_per_image=forward_flops(model, arch.img_size),
+        budget=resolve_budget(cell, len(subsets.train_idx)),
+        device=device,
+    )
 
 
 # ---------------------------------------------------------------------- the pieces of a fit
@@ -117,13 +122,19 @@ def build_module(setup: CellSetup) -> CellModule:
     cell = setup.cell
     mean, std = channel_stats(setup.splits.train_x, setup.subsets.train_idx)
     return CellModule(
-        setup.model, lr=cell.lr, weight_decay=cell.weight_decay, total_steps=setup.total_steps,
-        warmup=cell.warmup, label_smoothing=cell.label_smoothing, mean=mean, std=std,
+        setup.model,
+        lr=cell.lr,
+        weight_decay=cell.weight_decay,
+        total_steps=setup.total_steps,
+        warmup=cell.warmup,
+        label_smoothing=cell.label_smoothing,
+        mean=mean,
+        std=std,
         batch_size=setup.batch_size,
         channels_last=setup.device.type == "cuda" and setup.arch.family == "resnet",
         grad_clip=cell.grad_clip,
         meta={"cell": cell.to_dict(), "arch": dict(vars(setup.arch)), "run_id": cell.run_id},
-    )  # fmt: skip
+    )
 
 
 def build_loaders(setup: CellSetup) -> tuple[DeviceBatches, DeviceBatches | None, DeviceBatches]:
@@ -132,9 +143,14 @@ def build_loaders(setup: CellSetup) -> tuple[DeviceBatches, DeviceBatches | None
     train_idx, val_idx = setup.subsets.train_idx, setup.subsets.val_idx
     pad = max(1, cell.img_size // 8) if cell.augment else 0
     train = DeviceBatches(
-        s.train_x[train_idx].to(dev), s.train_y[train_idx].to(dev), setup.batch_size,
-        shuffle=True, augment_pad=pad, seed=cell.seed, drop_last=True,
-    )  # fmt: skip
+        s.train_x[train_idx].to(dev),
+        s.train_y[train_idx].to(dev),
+        setup.batch_size,
+        shuffle=True,
+        augment_pad=pad,
+        seed=cell.seed,
+        drop_last=True,
+    )
     val = None
     if len(val_idx):
         val = DeviceBatches(
@@ -162,21 +178,28 @@ def build_trainer(
                 save_top_k=1,
                 save_last=True,
                 enable_version_counter=False,
-            )  # fmt: skip
+            )
         )
     gpu = setup.device.type == "cuda"
     precision = cell.precision if cell.precision != "auto" else ("bf16" if gpu else "fp32")
     return pl.Trainer(
-        accelerator="gpu" if gpu else "cpu", devices=1,
+        accelerator="gpu" if gpu else "cpu",
+        devices=1,
         precision="bf16-mixed" if precision == "bf16" else "32-true",
-        max_steps=total, max_epochs=-1,
+        max_steps=total,
+        max_epochs=-1,
         val_check_interval=max(1, total // cell.evals) if has_val else None,
-        check_val_every_n_epoch=None, num_sanity_val_steps=0, limit_val_batches=1.0 if has_val else 0,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if has_val else 0,
         logger=logger if logger is not None else False,
-        callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
-        enable_checkpointing=ckpt_dir is not None, default_root_dir=str(ckpt_dir or "."),
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=ckpt_dir is not None,
+        default_root_dir=str(ckpt_dir or "."),
         log_every_n_steps=50,
-    )  # fmt: skip
+    )
 
 
 def fit_and_test(setup: CellSetup, ckpt_dir: Path, logger) -> dict:
@@ -198,11 +221,15 @@ def fit_and_test(setup: CellSetup, ckpt_dir: Path, logger) -> dict:
     best_path = str(best) if best.exists() else None
     tested = trainer.test(module, dataloaders=test, ckpt_path=best_path, verbose=False)[0]
     return {
-        "test_error": tested["test/error"], "test_loss": tested["test/loss"],
-        "val_error": _best_val(trainer), "train_loss": module.last_train_loss,
-        "epochs": trainer.global_step / max(1, len(train)), "steps": trainer.global_step,
-        "train_images_per_s": module.train_images_per_s, "checkpoint": best_path,
-    }  # fmt: skip
+        "test_error": tested["test/error"],
+        "test_loss": tested["test/loss"],
+        "val_error": _best_val(trainer),
+        "train_loss": module.last_train_loss,
+        "epochs": trainer.global_step / max(1, len(train)),
+        "steps": trainer.global_step,
+        "train_images_per_s": module.train_images_per_s,
+        "checkpoint": best_path,
+    }
 
 
 def _best_val(trainer: pl.Trainer) -> float | None:
@@ -279,17 +306,24 @@ def build_record(
     steps = int(outcome.get("steps", 0))
     metrics = {k: _finite(outcome.get(k)) for k in records.METRICS}
     metrics["steps"] = steps
+    metrics["examples"] = steps * setup.batch_size
     device = torch.cuda.get_device_name() if setup.device.type == "cuda" else "cpu"
     return records.make_record(
-        cell.run_id, cell.study, status, cell.to_dict(),
+        cell.run_id,
+        cell.study,
+        status,
+        cell.to_dict(),
         error=error,
         name=cell.name,
         arch=dict(vars(setup.arch)),
         data={
-            "n_train": len(setup.subsets.train_idx), "n_val": len(setup.subsets.val_idx),
-            "n_test": len(setup.splits.test_y), "num_classes": setup.splits.num_classes,
+            "n_train": len(setup.subsets.train_idx),
+            "n_val": len(setup.subsets.val_idx),
+            "n_test": len(setup.splits.test_y),
+            "num_classes": setup.splits.num_classes,
             "img_size": setup.arch.img_size,
         },
+        budget=setup.budget.to_dict(),
         params=setup.params,
         flops_per_image=setup.flops_per_image,
         train_flops=train_flops(setup.flops_per_image, setup.batch_size, steps),
@@ -307,7 +341,7 @@ def build_record(
         env=env.environment(),
         wandb=tracking.describe(logger),
         created_at=created,
-    )  # fmt: skip
+    )
 
 
 def _finite(x) -> float | None:

@@ -21,9 +21,22 @@ SCHEMA = 1
 STATUSES = ("completed", "diverged", "failed")
 DONE = ("completed", "diverged")
 REQUIRED = (
-    "schema", "run_id", "study", "status", "error", "config", "params", "flops_per_image",
-    "train_flops", "metrics", "timing", "env", "wandb", "created_at", "finished_at",
-)  # fmt: skip
+    "schema",
+    "run_id",
+    "study",
+    "status",
+    "error",
+    "config",
+    "params",
+    "flops_per_image",
+    "train_flops",
+    "metrics",
+    "timing",
+    "env",
+    "wandb",
+    "created_at",
+    "finished_at",
+)
 METRICS = ("test_error", "test_loss", "val_error", "train_loss", "epochs", "steps")
 
 

@@ -110,13 +110,19 @@ def record_from_run(run: PulledRun) -> dict[str, Any] | None:
         else None
     )
     return records.make_record(
-        run.config.get("run_id") or cell.run_id, cell.study, status, cell.to_dict(),
+        run.config.get("run_id") or cell.run_id,
+        cell.study,
+        status,
+        cell.to_dict(),
         error=None if status == "completed" else f"W&B run state {run.state}",
-        params=run.config.get("params"), metrics=metrics,
+        params=run.config.get("params"),
+        metrics=metrics,
         timing={"wall_s": _scalar(run.summary.get("_runtime"))},
-        wandb={"path": run.source}, created_at=None, finished_at=finished,
+        wandb={"path": run.source},
+        created_at=None,
+        finished_at=finished,
         pulled_from=f"W&B config and summary of {run.source} (the run has no record)",
-    )  # fmt: skip
+    )
 
 
 def store(rec: dict[str, Any], results_dir: str | None, overwrite: bool = False) -> str:

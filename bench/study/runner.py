@@ -251,9 +251,14 @@ class Runner:
         log.flush()
         try:
             proc = subprocess.Popen(
-                job.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=child_env(slot, self.n_slots), start_new_session=True, pass_fds=(lock_fd,),
-            )  # fmt: skip
+                job.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=child_env(slot, self.n_slots),
+                start_new_session=True,
+                pass_fds=(lock_fd,),
+            )
         except OSError as e:
             log.write(f"could not start: {e}\n")
             log.close()

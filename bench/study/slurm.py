@@ -70,14 +70,22 @@ def slurm_executor(args, name: str):
     except RuntimeError as e:
         raise BenchError(f"--launcher=slurm: {e}") from None
     params: dict[str, Any] = dict(
-        name=f"bench-{name}", timeout_min=args.time, nodes=1, tasks_per_node=1,
-        gpus_per_node=args.gpus_per_node, slurm_array_parallelism=args.nodes,
-    )  # fmt: skip
+        name=f"bench-{name}",
+        timeout_min=args.time,
+        nodes=1,
+        tasks_per_node=1,
+        gpus_per_node=args.gpus_per_node,
+        slurm_array_parallelism=args.nodes,
+    )
     optional = dict(
-        cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, slurm_partition=args.partition,
-        slurm_account=args.account, slurm_qos=args.qos, slurm_constraint=args.constraint,
+        cpus_per_task=args.cpus_per_task,
+        mem_gb=args.mem_gb,
+        slurm_partition=args.partition,
+        slurm_account=args.account,
+        slurm_qos=args.qos,
+        slurm_constraint=args.constraint,
         slurm_setup=args.setup,
-    )  # fmt: skip
+    )
     params.update({k: v for k, v in optional.items() if v is not None})
     executor.update_parameters(**params)
     return executor

@@ -25,8 +25,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench.cell.batches import channel_stats
 from bench.cell.checkpoints import load_run
-from bench.cell.data import balanced_order, channel_stats, load_splits, make_subsets
+from bench.cell.datasets import load_splits
+from bench.cell.subsets import balanced_order, make_subsets
 from bench.errors import ArgumentParser, BenchError
 from bench.results.layout import StudyDir
 from bench.results.records import atomic_write_text

@@ -10,7 +10,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python -c "import torch, timm, pytorch_lightning as pl; print('torch', torch.__version__, 'timm', timm.__version__, 'lightning', pl.__version__)" | tee -a "$OUT/gpu.txt"
 python benchmarks/device/pack.py unpack .device/cifar10.pack /tmp/cifar10-jpeg
 python -c "
-from bench.cell.config import Cell; from bench.cell.data import load_splits
+from bench.cell.config import Cell; from bench.cell.datasets import load_splits
 s = load_splits(Cell(dataset='imagefolder', data_dir='/tmp/cifar10-jpeg')); print('cached', tuple(s.train_x.shape))"
 timeout "${BENCH_S:-120}" python benchmarks/throughput.py --device=cuda 2>&1 | grep -v -i warn | tee "$OUT/throughput.txt"
 start=$(date +%s)

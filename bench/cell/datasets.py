@@ -1,8 +1,10 @@
-"""Datasets as uint8 tensors, nested class-balanced subsets, and batches that live on the device.
+"""Datasets decoded once into uint8 tensors, cached on disk; training never touches PIL.
 
-Every dataset is decoded once into a uint8 tensor cache on disk; training never touches PIL.
-Batches are slices of tensors already on the training device, augmented there (random crop with
-padding, horizontal flip), so the training loop does no per-image Python work.
+Sources: ``synthetic`` (generated, learnable), ``digits`` (scikit-learn's 1,797 real digits),
+``cifar10``/``cifar100`` (torchvision, downloaded into ``data_dir``) and ``imagefolder``
+(``data_dir/train/<class>/*`` and ``test/`` or ``val/``, any format PIL reads). Each is decoded
+at the cell's image size into ``Splits`` and kept in ``cache_dir`` (``BENCH_CACHE``,
+``~/.cache/bench``) under a key that changes when the source does.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from bench.cell.batches import augment
 from bench.cell.config import Cell
 from bench.errors import BenchError
 
-VAL_SEED = 20240  # the validation split is the same for every cell, whatever its seed
 SYNTHETIC_SEED = 1234
 
 
@@ -224,125 +226,3 @@ def _read_image(path: Path, img_size: int):
             return np.asarray(im, dtype=np.uint8)
     except Exception as e:
         raise BenchError(f"cannot read image {path}: {e.__class__.__name__}") from None
-
-
-# ---------------------------------------------------------------------- splits and subsets
-def val_size_for(cell: Cell, n_available: int) -> int:
-    if cell.val_size is not None:
-        return cell.val_size
-    return min(5000, n_available // 10)
-
-
-def balanced_order(y: torch.Tensor, seed: int) -> torch.Tensor:
-    """All indices, interleaved class by class in a seeded order.
-
-    Any prefix of this order is class-balanced (to within one image per class), and a shorter
-    prefix lies inside a longer one: subsets of one seed are nested by construction.
-    """
-    g = torch.Generator().manual_seed(seed)
-    classes = torch.unique(y)
-    per_class = [(y == c).nonzero().flatten() for c in classes]
-    per_class = [idx[torch.randperm(len(idx), generator=g)] for idx in per_class]
-    class_order = torch.randperm(len(classes), generator=g).tolist()
-    order = []
-    for rank in range(max(len(idx) for idx in per_class)):
-        order += [per_class[c][rank].item() for c in class_order if rank < len(per_class[c])]
-    return torch.tensor(order, dtype=torch.int64)
-
-
-@dataclass
-class Subsets:
-    train_idx: torch.Tensor
-    val_idx: torch.Tensor
-
-
-def make_subsets(cell: Cell, train_y: torch.Tensor, num_classes: int) -> Subsets:
-    """Hold out a fixed validation split, then take the cell's nested, balanced training subset."""
-    n_total = len(train_y)
-    n_val = val_size_for(cell, n_total)
-    fixed = balanced_order(train_y, VAL_SEED)
-    val_idx, pool = fixed[:n_val], fixed[n_val:]
-    if cell.n_train == "all":
-        n = len(pool)
-    else:
-        n = cell.n_train
-        if n > len(pool):
-            raise BenchError(
-                f"n_train={n} is larger than the training split: {len(pool)} images "
-                f"({n_total} less {n_val} held out for validation)"
-            )
-        if n < num_classes:
-            raise BenchError(f"n_train={n} is below the number of classes ({num_classes})")
-    order = balanced_order(train_y[pool], cell.seed)
-    return Subsets(train_idx=pool[order[:n]], val_idx=val_idx)
-
-
-# ---------------------------------------------------------------------- batches on the device
-def channel_stats(
-    x: torch.Tensor, idx: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of (at most 10,000 of) the images ``x[idx]``, in [0, 1] units.
-
-    Indexing only the first 10,000 indices avoids copying a whole training subset to estimate them.
-    """
-    xf = (x[idx[:10000]] if idx is not None else x[:10000]).float() / 255.0
-    return xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3)).clamp_min(1e-3)
-
-
-def augment(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
-    """Random crop with zero padding and horizontal flip, for a whole uint8 batch at once."""
-    b, c, h, w = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (b,), device=x.device, generator=g)
-    dx = torch.randint(0, 2 * pad + 1, (b,), device=x.device, generator=g)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-    batch = torch.arange(b, device=x.device)[:, None, None, None]
-    chan = torch.arange(c, device=x.device)[None, :, None, None]
-    out = xp[batch, chan, rows, cols]
-    flip = torch.rand(b, device=x.device, generator=g) < 0.5
-    return torch.where(flip[:, None, None, None], out.flip(3), out)
-
-
-class DeviceBatches:
-    """An epoch of shuffled (and optionally augmented) batches sliced from on-device tensors.
-
-    Yields uint8 images; normalisation happens in the model wrapper, so the data moved and
-    indexed is a quarter of the float size.
-    """
-
-    def __init__(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        batch_size: int,
-        *,
-        shuffle: bool,
-        augment_pad: int = 0,
-        seed: int = 0,
-        drop_last: bool = False,
-    ):
-        self.x, self.y = x, y
-        self.batch_size = batch_size
-        self.shuffle, self.pad, self.drop_last = shuffle, augment_pad, drop_last
-        self.g = torch.Generator(device=x.device).manual_seed(seed)
-
-    def __len__(self) -> int:
-        n = len(self.y)
-        return (
-            n // self.batch_size
-            if self.drop_last and n >= self.batch_size
-            else -(-n // self.batch_size)
-        )
-
-    def __iter__(self):
-        n = len(self.y)
-        order = torch.randperm(n, device=self.x.device, generator=self.g) if self.shuffle else None
-        for i in range(len(self)):
-            sl = slice(i * self.batch_size, min(n, (i + 1) * self.batch_size))
-            idx = order[sl] if order is not None else None
-            xb = self.x[idx] if idx is not None else self.x[sl]
-            yb = self.y[idx] if idx is not None else self.y[sl]
-            if self.pad:
-                xb = augment(xb, self.pad, self.g)
-            yield xb, yb

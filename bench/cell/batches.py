@@ -1,0 +1,110 @@
+"""Batches that live on the training device: slices of uint8 tensors, augmented there.
+
+The training loop does no per-image Python work: a batch is an index into tensors already on the
+device, augmented for the whole batch at once (random crop with padding, horizontal flip), and
+normalised inside the model wrapper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def channel_stats(
+    x: torch.Tensor, idx: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of (at most 10,000 of) the images ``x[idx]``, in [0, 1] units.
+
+    Indexing only the first 10,000 indices avoids copying a whole training subset to estimate them.
+    """
+    xf = (x[idx[:10000]] if idx is not None else x[:10000]).float() / 255.0
+    return xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3)).clamp_min(1e-3)
+
+
+def augment(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding and horizontal flip, for a whole uint8 batch at once."""
+    b, c, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b,), device=x.device, generator=g)
+    dx = torch.randint(0, 2 * pad + 1, (b,), device=x.device, generator=g)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    out = xp[batch, chan, rows, cols]
+    flip = torch.rand(b, device=x.device, generator=g) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+PERMUTE_SEED = 7  # one permutation for every cell of a study: the task, not the seed, fixes it
+
+
+class PatchPermutation:
+    """Shuffle the ``block`` x ``block``-pixel tiles of uint8 images [B, C, H, W] by one fixed,
+    seeded permutation of the tile grid (the same for every image and every call)."""
+
+    def __init__(self, img_size: int, block: int, seed: int = PERMUTE_SEED):
+        if img_size % block:
+            raise ValueError(f"block {block} does not divide the image side {img_size}")
+        self.grid = img_size // block
+        self.block = block
+        g = torch.Generator().manual_seed(seed)
+        self.order = torch.randperm(self.grid * self.grid, generator=g)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        n, k = self.grid, self.block
+        tiles = x.reshape(b, c, n, k, n, k).permute(0, 1, 2, 4, 3, 5).reshape(b, c, n * n, k, k)
+        tiles = tiles[:, :, self.order.to(x.device)]
+        return tiles.reshape(b, c, n, n, k, k).permute(0, 1, 2, 4, 3, 5).reshape(b, c, h, w)
+
+
+class DeviceBatches:
+    """An epoch of shuffled (and optionally augmented) batches sliced from on-device tensors.
+
+    Yields uint8 images; normalisation happens in the model wrapper, so the data moved and
+    indexed is a quarter of the float size.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        augment_pad: int = 0,
+        seed: int = 0,
+        drop_last: bool = False,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle, self.pad, self.drop_last = shuffle, augment_pad, drop_last
+        self.transform = transform  # after augmentation, on every batch (e.g. PatchPermutation)
+        self.g = torch.Generator(device=x.device).manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        return (
+            n // self.batch_size
+            if self.drop_last and n >= self.batch_size
+            else -(-n // self.batch_size)
+        )
+
+    def __iter__(self):
+        n = len(self.y)
+        order = torch.randperm(n, device=self.x.device, generator=self.g) if self.shuffle else None
+        for i in range(len(self)):
+            sl = slice(i * self.batch_size, min(n, (i + 1) * self.batch_size))
+            idx = order[sl] if order is not None else None
+            xb = self.x[idx] if idx is not None else self.x[sl]
+            yb = self.y[idx] if idx is not None else self.y[sl]
+            if self.pad:
+                xb = augment(xb, self.pad, self.g)
+            if self.transform is not None:
+                xb = self.transform(xb)
+            yield xb, yb
