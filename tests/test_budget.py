@@ -125,3 +125,27 @@ def test_a_vit_with_learned_positions_is_blind_to_the_permutation():
         vit.pos_embed.data = torch.cat([pos[:, :1], pos[:, 1:][:, perm.order]], dim=1)
         after = vit(perm(x))
     assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_dry_run_totals_the_images_the_budget_rule_gives(tmp_path, capsys):
+    """cifar10 n_train=all is 45,000 images (5,000 held out): 200 epochs capped at 9M, vs 1.5M."""
+    sweep = {
+        "name": "cost",
+        "method": "grid",
+        "command": ["bench", "run", "${args}"],
+        "parameters": {
+            "study": {"value": "cost"},
+            "dataset": {"value": "cifar10"},
+            "family": {"values": ["vit", "resnet"]},
+            "size": {"value": "s"},
+            "n_train": {"values": [1000, "all"]},
+            **{k: {"value": v} for k, v in GROWING.items()},
+        },
+    }
+    path = tmp_path / "cost.yaml"
+    path.write_text(json.dumps(sweep))
+    assert bench("grid", str(path), "--dry-run", f"--results_dir={tmp_path}") == 0
+    out = capsys.readouterr().out
+    # per family: 1.5M at n=1000 + min(200 * 45,000, 9M) = 10.5M; two families: 21.0M
+    assert "budget: 21.0M images seen in all" in out
+    assert "of H200 time" in out

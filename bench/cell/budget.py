@@ -37,6 +37,20 @@ class Budget:
         return {**asdict(self), "examples": self.examples, "epochs": round(self.epochs, 4)}
 
 
+def val_size_for(cell: Cell, n_available: int) -> int:
+    """Validation images held out of a training split of ``n_available`` images."""
+    if cell.val_size is not None:
+        return cell.val_size
+    return min(5000, n_available // 10)
+
+
+def train_size_for(cell: Cell, n_available: int) -> int:
+    """Training images of the cell once validation is held out (``n_train='all'``: the rest)."""
+    if cell.n_train == "all":
+        return n_available - val_size_for(cell, n_available)
+    return int(cell.n_train)
+
+
 def resolve_budget(cell: Cell, n_train: int) -> Budget:
     """The cell's budget in steps for ``n_train`` training images."""
     batch = min(cell.batch_size, n_train)

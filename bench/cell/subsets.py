@@ -7,16 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.cell.budget import val_size_for
 from bench.cell.config import Cell
 from bench.errors import BenchError
 
 VAL_SEED = 20240  # the validation split is the same for every cell, whatever its seed
-
-
-def val_size_for(cell: Cell, n_available: int) -> int:
-    if cell.val_size is not None:
-        return cell.val_size
-    return min(5000, n_available // 10)
 
 
 def balanced_order(y: torch.Tensor, seed: int) -> torch.Tensor:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from bench.clock import fmt_duration
 from bench.errors import ArgumentParser, BenchError
+from bench.study.estimate import grid_cost
 from bench.study.jobs import Proposals, finished_runs, grid_jobs, make_job, records_dir_for
 from bench.study.runner import Runner, slots_for
 from bench.study.slurm import node_argv, submit_slurm
-from bench.study.sweep_config import Sweep, expand, load_sweep
+from bench.study.sweep_config import Sweep, expand, load_sweep, to_cell
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,7 +156,7 @@ def dry_run(sweep: Sweep, args: argparse.Namespace) -> int:
         )
         what = f"{len(proposals)} sample proposals (the engine draws new ones each time; --count bounds a run)"
     print(f"study {sweep.study}: method {sweep.method}, {what}")
-    invalid, done, shown = [], 0, None
+    invalid, done, shown, cells = [], 0, None, []
     for params in proposals:
         label = " ".join(f"{k}={params[k]}" for k in sweep.varied if k in params)
         try:
@@ -164,6 +166,7 @@ def dry_run(sweep: Sweep, args: argparse.Namespace) -> int:
             print(f"  INVALID  {label}: {str(e).rsplit(': ', 1)[-1]}")
             continue
         shown = shown or job
+        cells.append(to_cell(params, args.results_dir))
         state = "done" if job.done() else "todo"
         done += state == "done"
         print(f"  {state:<8} {job.run_id:<32} {label}")
@@ -175,4 +178,9 @@ def dry_run(sweep: Sweep, args: argparse.Namespace) -> int:
             f"{len(invalid)} of {len(proposals)} cells are invalid; first: {invalid[0]}"
         )
     print(f"{len(proposals)} cells: {done} done, {len(proposals) - done} to run")
+    cost = grid_cost(cells)
+    print(
+        f"budget: {cost.images / 1e6:,.1f}M images seen in all; about {fmt_duration(cost.gpu_s)} "
+        "of H200 time one cell at a time (measured single-cell rates; packing is faster)"
+    )
     return 0
