@@ -80,3 +80,64 @@ def test_yaml_error_names_file_line_and_column(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert f"{path}:3:24: not valid YAML" in err and "flow sequence" in err
+
+
+# ---------------------------------------------------------------------- 6. --config config.yaml
+def wandb_config_yaml(path: Path, cell: Cell, **extra) -> Path:
+    """A run's config.yaml as W&B writes it (wandb's own writer), from the config a cell logs."""
+    from wandb.sdk.lib.config_util import save_config_file_from_dict
+
+    logged = {**cell.to_dict(), "run_id": cell.run_id, "params": 12345, **extra}
+    wrapped = {k: {"desc": None, "value": v} for k, v in logged.items()}
+    wrapped["_wandb"] = {"desc": None, "value": {"cli_version": "0.31.0", "t": {"1": [1, 5]}}}
+    save_config_file_from_dict(str(path), wrapped)
+    return path
+
+
+TINY_CELL = dict(
+    study="rerun",
+    dataset="synthetic",
+    family="vit",
+    size="xxs",
+    n_train=200,
+    batch_size=64,
+    steps=4,
+    evals=1,
+    wandb="disabled",
+    progress=False,
+)
+
+
+def test_rerun_a_wandb_runs_config_yaml_here(in_tmp, capsys):
+    ran = Cell.from_dict({**TINY_CELL, "results_dir": "/scratch/elsewhere/runs", "force": True})
+    cfg = wandb_config_yaml(in_tmp / "config.yaml", ran)
+    assert yaml.safe_load(cfg.read_text())["family"] == {"desc": None, "value": "vit"}
+    assert bench("run", "--config", str(cfg)) == 0
+    record = in_tmp / "results" / "rerun" / "runs" / f"{ran.run_id}.json"
+    assert record.is_file()  # the same cell, into this machine's study folder
+    assert "was run as" not in capsys.readouterr().err
+    # a flag wins over the file: another seed is another cell, and bench says so
+    assert bench("run", "--config", str(cfg), "--seed=1", "--steps=2") == 0
+    err = capsys.readouterr().err
+    assert f"was run as {ran.run_id}" in err
+    seeded = Cell.from_dict({**TINY_CELL, "seed": 1, "steps": 2})
+    assert (in_tmp / "results" / "rerun" / "runs" / f"{seeded.run_id}.json").is_file()
+
+
+def test_config_yaml_unknown_keys_are_one_line_naming_them(in_tmp, capsys):
+    cfg = wandb_config_yaml(in_tmp / "config.yaml", Cell(), optimizer="sgd", momentum=0.9)
+    assert bench("run", "--config", str(cfg)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown fields momentum, optimizer" in err, err
+    plain = in_tmp / "plain.yaml"
+    plain.write_text("family: vit\nwarmupp: 0.1\n")
+    assert bench("run", "--config", str(plain)) == 2
+    assert "unknown field warmupp" in capsys.readouterr().err
+
+
+def test_config_yaml_error_names_line_and_column(in_tmp, capsys):
+    bad = in_tmp / "bad.yaml"
+    bad.write_text("family: vit\nsize: [xs\n")
+    assert bench("run", "--config", str(bad)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{bad}:3:1: not valid YAML" in err, err

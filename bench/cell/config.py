@@ -11,12 +11,11 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
-import yaml
-
+from bench.cell.config_file import read_config_file
 from bench.errors import ArgumentParser, BenchError
 from bench.results.layout import StudyDir
 
@@ -340,7 +339,9 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument(
-        "--config", metavar="FILE.yaml", help="base values for any field (CLI wins)"
+        "--config",
+        metavar="FILE.yaml",
+        help="base values for any field, plain or a W&B run's config.yaml (CLI wins)",
     )
     cell_group = parser.add_argument_group("cell fields (identity of the experiment)")
     run_group = parser.add_argument_group("runtime fields (not part of the run_id)")
@@ -366,24 +367,13 @@ def parse_cell_args(
     if extra:
         raise BenchError(f"unknown argument {extra[0]!r} (see --help)")
     values: dict[str, Any] = {}
-    config_file = getattr(ns, "config", None)
-    if config_file:
-        values.update(load_yaml_values(config_file))
     cell_names = {f.name for f in fields(Cell)}
+    ran_as = None
+    if getattr(ns, "config", None):  # a plain YAML or a W&B run's config.yaml
+        file_values, ran_as = read_config_file(ns.config, cell_names)
+        values.update(file_values)
     values.update({k: v for k, v in vars(ns).items() if k in cell_names})
-    return Cell.from_dict(values), ns
-
-
-def load_yaml_values(path: str) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise BenchError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise BenchError(
-            f"config file {path} is not valid YAML: {str(e).splitlines()[0]}"
-        ) from None
-    if not isinstance(data, dict):
-        raise BenchError(f"config file {path} must hold a mapping of field: value")
-    return data
+    cell = Cell.from_dict(values)
+    if ran_as and ran_as != cell.run_id:
+        print(f"note: {ns.config} was run as {ran_as}; this cell is {cell.run_id}", file=sys.stderr)
+    return cell, ns
