@@ -3,16 +3,24 @@ and a W&B run's config.yaml as the base of `bench run`. Real wandb, offline; no 
 
 from __future__ import annotations
 
+import csv
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from bench.analysis.wandb_run import analysis_run_id
 from bench.cell.config import Cell
 from bench.study.jobs import grid_jobs
+from bench.study.pull import inspect_offline, wandb_command
 from bench.study.sweep_config import expand, load_sweep
 from tests.conftest import REPO, bench
+from tests.test_analyze import write_study
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 YAML_BLOCK = re.compile(r"```yaml\n(.*?)```", re.S)
@@ -80,6 +88,95 @@ def test_yaml_error_names_file_line_and_column(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert f"{path}:3:24: not valid YAML" in err and "flow sequence" in err
+
+
+# ---------------------------------------------------------------------- 2. the analysis run
+def offline_log(run_dir: Path) -> list[dict]:
+    """Every record of an offline run's .wandb log, read back by wandb itself."""
+    cmd = [*wandb_command(), "leet", "inspect", "--json", str(run_dir)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def logged_files(log: list[dict]) -> set[str]:
+    return {f["path"] for r in log if r["type"] == "files" for f in r["files"]["files"]}
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    """A study analysed twice with --wandb=offline: two offline folders of one run."""
+    root = tmp_path_factory.mktemp("analysis")
+    folder = write_study(
+        root / "synthetic", sizes={"xs": 1e6, "s": 4e6}, n_train=(500, 1500, 4000, 12000), seeds=1
+    )
+    mp = pytest.MonkeyPatch()
+    mp.setenv("WANDB_DIR", str(root))
+    try:
+        for _ in range(2):
+            assert bench("analyze", str(folder), "--bootstrap=20", "--wandb=offline") == 0
+    finally:
+        mp.undo()
+    return folder, sorted((root / "wandb").glob("offline-run-*"))
+
+
+def test_analysis_run_is_one_run_per_study_in_its_group(analysed):
+    _, runs = analysed
+    assert len(runs) == 2  # analysed twice...
+    for run_dir in runs:  # ...into one W&B run: same id, which `wandb sync` resumes
+        run = next(r["run"] for r in offline_log(run_dir) if r["type"] == "run")
+        assert run["run_id"] == analysis_run_id("synthetic")
+        assert run["run_group"] == "synthetic" and run["job_type"] == "analysis"
+        assert run["resume"] is True
+    assert analysis_run_id("synthetic") != analysis_run_id("other")
+
+
+def test_analysis_run_holds_figures_table_fits_and_report(analysed):
+    folder, runs = analysed
+    log = offline_log(runs[-1])
+    files = logged_files(log)
+    figures = sorted(p.stem for p in (folder / "figures").glob("*.png"))
+    assert len(figures) >= 4
+    for stem in figures:  # every figure as a wandb.Image
+        assert any(f.startswith(f"media/images/figures/{stem}_") for f in files), (stem, files)
+    assert {"report.md", "fits.json", "summary.csv"} <= files
+    run_files = runs[-1] / "files"
+    assert (run_files / "report.md").read_text() == (folder / "report.md").read_text()
+    # the summary table, as the table W&B stores
+    table_file = next(f for f in files if f.startswith("media/table/tables/summary"))
+    table = json.loads((run_files / table_file).read_text())
+    rows = list(csv.reader((folder / "summary.csv").open()))
+    assert table["columns"] == rows[0] and len(table["data"]) == len(rows) - 1
+    # fits.json (break-even included) flattened into the summary
+    summary = inspect_offline(runs[-1]).summary
+    fits = json.loads((folder / "fits.json").read_text())
+    assert summary["break_even/x"] == pytest.approx(fits["break_even"]["x"])
+    assert summary["break_even/p_no_crossing"] == pytest.approx(fits["break_even"]["p_no_crossing"])
+    assert summary["fits/vit/params/b"] == pytest.approx(fits["fits"]["vit"]["params"]["b"])
+    assert summary["cells"] == fits["cells"] and "break-even" in summary["break_even_text"].lower()
+    assert summary["figures/error_vs_n"]["_type"] == "image-file"
+    assert summary["tables/summary"]["_type"] == "table-file"
+
+
+def test_analysis_online_without_credentials_is_one_line(analysed, monkeypatch, tmp_path, capsys):
+    folder, _ = analysed
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert bench("analyze", str(folder), "--bootstrap=20", "--wandb=online") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no W&B credentials" in err[0]
+    assert "report:" not in capsys.readouterr().out  # refused before any work
+
+
+def test_analysis_logging_never_imports_torch(analysed, tmp_path):
+    folder, _ = analysed
+    code = (
+        "import sys; from bench.cli import main; "
+        f"rc = main(['analyze', {str(folder)!r}, '--bootstrap=5', '--wandb=offline']); "
+        "print(rc, 'torch' in sys.modules)"
+    )
+    env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.strip().splitlines()[-1] == "0 False", out.stderr[-2000:]
 
 
 # ---------------------------------------------------------------------- 6. --config config.yaml
