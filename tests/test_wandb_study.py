@@ -15,7 +15,10 @@ import pytest
 import yaml
 
 from bench.analysis.wandb_run import analysis_run_id
+from bench.cell.artifacts import RemoteRef, artifact_name, parse_ref
+from bench.cell.checkpoints import load_run
 from bench.cell.config import Cell
+from bench.errors import BenchError
 from bench.study.jobs import grid_jobs
 from bench.study.pull import inspect_offline, wandb_command
 from bench.study.sweep_config import expand, load_sweep
@@ -111,6 +114,7 @@ def analysed(tmp_path_factory):
     )
     mp = pytest.MonkeyPatch()
     mp.setenv("WANDB_DIR", str(root))
+    mp.setenv("WANDB_DATA_DIR", str(root / "wandb-data"))  # the table's staged files
     try:
         for _ in range(2):
             assert bench("analyze", str(folder), "--bootstrap=20", "--wandb=offline") == 0
@@ -174,9 +178,111 @@ def test_analysis_logging_never_imports_torch(analysed, tmp_path):
         f"rc = main(['analyze', {str(folder)!r}, '--bootstrap=5', '--wandb=offline']); "
         "print(rc, 'torch' in sys.modules)"
     )
-    env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
+    env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_DATA_DIR": str(tmp_path / "data")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.stdout.strip().splitlines()[-1] == "0 False", out.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------- 3. artifacts
+@pytest.fixture(scope="module")
+def logged_model(tmp_path_factory):
+    """A tiny ViT cell trained offline with log_model=best: (workdir, cell, its offline run)."""
+    root = tmp_path_factory.mktemp("artifact")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(root)
+    mp.setenv("WANDB_DIR", str(root))
+    mp.setenv("WANDB_DATA_DIR", str(root / "wandb-data"))  # wandb stages artifact files here
+    mp.setenv("WANDB_CACHE_DIR", str(root / "wandb-cache"))
+    cell = Cell.from_dict({**TINY_CELL, "study": "art", "wandb": "offline", "log_model": "best"})
+    try:
+        args = [f"--{k}={v}" for k, v in cell.to_dict().items() if v is not None]
+        assert bench("run", *args) == 0
+    finally:
+        mp.undo()
+    (run_dir,) = sorted((root / "wandb").glob("offline-run-*"))
+    return root, cell, run_dir
+
+
+def model_artifact(run_dir: Path) -> dict:
+    arts = [r["artifact"] for r in offline_log(run_dir) if r["type"] == "artifact"]
+    (art,) = [a for a in arts if a["type"] == "model"]
+    return art
+
+
+def test_log_model_writes_the_checkpoint_and_record_into_the_offline_run(logged_model):
+    root, cell, run_dir = logged_model
+    art = model_artifact(run_dir)
+    assert art["name"] == artifact_name(cell.run_id) and set(art["aliases"]) >= {"best", "latest"}
+    files = {e["path"]: e for e in art["manifest"]["contents"]}
+    assert set(files) == {"best.ckpt", "record.json"}
+    record = json.loads((root / "results" / "art" / "runs" / f"{cell.run_id}.json").read_text())
+    assert json.loads(Path(files["record.json"]["local_path"]).read_text()) == record
+    ckpt = Path(record["checkpoint"])
+    assert int(files["best.ckpt"]["size"]) == (root / ckpt).stat().st_size
+    assert json.loads(art["metadata"])["run_id"] == cell.run_id
+
+
+def test_log_model_off_logs_no_artifact(in_tmp, monkeypatch):
+    monkeypatch.setenv("WANDB_DIR", str(in_tmp))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(in_tmp / "wandb-data"))
+    args = [f"--{k}={v}" for k, v in {**TINY_CELL, "wandb": "offline"}.items()]
+    assert bench("run", *args) == 0
+    (run_dir,) = sorted((in_tmp / "wandb").glob("offline-run-*"))
+    assert not [r for r in offline_log(run_dir) if r["type"] == "artifact"]
+
+
+def test_a_downloaded_artifact_folder_is_a_run_for_probe(logged_model, tmp_path, capsys):
+    """The folder an artifact downloads to (its files, as staged by wandb) loads like a local run."""
+    _, cell, run_dir = logged_model
+    download = tmp_path / "model-download"
+    download.mkdir()
+    for entry in model_artifact(run_dir)["manifest"]["contents"]:
+        (download / entry["path"]).write_bytes(Path(entry["local_path"]).read_bytes())
+    record, loaded, arch, model = load_run(download)
+    assert record["run_id"] == cell.run_id and loaded.run_id == cell.run_id
+    assert arch.family == "vit" and sum(p.numel() for p in model.parameters()) == record["params"]
+    out = tmp_path / "probes"
+    args = ["probe", str(download), f"--out={out}", "--n_images=8", "--device=cpu"]
+    assert bench(*args) == 0
+    assert json.loads((out / "probe.json").read_text())["run_id"] == cell.run_id
+
+
+@pytest.mark.parametrize(
+    "ref, expected",
+    [
+        ("wandb:ent/proj/a1b2c3", RemoteRef("run", "ent/proj/a1b2c3")),
+        ("wandb:proj/a1b2c3", RemoteRef("run", "proj/a1b2c3")),
+        ("wandb-artifact:ent/proj/model-vit-xs-n100-s0-1a2b3c4d:best", None),
+        ("wandb-artifact://ent/proj/model-x", RemoteRef("artifact", "ent/proj/model-x:latest")),
+        ("wandb-artifact:proj/model-x:v3", RemoteRef("artifact", "proj/model-x:v3")),
+        ("results/s/runs/vit-xs-n100-s0-1a2b3c4d.json", None),
+        ("vit-xs-n100-s0-1a2b3c4d", None),
+    ],
+)
+def test_reference_parser(ref, expected):
+    got = parse_ref(ref)
+    if expected is None and ref.startswith("wandb"):
+        assert got == RemoteRef("artifact", ref.split(":", 1)[1]) and str(got) == ref
+    else:
+        assert got == expected
+
+
+@pytest.mark.parametrize(
+    "ref", ["wandb:abc", "wandb:e/p/r/x", "wandb:e//r", "wandb-artifact:e/p/m:a b"]
+)
+def test_a_malformed_reference_says_the_syntax(ref):
+    with pytest.raises(BenchError, match="is not a W&B reference: write wandb"):
+        parse_ref(ref)
+
+
+@pytest.mark.parametrize("command", ["probe", "finetune"])
+def test_a_wandb_reference_without_credentials_is_one_line(command, in_tmp, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(in_tmp))  # no ~/.netrc
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    extra = ["--img_size=32"] if command == "finetune" else []
+    assert bench(command, "wandb:ent/proj/a1b2c3", *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "wandb:ent/proj/a1b2c3: no W&B credentials" in err[0], err
 
 
 # ---------------------------------------------------------------------- 6. --config config.yaml

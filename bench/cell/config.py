@@ -25,6 +25,7 @@ DATASETS = ("synthetic", "digits", "cifar10", "cifar100", "imagefolder")
 POOLS = ("cls", "mean")
 POS_EMBEDS = ("learned", "sincos")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+LOG_MODELS = ("off", "best")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 RESNET_DEPTHS = (10, 18, 34)
@@ -115,6 +116,12 @@ class Cell:
     )
     wandb_project: str = _f("bench", "W&B project", runtime=True)
     wandb_entity: str | None = _f(None, "W&B entity", runtime=True)
+    log_model: str = _f(
+        "off",
+        "best: the tested checkpoint and the record as a W&B model artifact of the run",
+        runtime=True,
+        choices=LOG_MODELS,
+    )
     device: str = _f("auto", "training device", runtime=True, choices=DEVICES)
     precision: str = _f(
         "auto", "auto = bf16 autocast on GPU, fp32 on CPU", runtime=True, choices=PRECISIONS
