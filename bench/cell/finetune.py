@@ -79,6 +79,7 @@ RUNTIME_FIELDS = (
     "wandb",
     "wandb_project",
     "wandb_entity",
+    "log_model",
     "device",
     "precision",
     "compile",
