@@ -1,12 +1,16 @@
-"""The software a record was produced with: versions and the project's git commit."""
+"""The software a record was produced with (versions, the project's git commit), and whether this
+machine holds W&B credentials."""
 
 from __future__ import annotations
 
+import netrc
+import os
 import platform
 import subprocess
 from functools import cache
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlparse
 
 
 def _version(pkg: str) -> str | None:
@@ -38,3 +42,14 @@ def environment() -> dict:
         "bench": _version("bench"),
         "git_commit": git_commit(),
     }
+
+
+def has_credentials() -> bool:
+    """A W&B API key in the environment or in ~/.netrc for the W&B host (never prompts)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False

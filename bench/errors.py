@@ -14,3 +14,18 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise BenchError(f"{message} (see {self.prog} --help)")
+
+
+def yaml_error(where: str, e: Exception) -> BenchError:
+    """A YAML parse error as one line ``FILE:LINE:COLUMN: ...`` (1-based, as editors count).
+
+    PyYAML's own message spans several lines with a caret drawing; only its marks and problem
+    are kept. Duck-typed, so this module does not import yaml.
+    """
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    if mark is None:
+        return BenchError(f"{where}: not valid YAML: {problem}")
+    what = f"{problem} ({context})" if context else problem
+    return BenchError(f"{where}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {what}")

@@ -121,8 +121,7 @@ def test_bad_parameter_block_gives_engine_message(tmp_path, capsys):
     [
         ({"parameters": {"opt": {"parameters": {"lr": {"values": [0.1, 0.01]}}}}}, "nested block"),
         ({"parameters": {"lr": {"value": None}}}, "non-null"),
-        ({"parameters": {"study": {"value": "other"}}}, "sweep's name"),
-        ({"parameters": {"study": None}}, "study: {value: smoke}"),
+        ({"parameters": {"study": {"values": ["a", "b"]}}}, "study must be one name"),
         ({"command": ["bench", "run"]}, "no ${args}"),
         ({"parameters": {"family": {"values": ["vit", "mlp"]}}}, "family='mlp'"),
     ],

@@ -1,10 +1,13 @@
 """``bench analyze``: from a study's records to summary.csv, fits.json, figures and report.md.
 
     bench analyze results/<study> [--bootstrap 1000] [--seed 0] [--families resnet vit]
+                                  [--wandb=online|offline]
 
 Reads every completed record under the folder (recursively) and regenerates, in that folder:
 ``summary.csv``, ``fits.json``, ``figures/*.png`` and ``report.md``. Everything is sorted and the
-bootstrap is seeded, so two runs on the same records give byte-identical files.
+bootstrap is seeded, so two runs on the same records give byte-identical files. With
+``--wandb=online|offline`` the same files also go to the study's own W&B run
+(:mod:`bench.analysis.wandb_run`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.analysis import fits, plots, report
+from bench.analysis import fits, plots, report, wandb_run
 from bench.analysis.frame import load_study, missing_cells, select_families, size_orders, summarize
 from bench.errors import ArgumentParser, BenchError
 from bench.results.layout import StudyDir
@@ -120,14 +123,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--families", nargs="+", metavar="FAMILY", help="families to analyse (default: all present)"
     )
+    p.add_argument(
+        "--wandb",
+        choices=wandb_run.MODES,
+        default="off",
+        help="also log figures, table, fits and report to the study's W&B run (default off)",
+    )
+    p.add_argument("--wandb_project", "--wandb-project", help="default: the cells' project")
+    p.add_argument("--wandb_entity", "--wandb-entity", help="default: the cells' entity")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    wandb_run.check_mode(args.wandb)
     doc = analyze(args.study_dir, bootstrap=args.bootstrap, seed=args.seed, families=args.families)
     print(f"report: {doc['report']}")
     for note in doc["notes"]:
         print(f"note: {note}")
     print(doc["break_even_text"])
+    if args.wandb != "off":
+        where = wandb_run.log_analysis(
+            StudyDir.at(args.study_dir),
+            doc["study"],
+            args.wandb,
+            args.wandb_project,
+            args.wandb_entity,
+            headline=doc["break_even_text"],
+        )
+        sync = f" (upload: wandb sync {where['dir']})" if where["mode"] == "offline" else ""
+        print(f"W&B {where['mode']}: analysis run {where['path'] or where['id']}{sync}")
     return 0

@@ -3,6 +3,8 @@
     record, cell, arch, model = load_run("vit-s-n2000-s0-1a2b3c4d")          # a run_id
     record, cell, arch, model = load_run("results/cifar10/runs/<run_id>.json")  # a record
     record, cell, arch, model = load_run("results/cifar10/checkpoints/<run_id>/best.ckpt")
+    record, cell, arch, model = load_run("wandb:ENTITY/PROJECT/RUN_ID")  # its model artifact
+    record, cell, arch, model = load_run("wandb-artifact:ENTITY/PROJECT/model-<run_id>:best")
 
 Every Lightning checkpoint of a cell holds ``checkpoint["bench"] = {"cell", "arch", "run_id"}``
 (see ``CellModule.on_save_checkpoint``), so a checkpoint alone is enough to rebuild the model;
@@ -18,6 +20,7 @@ from typing import Any
 
 import torch
 
+from bench.cell.artifacts import RECORD_FILE, fetch, parse_ref
 from bench.cell.config import Cell
 from bench.cell.models import Arch, build_model
 from bench.errors import BenchError
@@ -28,10 +31,15 @@ MODEL_PREFIX = "model."
 
 
 def load_run(ref: str | Path, results_root: str | Path = "results"):
-    """``(record | None, cell, arch, model)`` for a run_id, a record ``.json`` or a ``.ckpt``.
+    """``(record | None, cell, arch, model)`` for a run_id, a record ``.json``, a ``.ckpt``, a
+    folder (a checkpoint folder, or a downloaded artifact: record.json + best.ckpt) or a W&B
+    reference (downloaded first, see :mod:`bench.cell.artifacts`).
 
     The model is on the CPU, in eval mode, with the checkpoint's weights.
     """
+    remote = parse_ref(str(ref))
+    if remote is not None:
+        ref = fetch(remote)
     record, ckpt_path = resolve(ref, results_root)
     cell, arch, model = load_checkpoint(ckpt_path)
     if record is None:
@@ -50,9 +58,10 @@ def resolve(ref: str | Path, results_root: str | Path = "results") -> tuple[dict
             raise BenchError(f"checkpoint {ref_s} does not exist")
         return None, path
     if path.is_dir():
+        record = _read(path / RECORD_FILE) if (path / RECORD_FILE).is_file() else None
         for name in ("best.ckpt", "last.ckpt"):
             if (path / name).is_file():
-                return None, path / name
+                return record, path / name
         raise BenchError(f"{ref_s} is a folder without best.ckpt or last.ckpt")
     if ref_s.endswith(".json"):
         if not path.is_file():
@@ -60,11 +69,15 @@ def resolve(ref: str | Path, results_root: str | Path = "results") -> tuple[dict
         record_file = path
     else:
         record_file = find_record(ref_s, results_root)
+    record = _read(record_file)
+    return record, checkpoint_of(record, record_file)
+
+
+def _read(record_file: Path) -> dict:
     try:
-        record = records.read_record(record_file)
+        return records.read_record(record_file)
     except (OSError, ValueError) as e:
         raise BenchError(f"cannot read record {record_file}: {e}") from None
-    return record, checkpoint_of(record, record_file)
 
 
 def find_record(run_id: str, results_root: str | Path = "results") -> Path:

@@ -11,12 +11,11 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
-import yaml
-
+from bench.cell.config_file import read_config_file
 from bench.errors import ArgumentParser, BenchError
 from bench.results.layout import StudyDir
 
@@ -26,6 +25,7 @@ DATASETS = ("synthetic", "digits", "cifar10", "cifar100", "imagefolder")
 POOLS = ("cls", "mean")
 POS_EMBEDS = ("learned", "sincos")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+LOG_MODELS = ("off", "best")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 RESNET_DEPTHS = (10, 18, 34)
@@ -116,6 +116,12 @@ class Cell:
     )
     wandb_project: str = _f("bench", "W&B project", runtime=True)
     wandb_entity: str | None = _f(None, "W&B entity", runtime=True)
+    log_model: str = _f(
+        "off",
+        "best: the tested checkpoint and the record as a W&B model artifact of the run",
+        runtime=True,
+        choices=LOG_MODELS,
+    )
     device: str = _f("auto", "training device", runtime=True, choices=DEVICES)
     precision: str = _f(
         "auto", "auto = bf16 autocast on GPU, fp32 on CPU", runtime=True, choices=PRECISIONS
@@ -340,7 +346,9 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument(
-        "--config", metavar="FILE.yaml", help="base values for any field (CLI wins)"
+        "--config",
+        metavar="FILE.yaml",
+        help="base values for any field, plain or a W&B run's config.yaml (CLI wins)",
     )
     cell_group = parser.add_argument_group("cell fields (identity of the experiment)")
     run_group = parser.add_argument_group("runtime fields (not part of the run_id)")
@@ -366,24 +374,13 @@ def parse_cell_args(
     if extra:
         raise BenchError(f"unknown argument {extra[0]!r} (see --help)")
     values: dict[str, Any] = {}
-    config_file = getattr(ns, "config", None)
-    if config_file:
-        values.update(load_yaml_values(config_file))
     cell_names = {f.name for f in fields(Cell)}
+    ran_as = None
+    if getattr(ns, "config", None):  # a plain YAML or a W&B run's config.yaml
+        file_values, ran_as = read_config_file(ns.config, cell_names)
+        values.update(file_values)
     values.update({k: v for k, v in vars(ns).items() if k in cell_names})
-    return Cell.from_dict(values), ns
-
-
-def load_yaml_values(path: str) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise BenchError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise BenchError(
-            f"config file {path} is not valid YAML: {str(e).splitlines()[0]}"
-        ) from None
-    if not isinstance(data, dict):
-        raise BenchError(f"config file {path} must hold a mapping of field: value")
-    return data
+    cell = Cell.from_dict(values)
+    if ran_as and ran_as != cell.run_id:
+        print(f"note: {ns.config} was run as {ran_as}; this cell is {cell.run_id}", file=sys.stderr)
+    return cell, ns

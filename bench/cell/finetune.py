@@ -79,6 +79,7 @@ RUNTIME_FIELDS = (
     "wandb",
     "wandb_project",
     "wandb_entity",
+    "log_model",
     "device",
     "precision",
     "compile",
@@ -294,7 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument(
-        "run", metavar="RUN", help="the trained ViT: run_id, record .json or checkpoint .ckpt"
+        "run",
+        metavar="RUN",
+        help="the trained ViT: run_id, record .json, checkpoint .ckpt, wandb:E/P/RUN_ID or "
+        "wandb-artifact:E/P/NAME[:ALIAS]",
     )
     parser.add_argument(
         "--img_size",

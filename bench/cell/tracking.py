@@ -5,24 +5,13 @@ wandb is imported only when a run uses it, so ``wandb=disabled`` works where it 
 
 from __future__ import annotations
 
-import netrc
 import os
 from pathlib import Path
-from urllib.parse import urlparse
 
 from pytorch_lightning.loggers import WandbLogger
 
 from bench.cell.config import Cell
-
-
-def has_credentials() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
-    try:
-        return netrc.netrc().authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
+from bench.env import has_credentials
 
 
 def resolve_mode(requested: str) -> str:

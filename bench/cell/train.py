@@ -26,7 +26,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from bench import env
-from bench.cell import tracking
+from bench.cell import artifacts, tracking
 from bench.cell.batches import DeviceBatches, channel_stats
 from bench.cell.budget import Budget, resolve_budget
 from bench.cell.config import Cell
@@ -286,6 +286,7 @@ def train_and_record(
         annotate(record, outcome)
     path = records.write_record(record, cell.folder.records_dir)
     tracking.log_record(logger, record)
+    artifacts.log_model(logger, cell, record, path, ckpt_dir)
     tracking.finish(logger, exit_code=0 if status == "completed" else 1)
     err = record["metrics"].get("test_error")
     summary = f"test error {err:.2%}" if err is not None else (error or "")

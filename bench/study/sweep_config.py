@@ -11,7 +11,10 @@ Two pieces of wandb's own code do the work, so the local runner and a ``wandb ag
 
 On top of the engine's schema this module insists on what a study needs: flat, scalar, non-null
 parameters (the engine silently drops nested ``parameters:`` blocks, and the agent renders None as
-the string ``None``), a ``command:``, and a ``study`` parameter equal to the YAML's ``name``.
+the string ``None``) and a ``command:``. The study is the YAML's ``name``: a sweep without a
+``study`` parameter gets ``study: {value: <name>}`` added to its parameters, so every cell (and
+every agent of a sweep created by ``bench sweep``) renders ``--study=<name>``; a ``study``
+parameter, when given, wins.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 import yaml
 
 from bench.cell.config import Cell
-from bench.errors import BenchError
+from bench.errors import BenchError, yaml_error
 
 METHODS = ("grid", "random", "bayes")
 ARGS_MACROS = (
@@ -56,7 +59,7 @@ class Sweep:
 
     @property
     def study(self) -> str:
-        return self.config["name"]
+        return self.config["parameters"]["study"]["value"]
 
     @property
     def method(self) -> str:
@@ -83,11 +86,21 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     try:
         config = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
-        raise BenchError(f"sweep file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise yaml_error(f"sweep file {path}", e) from None
     if not isinstance(config, dict):
         raise BenchError(f"sweep file {path} must hold a mapping (a W&B sweep config)")
     check_config(config, where=str(path))
-    return Sweep(p, config)
+    return Sweep(p, with_study(config))
+
+
+def with_study(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with ``study: {value: <name>}`` appended when it has no ``study`` parameter.
+
+    Appended last: a one-value parameter changes neither the number nor the order of the cells.
+    """
+    if "study" in config["parameters"]:
+        return config
+    return {**config, "parameters": {**config["parameters"], "study": {"value": config["name"]}}}
 
 
 def check_config(config: dict[str, Any], where: str = "sweep") -> None:
@@ -124,14 +137,10 @@ def check_config(config: dict[str, Any], where: str = "sweep") -> None:
     if not name or not isinstance(name, str):
         raise BenchError(f"{where}: give the sweep a 'name': it is the study's name")
     study = params.get("study")
-    if study is None:
+    if study is not None and not isinstance(study.get("value"), str):
         raise BenchError(
-            f"{where}: add the parameter 'study: {{value: {name}}}' so the study reaches the cell"
-        )
-    if study.get("value") != name:
-        raise BenchError(
-            f"{where}: parameter study must be 'value: {name}' (the sweep's name), "
-            f"not {study.get('value', study.get('values'))!r}"
+            f"{where}: parameter study must be one name ('value: NAME'; default: the sweep's "
+            f"name {name!r}), not {study.get('value', study.get('values'))!r}"
         )
     command = config.get("command")
     if not isinstance(command, list) or not command:

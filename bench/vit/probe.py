@@ -2,7 +2,9 @@
 
     bench probe RUN [--out=DIR] [--n_images=256]
 
-RUN is a run_id (looked up under results/*/runs/), a record .json or a checkpoint .ckpt.
+RUN is a run_id (looked up under results/*/runs/), a record .json, a checkpoint .ckpt, a
+folder holding one, or a run on W&B: wandb:ENTITY/PROJECT/RUN_ID (the model artifact it logged
+with log_model=best) or wandb-artifact:ENTITY/PROJECT/NAME[:ALIAS].
 Writes, by default to results/<study>/probes/<run_id>/:
 
   filters.png             top principal components of the patch-embedding filters
@@ -176,7 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("run", metavar="RUN", help="run_id, record .json or checkpoint .ckpt")
+    parser.add_argument(
+        "run",
+        metavar="RUN",
+        help="run_id, record .json, checkpoint .ckpt, wandb:E/P/RUN_ID or wandb-artifact:E/P/NAME",
+    )
     parser.add_argument("--out", help="output folder (default results/<study>/probes/<run_id>)")
     parser.add_argument(
         "--n_images",
