@@ -129,7 +129,9 @@ def analyse_pair(envs, fits, pair, n_test: dict, n_boot: int, seed: int) -> dict
     bracket = scaling.bracket_for(x_lo, x_hi)
     a, b = fits[pair[0]], fits[pair[1]]
     out = scaling.break_even(a, b, pair, x_lo, x_hi, bracket)
-    boot = _resample(envs, fits, pair, n_test, n_boot, seed, x_lo, x_hi, bracket) if n_boot else None
+    boot = (
+        _resample(envs, fits, pair, n_test, n_boot, seed, x_lo, x_hi, bracket) if n_boot else None
+    )
     out.update(
         families=list(pair),
         measured_range=[_num(x_lo), _num(x_hi)],

@@ -68,7 +68,9 @@ def _band(samples: np.ndarray) -> list:
             continue
         v = np.log10(np.where(np.isfinite(col), col, np.inf))
         lo, hi = np.percentile(v, [2.5, 97.5])
-        out.append([scaling.round6(10**lo), None if not np.isfinite(hi) else scaling.round6(10**hi)])
+        out.append(
+            [scaling.round6(10**lo), None if not np.isfinite(hi) else scaling.round6(10**hi)]
+        )
     return out
 
 

@@ -95,7 +95,9 @@ def missing_cells(expected: list[tuple], frame: pd.DataFrame) -> list[str]:
     """The cells of ``expected`` with no completed record, as 'family size n=N seed S'."""
     have = {tuple(map(_plain, r)) for r in frame[list(KEYS)].itertuples(index=False)}
     return [
-        f"{fam} {size} n={n:,} seed {seed}" if isinstance(n, int) else f"{fam} {size} n={n} seed {seed}"
+        f"{fam} {size} n={n:,} seed {seed}"
+        if isinstance(n, int)
+        else f"{fam} {size} n={n} seed {seed}"
         for fam, size, n, seed in expected
         if (fam, size, n, seed) not in have
     ]

@@ -42,7 +42,11 @@ def calibration(frame: pd.DataFrame) -> dict:
     if "calibration_met" not in frame or frame["calibration_met"].isna().all():
         return {"met": None, "text": "not recorded"}
     met = frame["calibration_met"].fillna(False).astype(bool)
-    text = "met by every cell" if met.all() else f"not met by {int((~met).sum())} of {len(met)} records"
+    text = (
+        "met by every cell"
+        if met.all()
+        else f"not met by {int((~met).sum())} of {len(met)} records"
+    )
     return {"met": bool(met.all()), "text": text}
 
 
@@ -99,7 +103,9 @@ def headline(doc: dict) -> str:
     )
     if calibrated and converged and be.get("kind") in ("inside", "extrapolated"):
         return text + f"; break-even at n = {be['x']:,.0f} ({be['kind']})"
-    missing = [w for w, ok in (("calibration", calibrated), ("convergence control", converged)) if not ok]
+    missing = [
+        w for w, ok in (("calibration", calibrated), ("convergence control", converged)) if not ok
+    ]
     return text + f"; no break-even claim until the study meets its {' and '.join(missing)}"
 
 

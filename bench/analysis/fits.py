@@ -49,7 +49,9 @@ def fit_families(
         score = None
         if score_col and score_col in rows:
             vals = scaling.group_seeds(groups, xs, rows[score_col].to_numpy(float))
-            score = {k: float(np.nanmean(v)) if np.isfinite(v).any() else None for k, v in vals.items()}
+            score = {
+                k: float(np.nanmean(v)) if np.isfinite(v).any() else None for k, v in vals.items()
+            }
         env = envs[fam] = scaling.envelope(seeds, (group_orders or {}).get(fam), score)
         fits[fam], fit = _family_entry(env, x_col, fam, notes, n_test.get(fam))
         if fit is not None:
@@ -139,9 +141,7 @@ def joint_fit(frame: pd.DataFrame, fam: str) -> dict:
     """err(N, n) for one family over all its cells, and how well it predicts the largest n."""
     rows = frame[(frame["family"] == fam) & frame["params"].notna() & (frame["params"] > 0)]
     fit = (
-        scaling.fit_joint(rows["params"], rows["n_train"], rows[_err(rows)])
-        if len(rows)
-        else None
+        scaling.fit_joint(rows["params"], rows["n_train"], rows[_err(rows)]) if len(rows) else None
     )
     if fit is None:
         return {

@@ -20,13 +20,14 @@ from bench.analysis.capacity import pareto_frontier
 from bench.analysis.plot_style import (
     FAMILY_MARKERS,
     MAX_EXTEND,
-    family_color,
     count_fmt,
+    family_color,
     pct_axis,
     save,
     shades,
 )
 from bench.analysis.plots_extra import break_even_vs_params, gap_vs_n
+
 
 def make_figures(frame, summary, doc, orders, fig_dir) -> tuple[list[str], list[str]]:
     """Draw every figure the data allows; returns (file names written, notes on skipped ones)."""

@@ -310,9 +310,7 @@ def _params_to_theta(form, params, scale):
 
 
 @one_blas_thread
-def fit_form(
-    form: str, x, y, warm: Fit | None = None, e_inf: float | None = None
-) -> Fit | None:
+def fit_form(form: str, x, y, warm: Fit | None = None, e_inf: float | None = None) -> Fit | None:
     """Fit one envelope form; None when there are fewer distinct x than the form needs.
 
     ``e_inf`` pins the floor at that value (the profile of the floor refits the rest).

@@ -6,8 +6,6 @@ report together.
 
 from __future__ import annotations
 
-import math
-
 from bench.analysis import claims
 
 
@@ -44,7 +42,9 @@ def facts(doc: dict) -> list[str]:
         lines += [warn, ""]
     grid = doc["grid"]
     seeds = doc["seeds_per_cell"]
-    seeds_txt = str(seeds["min"]) if seeds["min"] == seeds["max"] else f"{seeds['min']}-{seeds['max']}"
+    seeds_txt = (
+        str(seeds["min"]) if seeds["min"] == seeds["max"] else f"{seeds['min']}-{seeds['max']}"
+    )
     lines += [
         f"- cells: {grid['held']} of {grid['expected']} cells of the grid (family x size x "
         f"n_train x seed; grid from {grid['source']})",
@@ -69,17 +69,16 @@ def gap(doc: dict) -> list[str]:
     lines = [
         f"## The gap: log(err_{b} / err_{a}) against n",
         "",
-        "Positive: the " + a + " is ahead. " + ", ".join(
-            f"n = {p['n']:,}: {p['log_ratio']:+.3f}" for p in g["points"]
-        ),
+        "Positive: the "
+        + a
+        + " is ahead. "
+        + ", ".join(f"n = {p['n']:,}: {p['log_ratio']:+.3f}" for p in g["points"]),
     ]
     if g["slope_per_decade"] is not None:
         ci = g.get("slope_ci")
         ci_txt = f" (95% CI {ci[0]:+.3f} to {ci[1]:+.3f})" if ci else ""
         closing = _direction(g["slope_per_decade"], ci, a, b)
-        lines.append(
-            f"- slope: {g['slope_per_decade']:+.3f} per decade of n{ci_txt}; {closing}"
-        )
+        lines.append(f"- slope: {g['slope_per_decade']:+.3f} per decade of n{ci_txt}; {closing}")
     return lines + ["- figure: [gap_vs_n.png](figures/gap_vs_n.png)", ""]
 
 
@@ -108,8 +107,14 @@ def capacity(doc: dict) -> list[str]:
     ]
     for rung in cap["rungs"]:
         cells = [_nstar(rung, cap["ladder"].index(p)) for _, p in _sizes(cap)]
-        lines.append(f"| {rung['size']} ({rung['params'] / 1e6:.2g}M) | " + " | ".join(cells) + " |")
-    return lines + ["", "- figure: [break_even_vs_params.png](figures/break_even_vs_params.png)", ""]
+        lines.append(
+            f"| {rung['size']} ({rung['params'] / 1e6:.2g}M) | " + " | ".join(cells) + " |"
+        )
+    return lines + [
+        "",
+        "- figure: [break_even_vs_params.png](figures/break_even_vs_params.png)",
+        "",
+    ]
 
 
 def _sizes(cap):
