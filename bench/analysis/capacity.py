@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.analysis import resample, scaling
+from bench.analysis import breakeven, resample, scaling
 
 LADDER_POINTS = 24
 # The joint bootstrap refits two 5-parameter fits per resample: fewer resamples than the

@@ -101,15 +101,21 @@ def log_noise_var(env, n_test: int | None, fit: scaling.Fit | None) -> tuple[flo
     """Variance of one point's log error, and where the estimate comes from.
 
     Pooled seed-to-seed variance when cells have several seeds; else the binomial variance of the
-    test set, (1 - err) / (err n_test) on the log scale; else the fit's own mean squared residual.
+    test set, (1 - err) / (err n_test) on the log scale. Either is raised to the fit's residual
+    variance (per degree of freedom) when the points scatter more than it says: one seed's
+    binomial noise alone would call a floor identified that the scatter does not pin.
     """
     pool = _pooled_deviations(env)
+    var, source = 0.0, "none"
     if pool is not None and len(pool) > 2:
-        return float(np.mean(pool**2)), "seed-to-seed spread"
-    if n_test:
+        var, source = float(np.mean(pool**2)), "seed-to-seed spread"
+    elif n_test:
         _, y = scaling.envelope_points(env)
         y = floor_error(y, n_test)
-        return float(np.mean((1 - y) / (y * n_test))), f"binomial noise of {n_test:,} test images"
-    if fit is not None:
-        return float(fit.rmse_log**2), "the fit's residuals"
-    return 0.0, "none"
+        var = float(np.mean((1 - y) / (y * n_test)))
+        source = f"binomial noise of {n_test:,} test images"
+    if fit is not None and fit.n_points > len(fit.params):
+        resid = fit.rmse_log**2 * fit.n_points / (fit.n_points - len(fit.params))
+        if resid > var:
+            var, source = resid, "the fit's residual scatter (larger than " + source + ")"
+    return var, source

@@ -20,6 +20,11 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * float(v):.2f}"
 
 
+def _figure(doc: dict, name: str) -> list[str]:
+    """A link to the figure, when this run drew it."""
+    return [f"- figure: [{name}](figures/{name})"] if name in doc.get("figures", []) else []
+
+
 def title(doc: dict) -> list[str]:
     """The title line, marked as a positive control when the study permutes tiles."""
     tile = doc.get("positive_control")
@@ -79,7 +84,7 @@ def gap(doc: dict) -> list[str]:
         ci_txt = f" (95% CI {ci[0]:+.3f} to {ci[1]:+.3f})" if ci else ""
         closing = _direction(g["slope_per_decade"], ci, a, b)
         lines.append(f"- slope: {g['slope_per_decade']:+.3f} per decade of n{ci_txt}; {closing}")
-    return lines + ["- figure: [gap_vs_n.png](figures/gap_vs_n.png)", ""]
+    return lines + _figure(doc, "gap_vs_n.png") + [""]
 
 
 def _direction(slope: float, ci, a: str, b: str) -> str:
@@ -110,11 +115,7 @@ def capacity(doc: dict) -> list[str]:
         lines.append(
             f"| {rung['size']} ({rung['params'] / 1e6:.2g}M) | " + " | ".join(cells) + " |"
         )
-    return lines + [
-        "",
-        "- figure: [break_even_vs_params.png](figures/break_even_vs_params.png)",
-        "",
-    ]
+    return lines + [""] + _figure(doc, "break_even_vs_params.png") + [""]
 
 
 def _sizes(cap):
@@ -150,7 +151,7 @@ def compute(doc: dict) -> list[str]:
         f"- at the most compute measured ({m['flops']:.3g} FLOPs): "
         + ", ".join(f"{f} {_pct(m[f])}%" for f in fams)
     )
-    return lines + ["- figure: [error_vs_compute.png](figures/error_vs_compute.png)", ""]
+    return lines + _figure(doc, "error_vs_compute.png") + [""]
 
 
 def control(doc: dict) -> list[str]:
