@@ -255,7 +255,9 @@ def test_missing_cells_are_listed_from_the_records_or_the_sweep(tmp_path):
     doc = analyze(folder, bootstrap=0)
     assert doc["grid"]["expected"] == 48 and doc["grid"]["held"] == 46
     assert doc["grid"]["missing"] == ["resnet xs n=1,000 seed 0", "vit s n=64,000 seed 2"]
-    assert "46 of 48 cells" in (folder / "report.md").read_text()
+    report = (folder / "report.md").read_text()
+    assert "46 of 48 cells" in report and "## Missing cells: 2 of 48" in report
+    assert "- vit s: n=64,000 (seeds 2)" in report
 
     (folder / "sweep.yaml").write_text(
         "parameters:\n  family: {values: [vit, resnet]}\n  size: {values: [xs, s]}\n"

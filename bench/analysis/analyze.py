@@ -124,7 +124,10 @@ def _note_missing(missing: list[str], notes: list[str]) -> None:
     shown = ", ".join(missing[:12]) + (
         f" and {len(missing) - 12} more" if len(missing) > 12 else ""
     )
-    notes.append(f"missing cells ({len(missing)}): {shown}; envelopes use the sizes present")
+    notes.append(
+        f"missing cells ({len(missing)}, listed under 'Missing cells'): {shown}; "
+        "envelopes use the sizes present"
+    )
 
 
 def _write(folder: StudyDir, doc: dict, frame, summary, orders) -> None:

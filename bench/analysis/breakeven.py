@@ -71,25 +71,12 @@ def _ci(values) -> list | None:
     return [scaling.round6(lo), scaling.round6(hi)]
 
 
-# Stands in for "no crossing within the search" (log10 n) so percentiles stay finite.
-BEYOND_LOG10 = 1e6
-
-
-def log_percentiles(xs, qs) -> list[float]:
-    """Percentiles of positive values in log10, nan/inf counted as beyond everything; a
-    percentile that lands beyond is returned as inf."""
-    v = np.asarray(xs, dtype=float)
-    logs = np.where(np.isfinite(v) & (v > 0), np.log10(np.where(v > 0, v, 1.0)), BEYOND_LOG10)
-    out = np.percentile(logs, qs)
-    return [math.inf if q >= BEYOND_LOG10 / 2 else float(10**q) for q in out]
-
-
 def _crossing_ci(xs: np.ndarray) -> list | None:
     """2.5/97.5 percentiles in log n; a resample with no crossing within a decade counts as
     beyond the search, so an upper end past it is None (open)."""
     if not np.isfinite(xs).any():
         return None
-    lo, hi = log_percentiles(xs, [2.5, 97.5])
+    lo, hi = resample.log_percentiles(xs, [2.5, 97.5])
     if not np.isfinite(lo):
         return None
     return [scaling.round6(lo), None if not np.isfinite(hi) else scaling.round6(hi)]
@@ -128,7 +115,7 @@ def _lower_bound(pair, envs, boot, x_hi, out) -> None:
             gap.trend_crossing(s, g, x_hi) if np.isfinite(s) else math.inf
             for s, g in zip(boot["slope"], boot["gap_hi"], strict=True)
         ]
-        beyond = log_percentiles(ends, [5])[0]
+        beyond = resample.log_percentiles(ends, [5])[0]
     if np.isfinite(beyond):
         out["kind"] = "lower_bound"
         out["beyond"] = scaling.round6(max(beyond, x_hi))

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.analysis import breakeven, resample, scaling
+from bench.analysis import resample, scaling
 
 LADDER_POINTS = 24
 # The joint bootstrap refits two 5-parameter fits per resample: fewer resamples than the
@@ -63,14 +63,11 @@ def _band(samples: np.ndarray) -> list:
     the search, so an upper end past it is None."""
     out = []
     for col in samples.T:
-        if not np.isfinite(col).any():
+        lo, hi = resample.log_percentiles(col, [2.5, 97.5])
+        if not np.isfinite(lo):
             out.append(None)
             continue
-        v = np.log10(np.where(np.isfinite(col), col, np.inf))
-        lo, hi = np.percentile(v, [2.5, 97.5])
-        out.append(
-            [scaling.round6(10**lo), None if not np.isfinite(hi) else scaling.round6(10**hi)]
-        )
+        out.append([scaling.round6(lo), None if not np.isfinite(hi) else scaling.round6(hi)])
     return out
 
 

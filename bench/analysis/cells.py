@@ -104,15 +104,39 @@ def missing_cells(expected: list[tuple], frame: pd.DataFrame) -> list[str]:
 
 
 def coverage(study_dir: Path, frame: pd.DataFrame) -> dict:
-    """{held, expected, missing: [...], source}: how much of its grid a study holds."""
+    """{held, expected, missing: [...], by_model: [...], source}: how much of its grid a study
+    holds; ``by_model`` says the same per family and size, one line each."""
     expected, source = expected_grid(Path(study_dir), frame)
     missing = missing_cells(expected, frame)
     return {
         "expected": len(expected),
         "held": len(expected) - len(missing),
         "missing": missing,
+        "by_model": _by_model(expected, frame),
         "source": source,
     }
+
+
+def _by_model(expected: list[tuple], frame: pd.DataFrame) -> list[str]:
+    have = {tuple(map(_plain, r)) for r in frame[list(KEYS)].itertuples(index=False)}
+    groups: dict = {}
+    for cell in expected:
+        if cell not in have:
+            fam, size, n, seed = cell
+            groups.setdefault((fam, size), {}).setdefault(n, []).append(seed)
+    lines = []
+    for (fam, size), by_n in groups.items():
+        parts = [f"n={n:,}" if isinstance(n, int) else f"n={n}" for n in by_n]
+        seeds = sorted({tuple(v) for v in by_n.values()})
+        if len(seeds) == 1:
+            text = ", ".join(parts) + f" (seeds {', '.join(map(str, seeds[0]))})"
+        else:
+            text = ", ".join(
+                f"{p} (seeds {', '.join(map(str, by_n[n]))})"
+                for p, n in zip(parts, by_n, strict=True)
+            )
+        lines.append(f"{fam} {size}: {text}")
+    return lines
 
 
 def seeds_per_cell(summary: pd.DataFrame) -> dict:

@@ -96,6 +96,7 @@ def render_report(doc: dict, summary: pd.DataFrame) -> str:
     lines += sections.compute(doc)
     lines += sections.control(doc)
     lines += _winner_lines(doc)
+    lines += sections.missing(doc)
     lines += _figure_lines(doc["figures"])
     return "\n".join(lines)
 

@@ -119,3 +119,16 @@ def log_noise_var(env, n_test: int | None, fit: scaling.Fit | None) -> tuple[flo
         if resid > var:
             var, source = resid, "the fit's residual scatter (larger than " + source + ")"
     return var, source
+
+
+# Stands in for "no crossing within the search" (log10 n) so percentiles stay finite.
+BEYOND_LOG10 = 1e6
+
+
+def log_percentiles(xs, qs) -> list[float]:
+    """Percentiles of positive values in log10, nan/inf counted as beyond everything; a
+    percentile that lands beyond is returned as inf."""
+    v = np.asarray(xs, dtype=float)
+    logs = np.where(np.isfinite(v) & (v > 0), np.log10(np.where(v > 0, v, 1.0)), BEYOND_LOG10)
+    out = np.percentile(logs, qs)
+    return [math.inf if q >= BEYOND_LOG10 / 2 else float(10**q) for q in out]

@@ -65,6 +65,19 @@ def facts(doc: dict) -> list[str]:
     return lines
 
 
+def missing(doc: dict) -> list[str]:
+    grid = doc["grid"]
+    if not grid["missing"]:
+        return []
+    lines = [
+        f"## Missing cells: {len(grid['missing'])} of {grid['expected']}",
+        "",
+        f"Cells of the grid ({grid['source']}) with no completed record, per family and size:",
+        "",
+    ]
+    return lines + [f"- {line}" for line in grid["by_model"]] + [""]
+
+
 def gap(doc: dict) -> list[str]:
     be = doc.get("break_even") or {}
     g = be.get("gap")
