@@ -44,7 +44,7 @@ def _resample(envs, fits, pair, n_test, n_boot, seed, x_lo, x_hi, bracket) -> di
     value at the largest shared n, and family b's minus family a's error there."""
     rng = np.random.default_rng(seed)
     draws = [resample.resampler(envs[f], n_test.get(f), fits[f]) for f in pair]
-    out = {"x": [], "slope": [], "gap_hi": [], "lead": []}
+    out = {"x": [], "slope": [], "gap_hi": [], "lead": [], "gaps": []}
     for _ in range(n_boot):
         drawn = [d(rng) for d in draws]
         refits = []
@@ -56,7 +56,9 @@ def _resample(envs, fits, pair, n_test, n_boot, seed, x_lo, x_hi, bracket) -> di
             x = scaling.pick_break_even(scaling.crossings(*refits, bracket), x_lo, x_hi)
         out["x"].append(math.nan if x is None else x)
         ma, mb = (resample.means(envs[f], dr) for f, dr in zip(pair, drawn, strict=True))
-        t = gap.trend(*gap.gap_points(ma, mb))
+        gx, gy = gap.gap_points(ma, mb)
+        t = gap.trend(gx, gy)
+        out["gaps"].append(gy)
         out["slope"].append(math.nan if t is None else t[0])
         out["gap_hi"].append(math.nan if t is None else t[1])
         out["lead"].append(mb.get(x_hi, math.nan) - ma.get(x_hi, math.nan))
@@ -95,6 +97,9 @@ def gap_summary(envs, pair, boot: dict | None) -> dict | None:
         "slope_per_decade": None if t is None else scaling.round6(t[0]),
         "slope_ci": None,
     }
+    if boot is not None and len(xs):
+        for p, col in zip(out["points"], np.asarray(boot["gaps"]).T, strict=True):
+            p["ci"] = _ci(col)  # the gap at this n over resamples
     if t is not None and boot is not None:
         out["slope_ci"] = _ci(boot["slope"])
     return out

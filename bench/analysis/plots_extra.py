@@ -20,7 +20,17 @@ def gap_vs_n(summary, doc, orders, path):
     ys = np.array([p["log_ratio"] for p in g["points"]])
     fig, ax = plt.subplots(figsize=(8.0, 4.8))
     ax.axhline(0.0, color="0.3", lw=1.0, label="equal error (the break-even)")
-    ax.plot(xs, ys, "o", ms=8, color=family_color(b, doc["families"]), label="measured gap")
+    cis = [p.get("ci") or [y, y] for p, y in zip(g["points"], ys, strict=True)]
+    yerr = np.array(
+        [
+            [y - c[0] for c, y in zip(cis, ys, strict=True)],
+            [c[1] - y for c, y in zip(cis, ys, strict=True)],
+        ]
+    )
+    ax.errorbar(
+        xs, ys, yerr=np.maximum(yerr, 0), fmt="o", ms=8, capsize=4,
+        color=family_color(b, doc["families"]), label="measured gap (95% bootstrap interval)",
+    )  # fmt: skip
     t = np.log10(xs)
     slope, icpt = np.polyfit(t, ys, 1)
     line_t = np.linspace(t.min() - 0.15, t.max() + 0.15, 50)

@@ -35,9 +35,34 @@ def title(doc: dict) -> list[str]:
             "",
             "A positive control of the break-even machinery, not an answer about natural images: "
             "a ViT with learned position embeddings and patches of the tile size is blind to the "
-            "permutation, while a ResNet's locality prior is made wrong.",
+            "permutation, while a ResNet's locality prior is made wrong. " + _control_shows(doc),
         ]
     return [f"# Scaling analysis: {doc['study']}"]
+
+
+def _control_shows(doc: dict) -> str:
+    """What the positive control says about the harness, from its break-even and lead."""
+    be = doc.get("break_even") or {}
+    points = (be.get("gap") or {}).get("points") or []
+    if be.get("kind") in ("inside", "extrapolated"):
+        return (
+            f"What it shows: the harness finds a crossing ({be['below']} ahead below, "
+            f"{be['above']} above) at n = {be['x']:,.0f}, {be['kind']}."
+        )
+    signs = {p["log_ratio"] > 0 for p in points}
+    if points and len(signs) == 1:
+        b, a = be["gap"]["families"]
+        win = a if signs.pop() else b
+        return (
+            f"What it shows: the {win} is ahead at every shared n measured "
+            f"({points[0]['n']:,} to {points[-1]['n']:,})"
+            + (
+                "; the harness registers the broken prior."
+                if win == b
+                else "; the permutation did not overturn the order in this range."
+            )
+        )
+    return "What it shows: no crossing the fits can place within a decade of the data."
 
 
 def facts(doc: dict) -> list[str]:
