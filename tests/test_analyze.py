@@ -110,7 +110,7 @@ def test_analyze_writes_summary_fits_figures_and_report(study, capsys):
     for text in (
         "synthetic",
         "Break-even",
-        "p_no_crossing",
+        "resamples do not cross",
         "Extrapolation check",
         "figures/error_vs_n.png",
     ):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from bench.analysis import scaling
+from bench.analysis import breakeven, scaling
 
 N_GRID = np.geomspace(500, 2e5, 8)
 
@@ -34,19 +34,15 @@ def family_fit(x, y):
 
 
 def run_break_even(curves, ns, seed=0, n_boot=200):
-    """Both families measured on ``ns``; returns (point estimate dict, bootstrap dict)."""
+    """Both families measured on ``ns``; returns the break-even (point estimate and bootstrap)."""
     rng = np.random.default_rng(seed)
-    cells, fits = {}, {}
+    envs, fits = {}, {}
     for name, curve in curves.items():
         x, y = draw(curve, ns, rng=rng)
-        cells[name] = scaling.group_seeds([""] * len(x), x, y)
+        envs[name] = scaling.envelope(scaling.group_seeds([""] * len(x), x, y))
         fits[name], _ = family_fit(x, y)
-    names = list(curves)
-    lo, hi = float(min(ns)), float(max(ns))
-    bracket = scaling.bracket_for(lo, hi)
-    point = scaling.break_even(fits[names[0]], fits[names[1]], names, lo, hi, bracket)
-    boot = scaling.bootstrap_break_even(cells, fits, names, lo, hi, bracket, n_boot, seed=0)
-    return point, boot
+    out = breakeven.analyse_pair(envs, fits, list(curves), {}, n_boot, seed=0)
+    return out, out
 
 
 # ViT: lower floor and steeper; ResNet: better with little data. They cross near n = 71k.
@@ -141,9 +137,10 @@ def test_break_even_beyond_the_measured_range():
     assert true > ns.max()
     point, boot = run_break_even({"resnet": resnet, "vit": vit}, ns)
     assert point["inside_range"] is False
-    assert point["x"] > ns.max()
+    assert point["kind"] == "extrapolated"  # the crossing lies within a decade of the data
+    assert ns.max() < point["x"] <= 10 * ns.max()
     lo, hi = boot["ci"]
-    assert lo <= true <= hi
+    assert lo <= true and (hi is None or true <= hi)  # None: open beyond the search
     assert lo > ns.max() / 3  # the interval sits beyond the data, not around it
 
 
@@ -159,6 +156,7 @@ def test_curves_that_never_cross():
     assert far
     assert point["inside_range"] is False
     assert point["below"] == point["above"] == "b"
+    assert point["kind"] in ("lower_bound", "no_trend") and point["leader"] == "b"
     assert boot["p_no_crossing"] > 0.5
 
 

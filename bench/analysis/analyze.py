@@ -16,8 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.analysis import fits, plots, report, wandb_run
-from bench.analysis.frame import load_study, missing_cells, select_families, size_orders, summarize
+from bench.analysis import capacity, cells, claims, control, fits, plots, report, scaling, wandb_run
+from bench.analysis.frame import load_study, select_families, size_orders, summarize
 from bench.errors import ArgumentParser, BenchError
 from bench.results.layout import StudyDir
 from bench.results.records import atomic_write_text
@@ -28,6 +28,11 @@ def analyze(study_dir, bootstrap: int = 1000, seed: int = 0, families=None) -> d
 
     Returns the fits.json content plus ``report`` (its path) and ``break_even_text`` (one line).
     """
+    with scaling.single_threaded_blas():  # once for the thousands of small fits below
+        return _analyze(study_dir, bootstrap, seed, families)
+
+
+def _analyze(study_dir, bootstrap, seed, families) -> dict:
     if bootstrap < 0:
         raise BenchError(f"--bootstrap must be >= 0, got {bootstrap}")
     folder = StudyDir.at(study_dir)
@@ -41,37 +46,79 @@ def analyze(study_dir, bootstrap: int = 1000, seed: int = 0, families=None) -> d
         )
     if not len(frame):
         notes.append("no completed records with test_error: nothing to fit or plot")
-    orders = size_orders(frame) if len(frame) else {}
-    summary = summarize(frame, orders)
-    _note_missing(missing_cells(summary, orders), notes)
-
+    main, ctrl = cells.split_control(frame)
+    if len(ctrl):
+        notes.append(
+            f"{len(ctrl)} convergence-control records (budget_scale != 1) compared with their "
+            "1x twins, not fitted"
+        )
+    orders = size_orders(main) if len(main) else {}
+    summary = summarize(main, orders)
+    grid = cells.coverage(folder.study_dir, main)
+    _note_missing(grid["missing"], notes)
+    if len(main) and main["val_error"].isna().any():
+        notes.append(
+            f"{int(main['val_error'].isna().sum())} records without val_error: where a cell has "
+            "none, its size is picked on test error"
+        )
+    n_test = _n_test(main, fams)
     result, _ = fits.fit_families(
-        frame, fams, "size", "n_train", "test_error", "family", bootstrap, seed, group_orders=orders
-    )
+        main, fams, "size", "n_train", "fit_error", "family", bootstrap, seed,
+        group_orders=orders, score_col="val_error", n_test=n_test,
+    )  # fmt: skip
     notes += result.pop("notes")
     for fam in fams:
-        joint = result["fits"][fam]["joint"] = fits.joint_fit(frame, fam)
+        joint = result["fits"][fam]["joint"] = fits.joint_fit(main, fam)
         if "skipped" in joint:
             notes.append(f"{fam}: joint fit err(N, n) skipped ({joint['skipped']})")
     crossing = result["break_even"]
     pair = tuple(crossing["families"]) if crossing else fits.family_pair(fams, [])
     doc = {
         "study": _study_name(frame, folder.study_dir),
-        "records": {"total": n_records, "used": int(len(frame))},
+        "records": {"total": n_records, "used": int(len(main)), "control": int(len(ctrl))},
         "cells": int(len(summary)),
+        "grid": grid,
+        "seeds_per_cell": cells.seeds_per_cell(summary),
         "families": fams,
-        "sizes": {f: orders[f] for f in fams},
-        "n_train": sorted(int(v) for v in frame["n_train"].unique()) if len(frame) else [],
+        "sizes": {f: orders.get(f, []) for f in fams},
+        "n_train": sorted(int(v) for v in main["n_train"].unique()) if len(main) else [],
+        "n_test": n_test,
         "bootstrap": {"resamples": bootstrap, "seed": seed},
         "fits": result["fits"],
         "break_even": crossing,
         "winners": fits.winners(result["fits"], pair),
+        "control": control.compare(main, ctrl),
+        "recipes": claims.recipes(frame),
+        "calibration": claims.calibration(frame),
+        "positive_control": claims.positive_control(frame),
+        "compute": capacity.compute_frontiers(summary, pair),
         "notes": notes,
     }
-    _write(folder, doc, frame, summary, orders)
+    doc["break_even_vs_params"] = _capacity(main, pair, crossing, n_test, bootstrap, seed)
+    doc["lead"] = claims.lead(doc)
+    doc["headline"] = claims.headline(doc)
+    _write(folder, doc, main, summary, orders)
     doc["report"] = str(folder.report_md)
     doc["break_even_text"] = report.describe_break_even(crossing)
     return doc
+
+
+def _n_test(main, fams) -> dict:
+    """Each family's test-set size (the binomial noise of one-seed cells), when records say it."""
+    out = {}
+    for fam in fams:
+        v = main.loc[main["family"] == fam, "n_test"].dropna()
+        if len(v):
+            out[fam] = int(v.median())
+    return out
+
+
+def _capacity(main, pair, crossing, n_test, bootstrap, seed) -> dict | None:
+    if crossing is None or pair is None:
+        return None
+    return capacity.break_even_vs_params(
+        main, pair, n_test, bootstrap, seed, tuple(crossing["measured_range"])
+    )
 
 
 def _note_missing(missing: list[str], notes: list[str]) -> None:
@@ -80,7 +127,10 @@ def _note_missing(missing: list[str], notes: list[str]) -> None:
     shown = ", ".join(missing[:12]) + (
         f" and {len(missing) - 12} more" if len(missing) > 12 else ""
     )
-    notes.append(f"missing cells ({len(missing)}): {shown}; envelopes use the sizes present")
+    notes.append(
+        f"missing cells ({len(missing)}, listed under 'Missing cells'): {shown}; "
+        "envelopes use the sizes present"
+    )
 
 
 def _write(folder: StudyDir, doc: dict, frame, summary, orders) -> None:
@@ -89,9 +139,8 @@ def _write(folder: StudyDir, doc: dict, frame, summary, orders) -> None:
     csv_text = summary.to_csv(index=False, float_format="%.6g", lineterminator="\n")
     atomic_write_text(folder.summary_csv, csv_text)
     made, fig_notes = plots.make_figures(frame, summary, doc, orders, folder.figures)
-    for (
-        name
-    ) in plots.FIGURES:  # a figure this run could not draw must not survive from an older run
+    # A figure this run could not draw must not survive from an older run.
+    for name in plots.FIGURES:
         if name not in made and (folder.figures / name).exists():
             (folder.figures / name).unlink()
     doc["figures"] = sorted(made)

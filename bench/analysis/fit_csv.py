@@ -15,8 +15,12 @@ from bench.analysis.frame import select_families
 from bench.errors import ArgumentParser, BenchError
 
 
-def read_table(path: str, x: str, y: str, family: str, notes: list[str]) -> pd.DataFrame:
-    """The three columns, with rows a log-space fit cannot take dropped (and counted in notes)."""
+def read_table(
+    path: str, x: str, y: str, family: str, notes: list[str], n_test: int | None = None
+) -> pd.DataFrame:
+    """The three columns, with rows a log-space fit cannot take dropped (and counted in notes).
+
+    With ``n_test`` a 0 error is kept, floored at half a test example's error (0.5 / n_test)."""
     try:
         table = pd.read_csv(path)
     except FileNotFoundError as e:
@@ -31,6 +35,10 @@ def read_table(path: str, x: str, y: str, family: str, notes: list[str]) -> pd.D
     table = table[[x, y, family]].copy()
     for col in (x, y):
         table[col] = pd.to_numeric(table[col], errors="coerce")
+    zero = table[y] == 0
+    if n_test and zero.any():
+        table.loc[zero, y] = 0.5 / n_test
+        notes.append(f"{int(zero.sum())} rows with {y} = 0 kept, floored at 0.5 / n_test")
     bad = table.isna().any(axis=1) | (table[x] <= 0) | (table[y] <= 0)
     if bad.any():
         notes.append(
@@ -55,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument(
+        "--n_test",
+        type=int,
+        default=None,
+        help="test-set size behind each error: one-seed rows get its binomial noise in the "
+        "bootstrap, and 0 errors are floored at 0.5 / n_test",
+    )
     return p
 
 
@@ -63,11 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.bootstrap < 0:
         raise BenchError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     notes: list[str] = []
-    table = read_table(args.csv, args.x, args.y, args.family, notes)
+    if args.n_test is not None and args.n_test <= 0:
+        raise BenchError(f"--n_test must be a positive number of test examples, got {args.n_test}")
+    table = read_table(args.csv, args.x, args.y, args.family, notes, args.n_test)
     present = sorted(table[args.family].unique().tolist())
     fams = select_families(present, args.families, notes)
+    n_test = dict.fromkeys(fams, args.n_test) if args.n_test else None
     result, _ = fits.fit_families(
-        table, fams, None, args.x, args.y, args.family, args.bootstrap, args.seed
+        table, fams, None, args.x, args.y, args.family, args.bootstrap, args.seed, n_test=n_test
     )
     result["notes"] = notes + result["notes"]
     if args.json:

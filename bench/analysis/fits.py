@@ -9,33 +9,51 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench.analysis import scaling
+from bench.analysis import breakeven, identify, resample, scaling
 
 DEFAULT_PAIR = ("resnet", "vit")
 
 
+@scaling.one_blas_thread
 def fit_families(
-    table, families, group_col, x_col, y_col, fam_col, bootstrap, seed, group_orders=None
+    table,
+    families,
+    group_col,
+    x_col,
+    y_col,
+    fam_col,
+    bootstrap,
+    seed,
+    group_orders=None,
+    score_col=None,
+    n_test=None,
 ):
     """Envelope fits per family and the break-even between the first two of ``families``.
 
     ``table`` has one row per measurement; rows with the same family, group and x are seeds.
+    ``score_col`` (validation error in a study) picks each family's best group per x; ``n_test``
+    ({family: test-set size}) gives one-seed cells the test set's binomial noise.
     Returns ``{"fits": {...}, "break_even": {...} or None, "notes": [...]}`` (JSON-ready) and the
-    per-family seeds, which the bootstrap and the figures reuse.
+    per-family envelopes [(x, group, seed values)], which the figures reuse.
     """
     notes: list[str] = []
     fits: dict = {}
     chosen: dict = {}
-    seeds_by_family: dict = {}
+    envs: dict = {}
+    n_test = n_test or {}
     for fam in families:
         rows = table[table[fam_col] == fam]
         groups = rows[group_col].tolist() if group_col else [""] * len(rows)
-        seeds = scaling.group_seeds(
-            groups, rows[x_col].to_numpy(float), rows[y_col].to_numpy(float)
-        )
-        seeds_by_family[fam] = seeds
-        env = scaling.envelope(seeds, (group_orders or {}).get(fam))
-        fits[fam], fit = _family_entry(env, x_col, fam, notes)
+        xs = rows[x_col].to_numpy(float)
+        seeds = scaling.group_seeds(groups, xs, rows[y_col].to_numpy(float))
+        score = None
+        if score_col and score_col in rows:
+            vals = scaling.group_seeds(groups, xs, rows[score_col].to_numpy(float))
+            score = {
+                k: float(np.nanmean(v)) if np.isfinite(v).any() else None for k, v in vals.items()
+            }
+        env = envs[fam] = scaling.envelope(seeds, (group_orders or {}).get(fam), score)
+        fits[fam], fit = _family_entry(env, x_col, fam, notes, n_test.get(fam))
         if fit is not None:
             chosen[fam] = fit
 
@@ -50,19 +68,21 @@ def fit_families(
         missing = [f for f in pair if f not in chosen]
         notes.append(f"break-even skipped: no envelope fit for {', '.join(missing)}")
     else:
-        crossing = _break_even(
-            pair, fits, chosen, seeds_by_family, bootstrap, seed, group_orders, notes
-        )
-    return {"fits": fits, "break_even": crossing, "notes": notes}, seeds_by_family
+        if bootstrap == 0:
+            notes.append("bootstrap skipped (--bootstrap 0): no interval for the break-even")
+        crossing = breakeven.analyse_pair(envs, chosen, pair, n_test, bootstrap, seed)
+        notes += crossing.pop("notes")
+    return {"fits": fits, "break_even": crossing, "notes": notes}, envs
 
 
-def _family_entry(env, x_col, fam, notes) -> tuple[dict, scaling.Fit | None]:
+def _family_entry(env, x_col, fam, notes, n_test=None) -> tuple[dict, scaling.Fit | None]:
     """One family's fits.json entry from its envelope, and the chosen fit (None if none)."""
     x, y = scaling.envelope_points(env)
     result = scaling.fit_family(x, y, x_name=x_col)
     entry: dict = {
         "form": result["chosen"],
         "selection": result["reason"],
+        "not_fitted": result.get("not_fitted", {}),
         "envelope": [
             {
                 "x": json_number(xv),
@@ -78,10 +98,15 @@ def _family_entry(env, x_col, fam, notes) -> tuple[dict, scaling.Fit | None]:
     }
     if result["chosen"] is None:
         notes.append(f"{fam}: no envelope fit ({result['reason']})")
-        entry.update(params=None, rmse_log=None, extrapolation=None)
+        entry.update(params=None, rmse_log=None, extrapolation=None, at_bound=[], floor=None)
         return entry, None
     fit = result["fits"][result["chosen"]]
     entry.update(params=fit.to_dict()["params"], rmse_log=scaling.round6(fit.rmse_log))
+    entry["at_bound"] = list(fit.at_bound)
+    noise_var, noise_from = resample.log_noise_var(env, n_test, fit)
+    entry["floor"] = identify.floor_profile(fit, x, y, noise_var)
+    if entry["floor"] is not None:
+        entry["floor"]["noise_from"] = noise_from
     entry["extrapolation"] = result["holdout"].get(result["chosen"])
     if entry["extrapolation"] is None:
         notes.append(
@@ -101,57 +126,22 @@ def family_pair(families, notes) -> tuple[str, str] | None:
     return pair
 
 
-def _break_even(pair, fits, chosen, seeds_by_family, bootstrap, seed, group_orders, notes):
-    ranges = [fits[f]["x_range"] for f in pair]
-    x_lo, x_hi = max(r[0] for r in ranges), min(r[1] for r in ranges)
-    if x_lo > x_hi:  # measured on disjoint ranges: judge against everything measured
-        x_lo, x_hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
-        notes.append("the two families were measured on disjoint ranges of x")
-    bracket = scaling.bracket_for(x_lo, x_hi)
-    a, b = chosen[pair[0]], chosen[pair[1]]
-    crossing = scaling.break_even(a, b, pair, x_lo, x_hi, bracket)
-    crossing.update(
-        families=list(pair),
-        measured_range=[json_number(x_lo), json_number(x_hi)],
-        bracket=[json_number(v) for v in bracket],
-        ci=None,
-        p_no_crossing=None,
-        n_resamples=0,
-        n_crossing=0,
-    )
-    if bootstrap > 0:
-        boot = scaling.bootstrap_break_even(
-            seeds_by_family,
-            chosen,
-            pair,
-            x_lo,
-            x_hi,
-            bracket,
-            bootstrap,
-            seed,
-            group_orders=group_orders,
-        )
-        crossing.update(boot)
-        if crossing["x"] is None:
-            crossing["ci"] = None  # an interval around no crossing would mislead
-    else:
-        notes.append("bootstrap skipped (--bootstrap 0): no interval for the break-even")
-    return dict(sorted(crossing.items()))
-
-
 def json_number(v):
     """Integers stay integers in JSON (n_train, params); everything else to six digits."""
     v = float(v)
     return int(v) if v.is_integer() and abs(v) < 2**53 else scaling.round6(v)
 
 
+def _err(rows) -> str:
+    """The column log fits take: ``fit_error`` (0% floored) in a study, else test_error."""
+    return "fit_error" if "fit_error" in rows else "test_error"
+
+
 def joint_fit(frame: pd.DataFrame, fam: str) -> dict:
     """err(N, n) for one family over all its cells, and how well it predicts the largest n."""
     rows = frame[(frame["family"] == fam) & frame["params"].notna() & (frame["params"] > 0)]
     fit = (
-        scaling.fit_joint(rows["params"], rows["n_train"], rows["test_error"])
-        if len(rows)
-        else None
+        scaling.fit_joint(rows["params"], rows["n_train"], rows[_err(rows)]) if len(rows) else None
     )
     if fit is None:
         return {
@@ -162,7 +152,7 @@ def joint_fit(frame: pd.DataFrame, fam: str) -> dict:
     train = rows[rows["n_train"] < n_max]
     held = rows[rows["n_train"] == n_max]
     without = (
-        scaling.fit_joint(train["params"], train["n_train"], train["test_error"])
+        scaling.fit_joint(train["params"], train["n_train"], train[_err(train)])
         if len(train)
         else None
     )
@@ -170,7 +160,7 @@ def joint_fit(frame: pd.DataFrame, fam: str) -> dict:
         out["extrapolation"] = None
         return out
     cells = held.groupby("size", sort=True).agg(
-        params=("params", "median"), observed=("test_error", "mean")
+        params=("params", "median"), observed=(_err(held), "mean")
     )
     pred = scaling.predict_joint(without, cells["params"], np.full(len(cells), float(n_max)))
     log_err = np.log(pred / cells["observed"].to_numpy())

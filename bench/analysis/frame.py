@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -27,6 +28,9 @@ FRAME_COLUMNS = (
     *METRICS,
     "wall_s",
     "train_images_per_s",
+    "n_test",
+    "budget_scale",
+    "calibration",
 )
 # Size order to fall back on when a record has no parameter count.
 LADDER = ("xxs", "xs", "s", "m", "l", "xl", "xxl", "h", "g")
@@ -39,6 +43,7 @@ SUMMARY_COLUMNS = (
     "test_error_mean",
     "test_error_std",
     "test_error_count",
+    "val_error_mean",
 )
 
 
@@ -61,7 +66,25 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     timing = record.get("timing") or {}
     row["wall_s"] = timing.get("wall_s")
     row["train_images_per_s"] = timing.get("train_images_per_s")
+    row["n_test"] = data.get("n_test")
+    # The budget as its rule reads ("epochs=60 within [1e5, 4e5] images"), else as configured.
+    row["budget"] = (record.get("budget") or {}).get("rule") or _budget_text(record.get("config"))
+    row["budget_scale"] = row.get("budget_scale") or 1.0
+    # A calibration check a recipe may carry (absent: not recorded); kept as text for the report.
+    cal = record.get("calibration")
+    if cal is None and isinstance(record.get("recipe"), dict):
+        cal = record["recipe"].get("calibration")
+    row["calibration"] = None if cal is None else json.dumps(cal, sort_keys=True)
+    row["calibration_met"] = bool(cal.get("met")) if isinstance(cal, dict) else None
     return row
+
+
+def _budget_text(config: dict | None) -> str | None:
+    config = config or {}
+    for key in ("examples", "steps", "epochs"):
+        if config.get(key) is not None:
+            return f"{key}={config[key]:g}"
+    return None
 
 
 def load_frame(folder: str | os.PathLike, completed_only: bool = True) -> pd.DataFrame:
@@ -95,7 +118,7 @@ def load_study(study_dir) -> tuple[pd.DataFrame, int, list[str]]:
         frame = everything[everything["status"] == "completed"].copy()
     else:
         frame = everything
-    for col in ("n_train", "test_error", "params", "train_flops"):
+    for col in ("n_train", "test_error", "val_error", "params", "train_flops"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
     bad = frame[["family", "size", "n_train", "test_error"]].isna().any(axis=1)
     if bad.any():
@@ -103,17 +126,43 @@ def load_study(study_dir) -> tuple[pd.DataFrame, int, list[str]]:
             f"skipped {int(bad.sum())} completed records lacking family, size, n_train or test_error"
         )
     frame = frame[~bad]
-    nonpos = (frame["test_error"] <= 0) | (frame["n_train"] <= 0)
+    nonpos = (frame["test_error"] < 0) | (frame["n_train"] <= 0)
     if nonpos.any():
-        # Log-space fits cannot take a zero error; such a cell says the test set is too small.
-        notes.append(
-            f"skipped {int(nonpos.sum())} records with test_error or n_train <= 0 (log-space fits)"
-        )
+        notes.append(f"skipped {int(nonpos.sum())} records with test_error < 0 or n_train <= 0")
     frame = frame[~nonpos].copy()
+    frame["n_test"] = pd.to_numeric(frame["n_test"], errors="coerce")
+    frame["budget_scale"] = pd.to_numeric(frame["budget_scale"], errors="coerce").fillna(1.0)
+    frame = _floor_zero_errors(frame, notes)
     frame["family"] = frame["family"].astype(str)
     frame["size"] = frame["size"].astype(str)
     frame["n_train"] = frame["n_train"].astype("int64")
     return frame.reset_index(drop=True), len(everything), notes
+
+
+def _floor_zero_errors(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """``fit_error``: the test error the log-space fits take. A 0% cell is a result, not a gap: it
+    is kept and floored at half a test example's error, 0.5 / n_test."""
+    frame["fit_error"] = frame["test_error"].astype(float)
+    zero = frame["test_error"] == 0
+    if not zero.any():
+        return frame
+    known = zero & frame["n_test"].notna() & (frame["n_test"] > 0)
+    frame.loc[known, "fit_error"] = 0.5 / frame.loc[known, "n_test"]
+    cells = ", ".join(
+        f"{r.family} {r.size} n={int(r.n_train):,} seed {r.seed}" for r in frame[known].itertuples()
+    )
+    if known.any():
+        notes.append(
+            f"{int(known.sum())} records reached 0% test error ({cells}): kept, and floored at "
+            "half a test example's error (0.5 / n_test) for the log-space fits"
+        )
+    unknown = zero & ~known
+    if unknown.any():
+        notes.append(
+            f"skipped {int(unknown.sum())} records with 0% test error and no test-set size "
+            "(a log-space fit needs a floor of 0.5 / n_test)"
+        )
+    return frame[~unknown].copy()
 
 
 def select_families(present: list[str], requested: list[str] | None, notes: list[str]) -> list[str]:
@@ -156,23 +205,9 @@ def summarize(frame: pd.DataFrame, orders: dict[str, list[str]]) -> pd.DataFrame
         test_error_mean=("test_error", "mean"),
         test_error_std=("test_error", "std"),
         test_error_count=("test_error", "count"),
+        val_error_mean=("val_error", "mean"),
     ).reset_index()
     out["_rank"] = [orders[f].index(s) for f, s in zip(out["family"], out["size"], strict=True)]
     out = out.sort_values(["family", "_rank", "n_train"], kind="stable").drop(columns="_rank")
     out["params"] = out["params"].round().astype("Int64")
     return out[cols].reset_index(drop=True)
-
-
-def missing_cells(summary: pd.DataFrame, orders: dict[str, list[str]]) -> list[str]:
-    """Cells of the full grid (each family's sizes x every n in the study) with no record."""
-    if not len(summary):
-        return []
-    have = set(zip(summary["family"], summary["size"], summary["n_train"], strict=True))
-    ns = sorted(summary["n_train"].unique())
-    return [
-        f"{fam} {size} n={int(n):,}"
-        for fam in sorted(orders)
-        for size in orders[fam]
-        for n in ns
-        if (fam, size, n) not in have
-    ]

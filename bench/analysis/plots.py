@@ -9,67 +9,24 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter, LogLocator
 
-matplotlib.use("Agg")  # headless and deterministic; analyze never shows a window
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
-
-from bench.analysis import scaling  # noqa: E402
-
-# Colour-blind-safe, and the same family keeps its colour in every figure.
-FAMILY_COLORS = {"resnet": "#0072B2", "vit": "#D55E00"}
-OTHER_COLORS = ("#009E73", "#CC79A7", "#E69F00", "#56B4E9")
-FAMILY_MARKERS = {"resnet": "s", "vit": "o"}
-DPI = 130
-# Fitted curves are drawn past the data only this far (a factor in x), so an extrapolated
-# break-even far away does not squash the measured range into a corner.
-MAX_EXTEND = 100.0
-
-
-def _color(fam, families):
-    if fam in FAMILY_COLORS:
-        return FAMILY_COLORS[fam]
-    others = [f for f in families if f not in FAMILY_COLORS]
-    return OTHER_COLORS[others.index(fam) % len(OTHER_COLORS)]
-
-
-def _shades(color, n):
-    """Light (small model) to full (large model) shades of the family colour."""
-    return [color] if n <= 1 else list(sns.light_palette(color, n + 2))[2:]
-
-
-def _pct_axis(ax):
-    """Log-scaled error axis labelled in percent, with as many labelled ticks as the span needs."""
-    lo, hi = ax.get_ylim()
-    span = math.log10(hi / lo) if lo > 0 else 3.0
-    if span < 0.6:
-        subs = tuple(range(1, 10))
-    elif span < 1.2:
-        subs = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)
-    else:
-        subs = (1.0, 2.0, 3.0, 5.0) if span < 2.5 else (1.0,)
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.3g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
-
-
-def _count_fmt(v, _=None):
-    if v <= 0:
-        return ""
-    e = math.floor(math.log10(v) + 1e-9)
-    m = v / 10**e
-    return f"$10^{{{e}}}$" if abs(m - 1) < 1e-6 else f"{m:g}×$10^{{{e}}}$"
-
-
-def _save(fig, path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
+from bench.analysis import scaling
+from bench.analysis.capacity import pareto_frontier
+from bench.analysis.plot_style import (
+    FAMILY_MARKERS,
+    MAX_EXTEND,
+    count_fmt,
+    family_color,
+    pct_axis,
+    save,
+    shades,
+)
+from bench.analysis.plots_extra import break_even_vs_params, gap_vs_n
 
 
 def make_figures(frame, summary, doc, orders, fig_dir) -> tuple[list[str], list[str]]:
@@ -101,101 +58,108 @@ def _cells(summary, fam, size=None):
     return rows.sort_values("n_train")
 
 
+def _x_limits(summary, be):
+    """The measured n (with a margin), widened to show a crossing within MAX_EXTEND of it."""
+    n_lo, n_hi = float(summary["n_train"].min()), float(summary["n_train"].max())
+    x_lo, x_hi = n_lo / 1.5, n_hi * 1.5
+    marks = []
+    if be and be.get("x"):
+        marks = [be["x"]] + [v for v in be.get("ci") or [] if v]
+    elif be and be.get("beyond"):
+        marks = [be["beyond"]]
+    for v in marks:
+        if n_lo / MAX_EXTEND <= v <= n_hi * MAX_EXTEND:
+            x_lo, x_hi = min(x_lo, v / 1.5), max(x_hi, v * 1.5)
+    return x_lo, x_hi
+
+
+def _plot_sizes(ax, summary, fam, sizes, color):
+    """Thin lines: each size of the family across n."""
+    for size, shade in zip(sizes, shades(color, len(sizes)), strict=True):
+        rows = _cells(summary, fam, size)
+        ax.plot(
+            rows["n_train"], rows["test_error_mean"], "-", marker=".", ms=5, lw=1.0,
+            color=shade, alpha=0.85, label=f"{fam} {size}",
+        )  # fmt: skip
+
+
+def _plot_envelope(ax, summary, fam, f, color):
+    """Bold: the family's best size at each n (picked on validation error), seed std as bars."""
+    env = f.get("envelope") or []
+    if not env:
+        return
+    ax.errorbar(
+        [e["x"] for e in env], [e["mean"] for e in env], yerr=_env_std(summary, fam, env),
+        fmt="-", marker=FAMILY_MARKERS.get(fam, "D"), ms=7, lw=2.8, color=color, capsize=3,
+        label=f"{fam} envelope (best size)", zorder=4,
+    )  # fmt: skip
+
+
+def _plot_fit(ax, grid, fam, f, color):
+    if not f.get("params"):
+        return
+    fit = scaling.Fit.from_dict({"form": f["form"], "params": f["params"]})
+    ax.plot(
+        grid, scaling.predict(fit, grid), "--", lw=1.8, color=color, zorder=3,
+        label=f"{fam} fit ({f['form']})",
+    )  # fmt: skip
+
+
+def _corner(ax, text):
+    ax.text(0.99, 0.98, text, transform=ax.transAxes, ha="right", va="top", fontsize=9)
+
+
+def _mark_break_even(ax, be, x_lo, x_hi):
+    """The crossing and its CI, or the lower bound / the statement that none is in sight."""
+    if not be:
+        return
+    if be.get("x"):
+        x = be["x"]
+        where = "inside range" if be["kind"] == "inside" else "extrapolated, < 1 decade"
+        label = f"break-even n* = {x:,.0f} ({where})"
+        ci = be.get("ci")
+        if ci:
+            hi = ci[1] if ci[1] else x_hi
+            text = f"{ci[1]:,.0f}" if ci[1] else "open"
+            ax.axvspan(max(ci[0], x_lo), min(hi, x_hi), color="0.5", alpha=0.15, lw=0,
+                       label=f"95% CI {ci[0]:,.0f}–{text}")  # fmt: skip
+        if x_lo <= x <= x_hi:
+            ax.axvline(x, color="0.2", lw=1.5, ls=":", label=label)
+        else:
+            _corner(ax, label + " (off the plot)")
+        return
+    hi = be["measured_range"][1]
+    if be.get("kind") == "lower_bound":
+        _corner(ax, f"{be['leader']} still ahead at n = {hi:,.0f};\n"
+                f"crossing beyond n = {be['beyond']:,.0f} (95%)")  # fmt: skip
+        if x_lo <= be["beyond"] <= x_hi:
+            ax.axvline(be["beyond"], color="0.2", lw=1.2, ls=":", label="break-even lower bound")
+    else:
+        _corner(ax, f"{be['leader']} ahead at n = {hi:,.0f};\nthe trend does not close the gap")
+
+
 def _error_vs_n(summary, doc, orders, path):
     fams = doc["families"]
     be = doc.get("break_even")
     fig, ax = plt.subplots(figsize=(9.5, 5.6))
-    n_lo, n_hi = float(summary["n_train"].min()), float(summary["n_train"].max())
-    x_lo, x_hi = n_lo / 1.5, n_hi * 1.5
-    if be and be.get("x"):
-        for v in [be["x"]] + list(be.get("ci") or []):
-            if v and n_lo / MAX_EXTEND <= v <= n_hi * MAX_EXTEND:
-                x_lo, x_hi = min(x_lo, v / 1.5), max(x_hi, v * 1.5)
+    x_lo, x_hi = _x_limits(summary, be)
     grid = np.geomspace(x_lo, x_hi, 300)
     for fam in fams:
-        color = _color(fam, fams)
-        sizes = orders.get(fam, [])
-        for size, shade in zip(sizes, _shades(color, len(sizes)), strict=True):
-            rows = _cells(summary, fam, size)
-            ax.plot(
-                rows["n_train"],
-                rows["test_error_mean"],
-                "-",
-                marker=".",
-                ms=5,
-                lw=1.0,
-                color=shade,
-                alpha=0.85,
-                label=f"{fam} {size}",
-            )
+        color = family_color(fam, fams)
         f = doc["fits"].get(fam) or {}
-        env = f.get("envelope") or []
-        if env:
-            ex = [e["x"] for e in env]
-            ey = [e["mean"] for e in env]
-            std = _env_std(summary, fam, env)
-            ax.errorbar(
-                ex,
-                ey,
-                yerr=std,
-                fmt="-",
-                marker=FAMILY_MARKERS.get(fam, "D"),
-                ms=7,
-                lw=2.8,
-                color=color,
-                capsize=3,
-                label=f"{fam} envelope (best size)",
-                zorder=4,
-            )
-        if f.get("params"):
-            fit = scaling.Fit.from_dict({"form": f["form"], "params": f["params"]})
-            ax.plot(
-                grid,
-                scaling.predict(fit, grid),
-                "--",
-                lw=1.8,
-                color=color,
-                zorder=3,
-                label=f"{fam} fit ({f['form']})",
-            )
-    if be and be.get("x"):
-        x = be["x"]
-        where = "inside range" if be["inside_range"] else f"extrapolated, {be.get('side')} range"
-        label = f"break-even n* = {x:,.0f} ({where})"
-        if be.get("ci"):
-            lo, hi = be["ci"]
-            ax.axvspan(
-                max(lo, x_lo),
-                min(hi, x_hi),
-                color="0.5",
-                alpha=0.15,
-                lw=0,
-                label=f"95% CI {lo:,.0f}–{hi:,.0f}",
-            )
-        if x_lo <= x <= x_hi:
-            ax.axvline(x, color="0.2", lw=1.5, ls=":", label=label)
-        else:
-            ax.text(
-                0.99, 0.98, label + " (off the plot)", transform=ax.transAxes, ha="right", va="top"
-            )
-    elif be:
-        ax.text(
-            0.99,
-            0.98,
-            f"no break-even: {be['below']} lower throughout",
-            transform=ax.transAxes,
-            ha="right",
-            va="top",
-        )
+        _plot_sizes(ax, summary, fam, orders.get(fam, []), color)
+        _plot_envelope(ax, summary, fam, f, color)
+        _plot_fit(ax, grid, fam, f, color)
+    _mark_break_even(ax, be, x_lo, x_hi)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(x_lo, x_hi)
-    ax.set_xlabel("training images (log scale)")
+    ax.set_xlabel("training images n (log scale)")
     ax.set_ylabel("test error (%, log scale)")
-    _pct_axis(ax)
+    pct_axis(ax)
     ax.set_title(f"Test error vs training-set size — {doc['study']}")
     _legend_in_order(ax)
-    _save(fig, path)
+    save(fig, path)
     return None
 
 
@@ -251,7 +215,7 @@ def _error_vs_params(summary, doc, orders, path):
     grid = np.geomspace(p_all.min() / 1.3, p_all.max() * 1.3, 100)
     for ax, n in zip(axes.flat, ns, strict=False):
         for fam in fams:
-            color = _color(fam, fams)
+            color = family_color(fam, fams)
             rows = summary[
                 (summary["family"] == fam) & (summary["n_train"] == n) & summary["params"].notna()
             ]
@@ -287,12 +251,12 @@ def _error_vs_params(summary, doc, orders, path):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.xaxis.set_major_locator(LogLocator(base=10, numticks=6))
-        ax.xaxis.set_major_formatter(FuncFormatter(_count_fmt))
+        ax.xaxis.set_major_formatter(FuncFormatter(count_fmt))
     for ax in axes.flat[len(ns) :]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel("test error (%, log scale)")
-        _pct_axis(ax)
+        pct_axis(ax)
     for col in range(ncols):  # x label under the lowest panel actually drawn in each column
         last = max(r for r in range(nrows) if r * ncols + col < len(ns))
         axes[last, col].set_xlabel("parameters (log scale)")
@@ -313,7 +277,7 @@ def _error_vs_params(summary, doc, orders, path):
     )
     fig.suptitle(f"Test error vs parameter count, per training-set size — {doc['study']}", y=1.04)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
     return None
 
 
@@ -371,20 +335,8 @@ def _heatmap(summary, doc, orders, path):
         "boxed: each family's best size at that n (its envelope)",
         fontsize=11,
     )
-    _save(fig, path)
+    save(fig, path)
     return None
-
-
-def pareto_frontier(x, y):
-    """Points no cheaper point beats: sorted by x, each with a lower y than all before it."""
-    order = np.lexsort((y, x))
-    fx, fy, best = [], [], math.inf
-    for i in order:
-        if y[i] < best:
-            best = y[i]
-            fx.append(x[i])
-            fy.append(y[i])
-    return np.array(fx), np.array(fy)
 
 
 def _error_vs_compute(summary, doc, orders, path):
@@ -394,9 +346,9 @@ def _error_vs_compute(summary, doc, orders, path):
     fams = doc["families"]
     fig, ax = plt.subplots(figsize=(9.5, 5.6))
     for fam in fams:
-        color = _color(fam, fams)
+        color = family_color(fam, fams)
         sizes = orders.get(fam, [])
-        for size, shade in zip(sizes, _shades(color, len(sizes)), strict=True):
+        for size, shade in zip(sizes, shades(color, len(sizes)), strict=True):
             rows = _cells(have, fam, size)
             if len(rows):
                 ax.scatter(
@@ -416,14 +368,17 @@ def _error_vs_compute(summary, doc, orders, path):
                 rows["train_flops"].to_numpy(float), rows["test_error_mean"].to_numpy(float)
             )
             ax.step(fx, fy, where="post", color=color, lw=2.4, label=f"{fam} frontier", zorder=4)
+    for ch in (doc.get("compute") or {}).get("changes", []):
+        ax.axvline(ch["flops"], color="0.3", lw=1.2, ls=":",
+                   label=f"frontiers cross: {ch['leader']} lower from {ch['flops']:.2g} FLOP")  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("training compute (FLOP, log scale)")
     ax.set_ylabel("test error (%, log scale)")
-    _pct_axis(ax)
+    pct_axis(ax)
     ax.set_title(f"Test error vs training compute — {doc['study']}")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    _save(fig, path)
+    save(fig, path)
     return None
 
 
@@ -433,4 +388,6 @@ FIGURES = {
     "error_vs_params.png": _error_vs_params,
     "grid_heatmap.png": _heatmap,
     "error_vs_compute.png": _error_vs_compute,
+    "gap_vs_n.png": gap_vs_n,
+    "break_even_vs_params.png": break_even_vs_params,
 }

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.analysis import sections
 from bench.analysis.frame import LADDER
 from bench.results.records import iter_records
 
@@ -16,6 +17,8 @@ CAPTIONS = {
     "error_vs_params.png": "test error vs parameter count, one panel per training-set size",
     "grid_heatmap.png": "the grid: test error (%) per family and size (rows) and training-set size (columns)",
     "error_vs_compute.png": "test error vs training compute, with each family's frontier",
+    "gap_vs_n.png": "the gap log(err_b / err_a) vs training-set size, with its trend",
+    "break_even_vs_params.png": "break-even n* for each ViT rung against ResNets across the ladder",
 }
 WHERE = {
     "inside": "inside the measured range",
@@ -45,50 +48,55 @@ def pct(v) -> str:
 
 
 # ---------------------------------------------------------------------- the break-even line
+def _ci_text(ci, bracket) -> str:
+    if not ci:
+        return ""
+    hi = fmt_x(ci[1]) if ci[1] is not None else f"beyond {fmt_x(bracket[1])}"
+    return f" (95% CI {fmt_x(ci[0])}..{hi})"
+
+
 def describe_break_even(crossing: dict | None, x_name: str = "n") -> str:
-    """One line: ``break-even: n* = 12,345 (95% CI ...), inside the measured range; ...``."""
+    """One line, as far as the data carry it: a crossing inside the range or at most a decade
+    beyond it, else the lower bound the gap's trend allows, else that the trend does not close it."""
     if crossing is None:
         return "break-even: not computed (needs an envelope fit for two families)"
-    p = crossing.get("p_no_crossing")
-    p_txt = (
-        f"; no crossing in {p:.0%} of {crossing['n_resamples']} resamples" if p is not None else ""
-    )
-    if crossing["x"] is None:
-        m = crossing.get("margin_at_max_x") or {}
-        lo, hi = crossing["bracket"]
-        return (
-            f"break-even: none; the fitted curves never cross in {fmt_x(lo)}..{fmt_x(hi)}: "
-            f"{crossing['below']} is lower everywhere "
-            f"(by {100 * m.get('difference', float('nan')):.2f} points at {x_name} = {fmt_x(m.get('x'))})"
-            + p_txt
+    kind = crossing.get("kind")
+    if kind in ("inside", "extrapolated"):
+        where = (
+            "inside the measured range"
+            if kind == "inside"
+            else f"extrapolated, {WHERE[crossing['side']].split(' ', 1)[1]} (at most one decade)"
         )
-    ci = crossing.get("ci")
-    ci_txt = f" (95% CI {fmt_x(ci[0])}..{fmt_x(ci[1])})" if ci else ""
-    side = crossing.get("side") or ("inside" if crossing["inside_range"] else "above")
-    return (
-        f"break-even: {x_name}* = {fmt_x(crossing['x'])}{ci_txt}, {WHERE[side]}; "
-        f"{crossing['below']} lower below, {crossing['above']} lower above" + p_txt
-    )
+        return (
+            f"break-even: {x_name}* = {fmt_x(crossing['x'])}"
+            f"{_ci_text(crossing.get('ci'), crossing['bracket'])}, {where}; "
+            f"{crossing['below']} lower below, {crossing['above']} lower above"
+        )
+    hi = crossing["measured_range"][1]
+    lead = f"the {crossing['leader']} is still ahead at {x_name} = {fmt_x(hi)}"
+    if kind == "lower_bound":
+        return (
+            f"break-even: none within a decade of the data; {lead}; at the measured trend the "
+            f"crossing lies beyond {x_name} = {fmt_x(crossing['beyond'])} with 95% confidence"
+        )
+    return f"break-even: none within a decade of the data; {lead}; the trend does not close the gap"
 
 
 # ---------------------------------------------------------------------- bench analyze: report.md
 def render_report(doc: dict, summary: pd.DataFrame) -> str:
-    fams = doc["families"]
-    lines = [f"# Scaling analysis: {doc['study']}", ""]
-    lines += [
-        f"- records: {doc['records']['used']} used of {doc['records']['total']} found",
-        f"- cells (family x size x n_train): {doc['cells']}",
-        f"- families: {', '.join(fams) if fams else 'none'}",
-        f"- training-set sizes: {', '.join(f'{n:,}' for n in doc['n_train']) or 'none'}",
-        f"- bootstrap: {doc['bootstrap']['resamples']} resamples, seed {doc['bootstrap']['seed']}",
-        "",
-    ]
+    lines = sections.title(doc) + ["", f"**Headline:** {doc['headline']}", ""]
+    lines += sections.facts(doc) + [""]
     if doc["notes"]:
         lines += ["## What was skipped or excluded", ""] + [f"- {n}" for n in doc["notes"]] + [""]
     lines += _error_table(doc, summary)
     lines += _fits_section(doc)
     lines += _break_even_section(doc["break_even"])
+    lines += sections.gap(doc)
+    lines += sections.capacity(doc)
+    lines += sections.compute(doc)
+    lines += sections.control(doc)
     lines += _winner_lines(doc)
+    lines += sections.missing(doc)
     lines += _figure_lines(doc["figures"])
     return "\n".join(lines)
 
@@ -99,16 +107,26 @@ def _break_even_section(crossing: dict | None) -> list[str]:
         lo, hi = crossing["measured_range"]
         b_lo, b_hi = crossing["bracket"]
         lines += [
-            f"- families compared: {crossing['families'][0]} vs {crossing['families'][1]}; "
-            f"measured range of n (both families): {fmt_x(lo)}..{fmt_x(hi)}",
-            f"- crossings of the fitted envelopes in {fmt_x(b_lo)}..{fmt_x(b_hi)}: "
+            f"- kind: `{crossing['kind']}`; families compared: {crossing['families'][0]} vs "
+            f"{crossing['families'][1]}; measured range of n (both): {fmt_x(lo)}..{fmt_x(hi)}",
+            f"- crossings of the fitted envelopes searched in {fmt_x(b_lo)}..{fmt_x(b_hi)} "
+            "(one decade beyond the data, no farther): "
             + (", ".join(fmt_x(c) for c in crossing["crossings"]) or "none"),
         ]
         if crossing.get("p_no_crossing") is not None:
             never = crossing["n_resamples"] - crossing["n_crossing"]
+            sides = crossing.get("resamples_crossing") or {}
+            where = ", ".join(f"{v} {k} the measured range" for k, v in sides.items() if v)
             lines.append(
-                f"- p_no_crossing = {crossing['p_no_crossing']:.3f} ({never} of "
-                f"{crossing['n_resamples']} bootstrap resamples never cross; {crossing['method']})"
+                f"- bootstrap: {never} of {crossing['n_resamples']} resamples do not cross within "
+                f"that range"
+                + (f"; the others cross {where}" if where else "")
+                + f" ({crossing['method']})"
+            )
+        if crossing.get("trend_crossing"):
+            lines.append(
+                f"- the gap's straight-line trend reaches zero at n = "
+                f"{fmt_x(crossing['trend_crossing'])} (point estimate, far beyond the data)"
             )
     return lines + [""]
 
@@ -155,23 +173,37 @@ def _fits_section(doc) -> list[str]:
     if not doc["fits"]:
         return lines + ["No family to fit.", ""]
     lines += [
-        "Envelope = each family's best size at each n. Forms: power `e_inf + a*n^-b`; "
-        "m4 `(err-e_inf)/(e_0-err)^alpha = beta*n^-c`; joint `E + A/N^alpha + B/n^beta`. "
-        "Huber loss on log residuals; the envelope form is chosen by how well it predicts the "
-        "largest n when fitted without it.",
+        "Envelope = each family's best size at each n, picked on validation error. Forms: power "
+        "`e_inf + a*n^-b`; m4 `(err-e_inf)/(e_0-err)^alpha = beta*n^-c`; joint "
+        "`E + A/N^alpha + B/n^beta`. Huber loss on log residuals; the envelope form is chosen by "
+        "how well it predicts the largest n when fitted without it. A parameter marked **at "
+        "bound** sits on the limit of its allowed range: the data do not determine it.",
         "",
-        "| family | chosen form | parameters | rmse (log) | why |",
-        "|---|---|---|---:|---|",
+        "| family | chosen form | parameters | at bound | floor e_inf: range within the noise | rmse (log) | why |",
+        "|---|---|---|---|---|---:|---|",
     ]
     for fam, f in doc["fits"].items():
         rmse = "-" if f["rmse_log"] is None else f"{f['rmse_log']:.3g}"
+        bound = ", ".join(f"**{p}**" for p in f.get("at_bound") or []) or "none"
         lines.append(
-            f"| {fam} | {f['form'] or '-'} | {fmt_params(f['params'])} | {rmse} | {f['selection']} |"
+            f"| {fam} | {f['form'] or '-'} | {fmt_params(f['params'])} | {bound} | "
+            f"{_floor_text(f.get('floor'))} | {rmse} | {f['selection']} |"
         )
+    for fam, f in doc["fits"].items():
+        for form, why in sorted((f.get("not_fitted") or {}).items()):
+            lines.append(f"- {fam}: {form} {why}")
     lines += ["", "Extrapolation check (fit without the largest n, predict it):", ""]
     for fam, f in doc["fits"].items():
         lines += _extrapolation_lines(fam, f)
     return lines + [""]
+
+
+def _floor_text(floor: dict | None) -> str:
+    if not floor:
+        return "-"
+    lo, hi = floor["range"]
+    word = "identified" if floor["identified"] else "**unidentified** (wide)"
+    return f"{pct(lo)}..{pct(hi)}% ({word}; noise: {floor.get('noise_from', '?')})"
 
 
 def _extrapolation_lines(fam: str, f: dict) -> list[str]:
@@ -192,8 +224,11 @@ def _extrapolation_lines(fam: str, f: dict) -> list[str]:
             if jx
             else ""
         )
+        bound = joint.get("at_bound") or []
+        btxt = f"; **at bound**: {', '.join(bound)}" if bound else ""
         lines.append(
-            f"  - joint fit: {fmt_params(joint['params'])}, rmse (log) {joint['rmse_log']:.3g}{jtxt}"
+            f"  - joint fit: {fmt_params(joint['params'])}, rmse (log) {joint['rmse_log']:.3g}"
+            f"{btxt}{jtxt}"
         )
     return lines
 
@@ -215,7 +250,7 @@ def _winner_lines(doc) -> list[str]:
 
 # ---------------------------------------------------------------------- bench fit: a table
 def fit_table(result: dict, x_name: str) -> str:
-    rows = [("family", "form", "parameters", "rmse_log", "held-out largest x")]
+    rows = [("family", "form", "parameters", "at bound", "rmse_log", "held-out largest x")]
     for fam, f in result["fits"].items():
         ex = f.get("extrapolation")
         ex_txt = (
@@ -224,7 +259,8 @@ def fit_table(result: dict, x_name: str) -> str:
             else "-"
         )
         rmse = "-" if f["rmse_log"] is None else f"{f['rmse_log']:.3g}"
-        rows.append((fam, f["form"] or "-", fmt_params(f["params"]), rmse, ex_txt))
+        bound = ",".join(f.get("at_bound") or []) or "-"
+        rows.append((fam, f["form"] or "-", fmt_params(f["params"]), bound, rmse, ex_txt))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     crossing = result["break_even"]

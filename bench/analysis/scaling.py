@@ -47,6 +47,8 @@ LOG_AMP_BOUNDS = (-50.0, 50.0)
 # A more complex form must predict the held-out point better by this much |log error| to be chosen.
 SELECT_MARGIN = 1e-3
 DEFAULT_BRACKET = (1e1, 1e9)
+# How far beyond the measured range a crossing may be extrapolated (a factor in x): one decade.
+EXTRAPOLATE = 10.0
 GRID_PER_DECADE = 100
 
 Seeds = dict  # {(group, x): np.ndarray of y over seeds}
@@ -74,7 +76,7 @@ def single_threaded_blas():
         _BLAS_DEPTH -= 1
 
 
-def _one_blas_thread(func):
+def one_blas_thread(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         with single_threaded_blas():
@@ -91,6 +93,7 @@ class Fit:
     n_points: int
     theta: tuple  # optimiser coordinates; warm start for bootstrap refits
     scale: tuple  # geometric-mean scale(s) of x used by theta
+    at_bound: tuple = ()  # names of parameters the optimiser left on a bound (not identified)
 
     @classmethod
     def from_dict(cls, d: dict) -> Fit:
@@ -105,7 +108,21 @@ class Fit:
             "params": {k: round6(v) for k, v in self.params.items()},
             "rmse_log": round6(self.rmse_log),
             "n_points": self.n_points,
+            "at_bound": list(self.at_bound),
         }
+
+
+def at_bounds(theta, bounds, names) -> tuple:
+    """Parameters within a relative 1e-4 of the bound's span from a bound: the data did not pin
+    them; the optimiser stopped at the wall (a pinned parameter, lo == hi, is not flagged)."""
+    out = []
+    for name, t, (lo, hi) in zip(names, theta, bounds, strict=True):
+        if hi <= lo:
+            continue
+        tol = 1e-4 * (hi - lo)
+        if t <= lo + tol or t >= hi - tol:
+            out.append(name)
+    return tuple(out)
 
 
 def round6(v):
@@ -292,13 +309,18 @@ def _params_to_theta(form, params, scale):
     )
 
 
-@_one_blas_thread
-def fit_form(form: str, x, y, warm: Fit | None = None) -> Fit | None:
-    """Fit one envelope form; None when there are fewer distinct x than the form needs."""
+@one_blas_thread
+def fit_form(form: str, x, y, warm: Fit | None = None, e_inf: float | None = None) -> Fit | None:
+    """Fit one envelope form; None when there are fewer distinct x than the form needs.
+
+    ``e_inf`` pins the floor at that value (the profile of the floor refits the rest).
+    """
     x, y, u, scale = _prepare(x, y)
     if len(np.unique(x)) < MIN_X[form]:
         return None
     bounds = _bounds(form, y)
+    if e_inf is not None:
+        bounds[0] = (float(e_inf), float(e_inf))
     if warm is not None:
         # Bootstrap refits: the resample is close to the data, so the full fit is a good start.
         starts = [_params_to_theta(form, warm.params, scale)]
@@ -309,7 +331,9 @@ def fit_form(form: str, x, y, warm: Fit | None = None) -> Fit | None:
         starts = _m4_starts(u, y, power_theta)
     model = _power if form == "power" else _m4
     theta, rmse = _minimize(model, u, y, starts, bounds)
-    return Fit(form, _theta_to_params(form, theta, scale), rmse, len(x), tuple(theta), (scale,))
+    flags = at_bounds(theta, bounds, PARAM_NAMES[form])
+    params = _theta_to_params(form, theta, scale)
+    return Fit(form, params, rmse, len(x), tuple(theta), (scale,), flags)
 
 
 def predict(fit: Fit, x) -> np.ndarray:
@@ -329,8 +353,8 @@ def predict(fit: Fit, x) -> np.ndarray:
 # Joint form over parameter count N and data size n
 
 
-@_one_blas_thread
-def fit_joint(params_n, x, y) -> Fit | None:
+@one_blas_thread
+def fit_joint(params_n, x, y, warm: Fit | None = None) -> Fit | None:
     """err(N, n) = E + A/N^alpha + B/n^beta; None unless >= 2 sizes, >= 2 n and >= 5 cells."""
     big_n = np.asarray(params_n, dtype=float)
     x, y, u, n_scale = _prepare(x, y)
@@ -349,7 +373,10 @@ def fit_joint(params_n, x, y) -> Fit | None:
         for alpha in (0.2, 0.6):
             for beta in (0.2, 0.6):
                 starts.append((f_inf * y_min, half, alpha, half, beta))
+    if warm is not None and warm.scale == (big_scale, n_scale):
+        starts = [warm.theta]  # bootstrap refits: the same points, redrawn; start at the full fit
     theta, rmse = _minimize(_joint_model, (v, u), y, starts, bounds)
+    flags = at_bounds(theta, bounds, PARAM_NAMES["joint"])
     e, la, alpha, lb, beta = (float(t) for t in theta)
     params = {
         "E": e,
@@ -358,7 +385,7 @@ def fit_joint(params_n, x, y) -> Fit | None:
         "B": math.exp(lb + beta * math.log(n_scale)),
         "beta": beta,
     }
-    return Fit("joint", params, rmse, len(x), tuple(theta), (big_scale, n_scale))
+    return Fit("joint", params, rmse, len(x), tuple(theta), (big_scale, n_scale), flags)
 
 
 def predict_joint(fit: Fit, params_n, x) -> np.ndarray:
@@ -386,15 +413,20 @@ def group_seeds(groups, x, y) -> Seeds:
     }
 
 
-def envelope(seeds: Seeds, group_order: Sequence | None = None) -> list[tuple]:
-    """[(x, best group, seed values)] sorted by x: at each x the group with the lowest mean.
+def envelope(seeds: Seeds, group_order: Sequence | None = None, score: dict | None = None):
+    """[(x, best group, seed values)] sorted by x: at each x the group with the lowest score.
 
-    Ties go to the earlier group in ``group_order`` (the smaller model in a study).
+    ``score`` ({(group, x): number}) is what picks the group, the mean validation error in a study
+    (picking on test error would let the test set choose the model it then grades); without it
+    the mean of the values themselves. Ties go to the earlier group in ``group_order`` (the
+    smaller model in a study).
     """
     rank = {g: i for i, g in enumerate(group_order or [])}
     best: dict = {}
     for (g, x), ys in seeds.items():
-        key = (float(np.mean(ys)), rank.get(g, len(rank)), str(g))
+        s = (score or {}).get((g, x))
+        s = float(np.mean(ys)) if s is None or not np.isfinite(s) else float(s)
+        key = (s, rank.get(g, len(rank)), str(g))
         if x not in best or key < best[x][0]:
             best[x] = (key, g, ys)
     return [(x, best[x][1], best[x][2]) for x in sorted(best)]
@@ -410,7 +442,7 @@ def envelope_points(env) -> tuple[np.ndarray, np.ndarray]:
 # Form choice by held-out prediction
 
 
-@_one_blas_thread
+@one_blas_thread
 def holdout(form: str, x, y) -> dict | None:
     """Fit without the largest x and predict it (judges extrapolation, not fit quality)."""
     x = np.asarray(x, dtype=float)
@@ -432,19 +464,27 @@ def holdout(form: str, x, y) -> dict | None:
     }
 
 
-@_one_blas_thread
+@one_blas_thread
 def fit_family(x, y, x_name: str = "x") -> dict:
     """Fit every envelope form there are points for and choose one by held-out prediction."""
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     n_x = len(np.unique(x))
-    fits = {f: fit_form(f, x, y) for f in ENVELOPE_FORMS}
+    # A form with more free parameters than the data has distinct x is not identified: not fitted.
+    not_fitted = {
+        f: f"not fitted: {MIN_X[f]} parameters need at least {MIN_X[f]} distinct {x_name}, "
+        f"the envelope has {n_x}"
+        for f in ENVELOPE_FORMS
+        if n_x < MIN_X[f]
+    }
+    fits = {f: fit_form(f, x, y) for f in ENVELOPE_FORMS if f not in not_fitted}
     fits = {f: v for f, v in fits.items() if v is not None}
     if not fits:
         return {
             "chosen": None,
             "fits": {},
             "holdout": {},
+            "not_fitted": not_fitted,
             "reason": f"only {n_x} distinct {x_name}; a power law needs at least {MIN_X['power']}",
         }
     checks = {f: holdout(f, x, y) for f in fits}
@@ -473,7 +513,13 @@ def fit_family(x, y, x_name: str = "x") -> dict:
             reason += f"; not checked (too few {x_name} to hold one out): " + ", ".join(skipped)
         if chosen not in fits:
             chosen = next(iter(fits))
-    return {"chosen": chosen, "fits": fits, "holdout": checks, "reason": reason}
+    return {
+        "chosen": chosen,
+        "fits": fits,
+        "holdout": checks,
+        "not_fitted": not_fitted,
+        "reason": reason,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,11 +527,12 @@ def fit_family(x, y, x_name: str = "x") -> dict:
 
 
 def bracket_for(x_lo: float, x_hi: float) -> tuple[float, float]:
-    """The default 10^1..10^9, widened so any table's own range (plus margin) is covered."""
-    return min(DEFAULT_BRACKET[0], x_lo / 100.0), max(DEFAULT_BRACKET[1], x_hi * 1e4)
+    """Where a crossing is searched: the measured range and one decade beyond each end. Farther
+    out a fitted curve says nothing the data can back (the issue of a break-even "at 1e9")."""
+    return x_lo / EXTRAPOLATE, x_hi * EXTRAPOLATE
 
 
-@_one_blas_thread
+@one_blas_thread
 def crossings(fit_a: Fit, fit_b: Fit, bracket=DEFAULT_BRACKET) -> list[float]:
     """Every x in the bracket where log err_a - log err_b changes sign (dense grid + brentq)."""
     lo, hi = math.log10(bracket[0]), math.log10(bracket[1])
@@ -547,104 +594,4 @@ def break_even(fit_a: Fit, fit_b: Fit, names, x_lo, x_hi, bracket) -> dict:
             names[1]: round6(eb),
             "difference": round6(abs(ea - eb)),
         }
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Bootstrap
-
-
-def _resampler(seeds: Seeds, group_order, chosen_fit: Fit):
-    """A function rng -> (x, y) of envelope points for one resample of this family.
-
-    Cells with several seeds: resample seeds within the cell; single-seed cells then get a log
-    deviation drawn from the pooled within-cell deviations. With no repeated cells at all there is
-    no noise estimate but the fit's: resample log residuals of the envelope fit instead.
-    """
-    keys = list(seeds)
-    multi = [k for k in keys if len(seeds[k]) > 1]
-    if multi:
-        pool = []
-        for k in multi:
-            ys = np.log(seeds[k])
-            m = len(ys)
-            pool.append((ys - ys.mean()) * math.sqrt(m / (m - 1)))  # unbiased spread
-        pool = np.concatenate(pool)
-
-        def draw(rng):
-            new = {}
-            for k in keys:
-                ys = seeds[k]
-                if len(ys) > 1:
-                    # Resample seeds, widened by sqrt(m/(m-1)) about the cell's log mean: with
-                    # 3-5 seeds a plain resample understates the spread and the interval with it.
-                    m = len(ys)
-                    logs = np.log(ys[rng.integers(0, m, m)])
-                    centre = np.log(ys).mean()
-                    new[k] = np.exp(centre + (logs - centre) * math.sqrt(m / (m - 1)))
-                else:
-                    new[k] = ys * np.exp(pool[rng.integers(0, len(pool), 1)])
-            return envelope_points(envelope(new, group_order))
-
-        draw.method = "seeds resampled within each cell"
-        return draw
-
-    x, y = envelope_points(envelope(seeds, group_order))
-    pred = predict(chosen_fit, x)
-    resid = np.log(y) - np.log(pred)
-
-    def draw_resid(rng):
-        return x, pred * np.exp(resid[rng.integers(0, len(resid), len(resid))])
-
-    draw_resid.method = "log residuals of the envelope fit resampled (one seed per cell)"
-    return draw_resid
-
-
-@_one_blas_thread
-def bootstrap_break_even(
-    seeds_by_family: dict,
-    fits_by_family: dict,
-    names: Sequence[str],
-    x_lo: float,
-    x_hi: float,
-    bracket,
-    n_boot: int,
-    seed: int,
-    group_orders: dict | None = None,
-) -> dict:
-    """Refit both families' chosen envelope forms on n_boot resamples; locate each crossing.
-
-    The forms chosen on the full data stay fixed (the interval is conditional on that choice).
-    Returns the percentile 2.5/97.5 interval of the crossing over resamples that cross, and the
-    share of resamples with no crossing in the bracket. ``group_orders`` ({family: [sizes]})
-    breaks envelope ties toward the smaller model, as on the full data.
-    """
-    rng = np.random.default_rng(seed)
-    orders = group_orders or {}
-    draws = [_resampler(seeds_by_family[n], orders.get(n), fits_by_family[n]) for n in names]
-    xs, failed = [], 0
-    for _ in range(n_boot):
-        refits = []
-        for name, draw in zip(names, draws, strict=True):
-            bx, by = draw(rng)
-            refits.append(fit_form(fits_by_family[name].form, bx, by, warm=fits_by_family[name]))
-        if any(f is None for f in refits):
-            failed += 1
-            continue
-        x = pick_break_even(crossings(refits[0], refits[1], bracket), x_lo, x_hi)
-        xs.append(x)
-    crossed = np.array([x for x in xs if x is not None])
-    n_done = len(xs)
-    out = {
-        "n_resamples": n_boot,
-        "n_crossing": int(len(crossed)),
-        "p_no_crossing": round6((n_done - len(crossed)) / n_done) if n_done else None,
-        "ci": None,
-        "method": "; ".join(f"{n}: {d.method}" for n, d in zip(names, draws, strict=True)),
-    }
-    if len(crossed):
-        lo, hi = np.percentile(np.log10(crossed), [2.5, 97.5])
-        out["ci"] = [round6(10.0**lo), round6(10.0**hi)]
-    if failed:
-        out["n_failed"] = failed
     return out

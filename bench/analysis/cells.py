@@ -1,0 +1,147 @@
+"""A study's cells: the scaling grid apart from its convergence control, and what is missing.
+
+A cell is (family, size, n_train, seed). Cells trained at ``budget_scale`` other than 1 are the
+convergence control: compared with their 1x twins (:mod:`bench.analysis.control`), never
+fitted as extra points of a scaling curve. The grid a study should hold comes from a sweep YAML
+in the study folder when there is one (``sweep.yaml`` or any ``*.yaml`` there), else from the
+distinct values the records show.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from bench.errors import BenchError
+
+KEYS = ("family", "size", "n_train", "seed")
+
+
+def split_control(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cells at the study's budget, cells at another budget_scale)."""
+    scaled = frame["budget_scale"].astype(float) != 1.0
+    return frame[~scaled].reset_index(drop=True), frame[scaled].reset_index(drop=True)
+
+
+def sweep_file(study_dir: Path) -> Path | None:
+    """The sweep YAML kept in the study folder, if any (``sweep.yaml`` first)."""
+    named = study_dir / "sweep.yaml"
+    if named.is_file():
+        return named
+    found = sorted(study_dir.glob("*.yaml")) + sorted(study_dir.glob("*.yml"))
+    return found[0] if found else None
+
+
+def _sweep_values(path: Path) -> dict[str, list]:
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise BenchError(f"cannot read the sweep {path}: {str(e).splitlines()[0]}") from e
+    params = config.get("parameters") if isinstance(config, dict) else None
+    if not isinstance(params, dict):
+        raise BenchError(f"{path}: no 'parameters' block, so no grid to compare the records with")
+    out = {}
+    for key in (*KEYS, "budget_scale"):
+        spec = params.get(key)
+        if isinstance(spec, dict) and "values" in spec:
+            out[key] = list(spec["values"])
+        elif isinstance(spec, dict) and "value" in spec:
+            out[key] = [spec["value"]]
+    return out
+
+
+def _resolve_all(values: list, present: list[int]) -> list:
+    """``n_train: all`` stands for the full training set: the largest n the records show, when it
+    exceeds every number the sweep names (else that cell is missing)."""
+    numbers = [int(v) for v in values if str(v) != "all"]
+    top = max(present) if present else None
+    out = []
+    for v in values:
+        if str(v) == "all":
+            out.append(top if top is not None and top > max(numbers, default=0) else "all")
+        else:
+            out.append(int(v))
+    return out
+
+
+def expected_grid(study_dir: Path, frame: pd.DataFrame) -> tuple[list[tuple], str]:
+    """Every (family, size, n_train, seed) the study should hold, and where that list came from."""
+    path = sweep_file(study_dir)
+    present = {k: sorted(frame[k].unique().tolist()) if len(frame) else [] for k in KEYS}
+    if path is None:
+        values, source = present, "the distinct values in the records"
+    else:
+        values = _sweep_values(path)
+        source = f"the sweep {path.name}"
+        for k in KEYS:  # a key the sweep leaves to the default: whatever the records show
+            values.setdefault(k, present[k] or [0])
+        values["n_train"] = _resolve_all(values["n_train"], present["n_train"])
+    grid = itertools.product(*(values[k] for k in KEYS))
+    return sorted({tuple(map(_plain, c)) for c in grid}, key=_order), source
+
+
+def _plain(v):
+    return int(v) if isinstance(v, (int, float)) and float(v).is_integer() else str(v)
+
+
+def _order(cell):
+    return tuple((0, v, "") if isinstance(v, int) else (1, 0, str(v)) for v in cell)
+
+
+def missing_cells(expected: list[tuple], frame: pd.DataFrame) -> list[str]:
+    """The cells of ``expected`` with no completed record, as 'family size n=N seed S'."""
+    have = {tuple(map(_plain, r)) for r in frame[list(KEYS)].itertuples(index=False)}
+    return [
+        f"{fam} {size} n={n:,} seed {seed}"
+        if isinstance(n, int)
+        else f"{fam} {size} n={n} seed {seed}"
+        for fam, size, n, seed in expected
+        if (fam, size, n, seed) not in have
+    ]
+
+
+def coverage(study_dir: Path, frame: pd.DataFrame) -> dict:
+    """{held, expected, missing: [...], by_model: [...], source}: how much of its grid a study
+    holds; ``by_model`` says the same per family and size, one line each."""
+    expected, source = expected_grid(Path(study_dir), frame)
+    missing = missing_cells(expected, frame)
+    return {
+        "expected": len(expected),
+        "held": len(expected) - len(missing),
+        "missing": missing,
+        "by_model": _by_model(expected, frame),
+        "source": source,
+    }
+
+
+def _by_model(expected: list[tuple], frame: pd.DataFrame) -> list[str]:
+    have = {tuple(map(_plain, r)) for r in frame[list(KEYS)].itertuples(index=False)}
+    groups: dict = {}
+    for cell in expected:
+        if cell not in have:
+            fam, size, n, seed = cell
+            groups.setdefault((fam, size), {}).setdefault(n, []).append(seed)
+    lines = []
+    for (fam, size), by_n in groups.items():
+        parts = [f"n={n:,}" if isinstance(n, int) else f"n={n}" for n in by_n]
+        seeds = sorted({tuple(v) for v in by_n.values()})
+        if len(seeds) == 1:
+            text = ", ".join(parts) + f" (seeds {', '.join(map(str, seeds[0]))})"
+        else:
+            text = ", ".join(
+                f"{p} (seeds {', '.join(map(str, by_n[n]))})"
+                for p, n in zip(parts, by_n, strict=True)
+            )
+        lines.append(f"{fam} {size}: {text}")
+    return lines
+
+
+def seeds_per_cell(summary: pd.DataFrame) -> dict:
+    """Fewest and most seeds any (family, size, n_train) cell has."""
+    if not len(summary):
+        return {"min": 0, "max": 0}
+    counts = summary["test_error_count"].astype(int)
+    return {"min": int(counts.min()), "max": int(counts.max())}

@@ -1,0 +1,120 @@
+"""What a study may claim: its recipe, its calibration, its control, and the headline they allow.
+
+A break-even is a statement about converged, well-tuned models. Until a study's cells meet their
+calibration targets (records carry a ``calibration`` block with ``met``; absent: not recorded)
+and its convergence control finds the largest-n cells not compute-bound, the headline is the
+measured lead ("the ResNet leads by X points at n = Y (k seeds)"), not a break-even.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bench.analysis.scaling import round6
+
+# Config fields that describe how a cell was trained (shown when present in the records).
+RECIPE_FIELDS = ("lr", "weight_decay", "batch_size", "label_smoothing", "warmup", "budget")
+FEW_SEEDS = 3
+
+
+def _augment_text(row: dict) -> str:
+    recipe = row.get("recipe")
+    if recipe is not None and not pd.isna(recipe):
+        return str(recipe)
+    return "crop+flip (default)" if row.get("augment", True) not in (False, 0) else "none"
+
+
+def recipes(frame: pd.DataFrame) -> list[str]:
+    """Each distinct recipe of the study's cells, per family, as one line of text."""
+    out = set()
+    for row in frame.to_dict("records"):
+        fields = [
+            f"{k}={row[k]:g}" if isinstance(row[k], float) else f"{k}={row[k]}"
+            for k in RECIPE_FIELDS
+            if k in row and row[k] is not None and not pd.isna(row[k])
+        ]
+        out.add(f"{row['family']}: {_augment_text(row)}; " + ", ".join(fields))
+    return sorted(out)
+
+
+def calibration(frame: pd.DataFrame) -> dict:
+    """{met: True/False/None, text}: None when no record carries a calibration."""
+    if "calibration_met" not in frame or frame["calibration_met"].isna().all():
+        return {"met": None, "text": "not recorded"}
+    met = frame["calibration_met"].fillna(False).astype(bool)
+    text = (
+        "met by every cell"
+        if met.all()
+        else f"not met by {int((~met).sum())} of {len(met)} records"
+    )
+    return {"met": bool(met.all()), "text": text}
+
+
+def positive_control(frame: pd.DataFrame) -> int | None:
+    """The tile size of a patch-permuted study (a positive control), else None."""
+    if "permute_patches" not in frame:
+        return None
+    values = frame["permute_patches"].dropna()
+    return int(values.iloc[0]) if len(values) else None
+
+
+def lead(doc: dict) -> dict | None:
+    """Who leads at the largest n both families share, by how much, and on how many seeds."""
+    w = doc.get("winners")
+    if not w:
+        return None
+    r = w["largest"]
+    fits = doc["fits"]
+    counts = [
+        e["count"]
+        for f in (r["winner"], r["loser"])
+        for e in fits[f]["envelope"]
+        if e["x"] == r["n_train"]
+    ]
+    be = doc.get("break_even") or {}
+    ci = be.get("lead_ci")
+    if ci is not None and be.get("families") and r["winner"] != be["families"][0]:
+        ci = [-ci[1], -ci[0]]  # lead_ci is family b minus family a; turn it to the winner's lead
+    return {
+        "leader": r["winner"],
+        "other": r["loser"],
+        "n_train": r["n_train"],
+        "points": round6(100 * r["margin"]),
+        "points_ci": None if ci is None else [round6(100 * c) for c in ci],
+        "seeds": min(counts) if counts else 0,
+    }
+
+
+def headline(doc: dict) -> str:
+    """The sentence the study's evidence supports."""
+    ld = lead(doc)
+    be = doc.get("break_even") or {}
+    ctrl = doc.get("control") or {}
+    converged = ctrl.get("compute_bound") is False and ctrl.get("largest_n")
+    calibrated = (doc.get("calibration") or {}).get("met") is True
+    if ld is None:
+        return "No headline: the two families share no training-set size."
+    ci = ld["points_ci"]
+    ci_txt = f" (95% CI {ci[0]:.1f} to {ci[1]:.1f})" if ci and ld["seeds"] > 1 else ""
+    seeds = f"{ld['seeds']} seed" + ("s" if ld["seeds"] != 1 else "")
+    text = (
+        f"the {ld['leader']} leads by {ld['points']:.1f} points{ci_txt} at n = {ld['n_train']:,} "
+        f"({seeds})"
+    )
+    if calibrated and converged and be.get("kind") in ("inside", "extrapolated"):
+        return text + f"; break-even at n = {be['x']:,.0f} ({be['kind']})"
+    missing = [
+        w for w, ok in (("calibration", calibrated), ("convergence control", converged)) if not ok
+    ]
+    return text + f"; no break-even claim until the study meets its {' and '.join(missing)}"
+
+
+def seed_warning(seeds: dict) -> str | None:
+    """The first line of a report whose cells have fewer than 3 seeds."""
+    if seeds["min"] >= FEW_SEEDS:
+        return None
+    return (
+        f"**Fewer than {FEW_SEEDS} seeds per cell (fewest: {seeds['min']}).** Intervals carry "
+        "only the noise the seeds (or, with one seed, the test set) show; seed-to-seed spread of "
+        "real training is larger, so every interval below is too narrow."
+    )

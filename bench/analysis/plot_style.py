@@ -1,0 +1,68 @@
+"""What every figure shares: colours, markers, log axes in percent, deterministic saving.
+
+Agg backend and PNG metadata without the software version, so the same records always give
+byte-identical files.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless and deterministic; analyze never shows a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+
+# Colour-blind-safe, and the same family keeps its colour in every figure.
+FAMILY_COLORS = {"resnet": "#0072B2", "vit": "#D55E00"}
+OTHER_COLORS = ("#009E73", "#CC79A7", "#E69F00", "#56B4E9")
+FAMILY_MARKERS = {"resnet": "s", "vit": "o"}
+DPI = 130
+# Fitted curves are drawn past the data only this far (a factor in x), so an extrapolated
+# break-even far away does not squash the measured range into a corner.
+MAX_EXTEND = 100.0
+
+
+def family_color(fam, families):
+    if fam in FAMILY_COLORS:
+        return FAMILY_COLORS[fam]
+    others = [f for f in families if f not in FAMILY_COLORS]
+    return OTHER_COLORS[others.index(fam) % len(OTHER_COLORS)]
+
+
+def shades(color, n):
+    """Light (small model) to full (large model) shades of the family colour."""
+    return [color] if n <= 1 else list(sns.light_palette(color, n + 2))[2:]
+
+
+def pct_axis(ax):
+    """Log-scaled error axis labelled in percent, with as many labelled ticks as the span needs."""
+    lo, hi = ax.get_ylim()
+    span = math.log10(hi / lo) if lo > 0 else 3.0
+    if span < 0.6:
+        subs = tuple(range(1, 10))
+    elif span < 1.2:
+        subs = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)
+    else:
+        subs = (1.0, 2.0, 3.0, 5.0) if span < 2.5 else (1.0,)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.3g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def count_fmt(v, _=None):
+    if v <= 0:
+        return ""
+    e = math.floor(math.log10(v) + 1e-9)
+    m = v / 10**e
+    return f"$10^{{{e}}}$" if abs(m - 1) < 1e-6 else f"{m:g}×$10^{{{e}}}$"
+
+
+def save(fig, path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)

@@ -1,0 +1,93 @@
+"""Figures of the gap between families and of the break-even over model size."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import FuncFormatter, LogLocator
+
+from bench.analysis.plot_style import count_fmt, family_color, save
+
+
+def gap_vs_n(summary, doc, orders, path):
+    """log(err_b / err_a) per shared n, its straight-line trend in log n, and zero (equal)."""
+    be = doc.get("break_even") or {}
+    g = be.get("gap")
+    if not g or len(g["points"]) < 2:
+        return "needs two families measured at two or more shared n"
+    b, a = g["families"]
+    xs = np.array([p["n"] for p in g["points"]], dtype=float)
+    ys = np.array([p["log_ratio"] for p in g["points"]])
+    fig, ax = plt.subplots(figsize=(8.0, 4.8))
+    ax.axhline(0.0, color="0.3", lw=1.0, label="equal error (the break-even)")
+    cis = [p.get("ci") or [y, y] for p, y in zip(g["points"], ys, strict=True)]
+    yerr = np.array(
+        [
+            [y - c[0] for c, y in zip(cis, ys, strict=True)],
+            [c[1] - y for c, y in zip(cis, ys, strict=True)],
+        ]
+    )
+    ax.errorbar(
+        xs, ys, yerr=np.maximum(yerr, 0), fmt="o", ms=8, capsize=4,
+        color=family_color(b, doc["families"]), label="measured gap (95% bootstrap interval)",
+    )  # fmt: skip
+    t = np.log10(xs)
+    slope, icpt = np.polyfit(t, ys, 1)
+    line_t = np.linspace(t.min() - 0.15, t.max() + 0.15, 50)
+    ci = g.get("slope_ci")
+    ci_txt = f" (95% CI {ci[0]:+.3f} to {ci[1]:+.3f})" if ci else ""
+    ax.plot(
+        10**line_t, icpt + slope * line_t, "--", color="0.2",
+        label=f"trend: {slope:+.3f} per decade{ci_txt}",
+    )  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("training images n (log scale)")
+    ax.set_ylabel(f"log(err_{b} / err_{a})\n(> 0: {a} ahead)")
+    ax.set_title(f"The gap between {b} and {a} — {doc['study']}")
+    ax.legend(loc="best", frameon=False)
+    save(fig, path)
+    return None
+
+
+def break_even_vs_params(summary, doc, orders, path):
+    """n* against the other family's parameter count, one line (and 95% band) per rung."""
+    cap = doc.get("break_even_vs_params")
+    if not cap or "skipped" in cap:
+        return "no joint fit for both families"
+    a, b = cap["families"]
+    ladder = np.array(cap["ladder"], dtype=float)
+    if not any(v is not None for r in cap["rungs"] for v in r["n_star"]):
+        return f"no {b} rung crosses any {a} within a decade of the measured n"
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+    lo, hi = cap["measured_range"]
+    ax.axhspan(lo, hi, color="0.85", alpha=0.6, lw=0, label="measured n")
+    ax.axhline(cap["bracket"][1], color="0.4", lw=1.0, ls=":", label="search limit (10x the data)")
+    shades = plt.get_cmap("Oranges")(np.linspace(0.45, 0.95, len(cap["rungs"])))
+    for rung, color in zip(cap["rungs"], shades, strict=True):
+        _rung_line(ax, ladder, rung, color, b, cap["bracket"][1])
+    for size, p in cap["ladder_sizes"].items():
+        ax.axvline(p, color=family_color(a, doc["families"]), lw=0.8, alpha=0.5)
+        ax.text(p, 1.0, f" {a} {size}", transform=ax.get_xaxis_transform(), rotation=90,
+                va="top", ha="right", fontsize=8, color="0.3")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(base=10, numticks=8))
+        axis.set_major_formatter(FuncFormatter(count_fmt))
+    ax.set_xlabel(f"{a} parameters N (log scale)")
+    ax.set_ylabel("break-even training images n* (log scale)")
+    ax.set_title(f"Where a {b} rung meets a {a} of N parameters — {doc['study']}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    save(fig, path)
+    return None
+
+
+def _rung_line(ax, ladder, rung, color, fam, top):
+    y = np.array([np.nan if v is None else v for v in rung["n_star"]], dtype=float)
+    lo = np.array([np.nan if c is None else c[0] for c in rung["ci"]], dtype=float)
+    hi = np.array([np.nan if c is None else (c[1] or top) for c in rung["ci"]], dtype=float)
+    label = f"{fam} {rung['size']} ({rung['params'] / 1e6:.2g}M params)"
+    ax.plot(ladder, y, "-", lw=2.0, color=color, label=label)
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    if ok.any():
+        ax.fill_between(ladder, lo, hi, where=ok, color=color, alpha=0.18, lw=0)

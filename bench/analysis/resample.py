@@ -1,0 +1,134 @@
+"""Resampling one family's envelope cells: the noise every interval of the analysis carries.
+
+An envelope is ``[(x, group, seed values)]`` (see :func:`bench.analysis.scaling.envelope`). One
+resample redraws each cell's values:
+
+- a cell with several seeds: its seeds resampled with replacement, widened by sqrt(m/(m-1)) about
+  the cell's log mean (with 3-5 seeds a plain resample understates the spread);
+- a cell with one seed, when other cells have several: a log deviation drawn from the pooled
+  seed-to-seed deviations (the seed spread seen elsewhere in the family);
+- a cell with one seed and no repeated cell anywhere: the test set's binomial noise, a fresh
+  error count drawn as Binomial(n_test, err) / n_test. This is all a single seed can tell and it is
+  several times smaller than the seed-to-seed spread of real training, so such an interval is a
+  lower bound on the uncertainty (the report says so);
+- with neither seeds nor a test-set size: log residuals of the fitted curve resampled.
+
+Which size is the envelope at each x stays as chosen on the full data (by validation error).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from bench.analysis import scaling
+
+SEEDS = "seeds resampled within each cell"
+POOLED = "one-seed cells given the family's pooled seed-to-seed spread"
+BINOMIAL = "one seed per cell: the test set's binomial noise only (seed spread unknown)"
+RESIDUALS = "one seed per cell, no test-set size: log residuals of the fit resampled"
+
+
+def floor_error(y, n_test: int | None):
+    """Errors floored at half a test example's error: a 0% cell stays, and log fits can take it."""
+    y = np.asarray(y, dtype=float)
+    return np.maximum(y, 0.5 / n_test) if n_test else y
+
+
+def _pooled_deviations(env) -> np.ndarray | None:
+    pool = []
+    for _, _, ys in env:
+        if len(ys) > 1:
+            logs = np.log(ys)
+            m = len(logs)
+            pool.append((logs - logs.mean()) * math.sqrt(m / (m - 1)))
+    return np.concatenate(pool) if pool else None
+
+
+def method(env, n_test: int | None) -> str:
+    """How :func:`resampler` treats this envelope, in words."""
+    multi = any(len(ys) > 1 for _, _, ys in env)
+    single = any(len(ys) == 1 for _, _, ys in env)
+    if multi:
+        return SEEDS + (f"; {POOLED}" if single else "")
+    return BINOMIAL if n_test else RESIDUALS
+
+
+def resampler(env, n_test: int | None, fit: scaling.Fit | None) -> Callable:
+    """A function rng -> list of seed arrays, one per envelope cell, for one resample."""
+    pool = _pooled_deviations(env)
+    resid = None
+    if pool is None and not n_test and fit is not None:
+        x, y = scaling.envelope_points(env)
+        resid = np.log(y) - np.log(scaling.predict(fit, x))
+
+    def draw(rng) -> list[np.ndarray]:
+        out = []
+        for _, _, ys in env:
+            m = len(ys)
+            if m > 1:
+                logs = np.log(ys)
+                centre = logs.mean()
+                picked = logs[rng.integers(0, m, m)]
+                out.append(np.exp(centre + (picked - centre) * math.sqrt(m / (m - 1))))
+            elif pool is not None:
+                out.append(ys * np.exp(pool[rng.integers(0, len(pool), 1)]))
+            elif n_test:
+                out.append(floor_error(rng.binomial(n_test, np.clip(ys, 0, 1)) / n_test, n_test))
+            elif resid is not None:
+                out.append(ys * np.exp(resid[rng.integers(0, len(resid), 1)]))
+            else:
+                out.append(ys)
+        return out
+
+    return draw
+
+
+def points(env, drawn: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Resampled values as the (x, y) points a fit takes."""
+    x = np.concatenate([np.full(len(ys), x) for (x, _, _), ys in zip(env, drawn, strict=True)])
+    return x, np.concatenate(drawn)
+
+
+def means(env, drawn: list[np.ndarray]) -> dict[float, float]:
+    """Resampled cell means by x."""
+    return {x: float(np.mean(ys)) for (x, _, _), ys in zip(env, drawn, strict=True)}
+
+
+def log_noise_var(env, n_test: int | None, fit: scaling.Fit | None) -> tuple[float, str]:
+    """Variance of one point's log error, and where the estimate comes from.
+
+    Pooled seed-to-seed variance when cells have several seeds; else the binomial variance of the
+    test set, (1 - err) / (err n_test) on the log scale. Either is raised to the fit's residual
+    variance (per degree of freedom) when the points scatter more than it says: one seed's
+    binomial noise alone would call a floor identified that the scatter does not pin.
+    """
+    pool = _pooled_deviations(env)
+    var, source = 0.0, "none"
+    if pool is not None and len(pool) > 2:
+        var, source = float(np.mean(pool**2)), "seed-to-seed spread"
+    elif n_test:
+        _, y = scaling.envelope_points(env)
+        y = floor_error(y, n_test)
+        var = float(np.mean((1 - y) / (y * n_test)))
+        source = f"binomial noise of {n_test:,} test images"
+    if fit is not None and fit.n_points > len(fit.params):
+        resid = fit.rmse_log**2 * fit.n_points / (fit.n_points - len(fit.params))
+        if resid > var:
+            var, source = resid, "the fit's residual scatter (larger than " + source + ")"
+    return var, source
+
+
+# Stands in for "no crossing within the search" (log10 n) so percentiles stay finite.
+BEYOND_LOG10 = 1e6
+
+
+def log_percentiles(xs, qs) -> list[float]:
+    """Percentiles of positive values in log10, nan/inf counted as beyond everything; a
+    percentile that lands beyond is returned as inf."""
+    v = np.asarray(xs, dtype=float)
+    logs = np.where(np.isfinite(v) & (v > 0), np.log10(np.where(v > 0, v, 1.0)), BEYOND_LOG10)
+    out = np.percentile(logs, qs)
+    return [math.inf if q >= BEYOND_LOG10 / 2 else float(10**q) for q in out]

@@ -1,0 +1,222 @@
+"""Report sections on what a study may claim: title, facts, gap, capacity, compute, control.
+
+Numbers in (the fits.json document), Markdown lines out; :mod:`bench.analysis.report` puts the
+report together.
+"""
+
+from __future__ import annotations
+
+from bench.analysis import claims
+
+
+def _x(v) -> str:
+    if v is None:
+        return "?"
+    v = float(v)
+    return f"{v:,.0f}" if 1 <= abs(v) < 1e7 else f"{v:.3g}"
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * float(v):.2f}"
+
+
+def _figure(doc: dict, name: str) -> list[str]:
+    """A link to the figure, when this run drew it."""
+    return [f"- figure: [{name}](figures/{name})"] if name in doc.get("figures", []) else []
+
+
+def title(doc: dict) -> list[str]:
+    """The title line, marked as a positive control when the study permutes tiles."""
+    tile = doc.get("positive_control")
+    if tile:
+        return [
+            f"# Positive control: {doc['study']} (every image's {tile}x{tile}-pixel tiles "
+            "shuffled by one fixed permutation)",
+            "",
+            "A positive control of the break-even machinery, not an answer about natural images: "
+            "a ViT with learned position embeddings and patches of the tile size is blind to the "
+            "permutation, while a ResNet's locality prior is made wrong. " + _control_shows(doc),
+        ]
+    return [f"# Scaling analysis: {doc['study']}"]
+
+
+def _control_shows(doc: dict) -> str:
+    """What the positive control says about the harness, from its break-even and lead."""
+    be = doc.get("break_even") or {}
+    points = (be.get("gap") or {}).get("points") or []
+    if be.get("kind") in ("inside", "extrapolated"):
+        return (
+            f"What it shows: the harness finds a crossing ({be['below']} ahead below, "
+            f"{be['above']} above) at n = {be['x']:,.0f}, {be['kind']}."
+        )
+    signs = {p["log_ratio"] > 0 for p in points}
+    if points and len(signs) == 1:
+        b, a = be["gap"]["families"]
+        win = a if signs.pop() else b
+        return (
+            f"What it shows: the {win} is ahead at every shared n measured "
+            f"({points[0]['n']:,} to {points[-1]['n']:,})"
+            + (
+                "; the harness registers the broken prior."
+                if win == b
+                else "; the permutation did not overturn the order in this range."
+            )
+        )
+    return "What it shows: no crossing the fits can place within a decade of the data."
+
+
+def facts(doc: dict) -> list[str]:
+    lines = []
+    warn = claims.seed_warning(doc["seeds_per_cell"])
+    if warn:
+        lines += [warn, ""]
+    grid = doc["grid"]
+    seeds = doc["seeds_per_cell"]
+    seeds_txt = (
+        str(seeds["min"]) if seeds["min"] == seeds["max"] else f"{seeds['min']}-{seeds['max']}"
+    )
+    lines += [
+        f"- cells: {grid['held']} of {grid['expected']} cells of the grid (family x size x "
+        f"n_train x seed; grid from {grid['source']})",
+        f"- records: {doc['records']['used']} fitted, {doc['records']['control']} convergence "
+        f"control, {doc['records']['total']} found",
+        f"- families: {', '.join(doc['families']) or 'none'}; seeds per cell: {seeds_txt}",
+        f"- training-set sizes: {', '.join(f'{n:,}' for n in doc['n_train']) or 'none'}",
+        f"- bootstrap: {doc['bootstrap']['resamples']} resamples, seed {doc['bootstrap']['seed']}",
+        f"- calibration against published numbers: {doc['calibration']['text']}",
+        "- recipe (from the records' config):",
+    ]
+    lines += [f"  - {r}" for r in doc["recipes"]] or ["  - none recorded"]
+    return lines
+
+
+def missing(doc: dict) -> list[str]:
+    grid = doc["grid"]
+    if not grid["missing"]:
+        return []
+    lines = [
+        f"## Missing cells: {len(grid['missing'])} of {grid['expected']}",
+        "",
+        f"Cells of the grid ({grid['source']}) with no completed record, per family and size:",
+        "",
+    ]
+    return lines + [f"- {line}" for line in grid["by_model"]] + [""]
+
+
+def gap(doc: dict) -> list[str]:
+    be = doc.get("break_even") or {}
+    g = be.get("gap")
+    if not g or not g["points"]:
+        return []
+    b, a = g["families"]
+    lines = [
+        f"## The gap: log(err_{b} / err_{a}) against n",
+        "",
+        "Positive: the "
+        + a
+        + " is ahead. "
+        + ", ".join(f"n = {p['n']:,}: {p['log_ratio']:+.3f}" for p in g["points"]),
+    ]
+    if g["slope_per_decade"] is not None:
+        ci = g.get("slope_ci")
+        ci_txt = f" (95% CI {ci[0]:+.3f} to {ci[1]:+.3f})" if ci else ""
+        closing = _direction(g["slope_per_decade"], ci, a, b)
+        lines.append(f"- slope: {g['slope_per_decade']:+.3f} per decade of n{ci_txt}; {closing}")
+    return lines + _figure(doc, "gap_vs_n.png") + [""]
+
+
+def _direction(slope: float, ci, a: str, b: str) -> str:
+    if ci and ci[0] <= 0 <= ci[1]:
+        return "the interval includes 0: no measurable trend in the gap"
+    return f"the {b if slope < 0 else a} gains on the {a if slope < 0 else b} as n grows"
+
+
+def capacity(doc: dict) -> list[str]:
+    cap = doc.get("break_even_vs_params")
+    if not cap:
+        return []
+    lines = ["## Break-even over model size (joint fits)", ""]
+    if "skipped" in cap:
+        return lines + [f"- skipped: {cap['skipped']}", ""]
+    a, b = cap["families"]
+    lo, hi = cap["bracket"]
+    lines += [
+        f"n at which each {b} rung equals a {a} of N parameters, from the joint fits "
+        f"err(N, n); searched in n = {_x(lo)}..{_x(hi)} (a decade beyond the data); 95% band "
+        f"from {cap['n_resamples']} resamples. '-' : no crossing there.",
+        "",
+        f"| {b} rung | " + " | ".join(f"{a} {s} ({p / 1e6:.2g}M)" for s, p in _sizes(cap)) + " |",
+        "|---|" + "---:|" * len(cap["ladder_sizes"]),
+    ]
+    for rung in cap["rungs"]:
+        cells = [_nstar(rung, cap["ladder"].index(p)) for _, p in _sizes(cap)]
+        lines.append(
+            f"| {rung['size']} ({rung['params'] / 1e6:.2g}M) | " + " | ".join(cells) + " |"
+        )
+    return lines + [""] + _figure(doc, "break_even_vs_params.png") + [""]
+
+
+def _sizes(cap):
+    return sorted(cap["ladder_sizes"].items(), key=lambda kv: kv[1])
+
+
+def _nstar(rung, i) -> str:
+    v, ci = rung["n_star"][i], rung["ci"][i]
+    if v is None:
+        return "-"
+    if not ci:
+        return _x(v)
+    return f"{_x(v)} ({_x(ci[0])}..{_x(ci[1]) if ci[1] else 'open'})"
+
+
+def compute(doc: dict) -> list[str]:
+    c = doc.get("compute")
+    if not c:
+        return []
+    lines = ["## At matched compute", ""]
+    start = c["leader_from"]
+    lines.append(
+        f"- from {start['flops']:.3g} training FLOPs (where both families have a cell) the "
+        f"{start['leader']} frontier is lower"
+    )
+    for ch in c["changes"]:
+        lines.append(f"- at {ch['flops']:.3g} FLOPs the {ch['leader']} frontier becomes lower")
+    if not c["changes"]:
+        lines.append("- the frontiers do not cross over the measured compute")
+    m = c["at_max"]
+    fams = [f for f in m if f not in ("flops", "leader")]
+    lines.append(
+        f"- at the most compute measured ({m['flops']:.3g} FLOPs): "
+        + ", ".join(f"{f} {_pct(m[f])}%" for f in fams)
+    )
+    return lines + _figure(doc, "error_vs_compute.png") + [""]
+
+
+def control(doc: dict) -> list[str]:
+    ctrl = doc.get("control")
+    lines = ["## Convergence control", ""]
+    if not ctrl:
+        return lines + [
+            "- none: no cell was trained at budget_scale 2, so nothing says whether the "
+            "largest-n cells were still improving when training stopped",
+            "",
+        ]
+    for r in ctrl["cells"]:
+        if "gain" not in r:
+            lines.append(f"- {r['family']} {r['size']} n={r['n_train']:,}: {r['verdict']}")
+            continue
+        verdict = "**compute-bound**" if r["compute_bound"] else "not compute-bound"
+        lines.append(
+            f"- {r['family']} {r['size']} n={r['n_train']:,}: {_pct(r['base_error'])}% at 1x "
+            f"({r['base_seeds']} seeds), {_pct(r['scaled_error'])}% at {r['budget_scale']:g}x "
+            f"({r['scaled_seeds']}); gain {100 * r['gain']:+.2f} points against a spread of "
+            f"{100 * r['spread']:.2f} ({r['spread_from']}): {verdict}"
+        )
+    where = "at the largest n" if ctrl["largest_n"] else "not at the largest n"
+    if ctrl["compute_bound"] is None:
+        verdict = "no verdict (no 1x twins)"
+    elif ctrl["compute_bound"]:
+        verdict = "the cells are compute-bound: more training lowers their error beyond the noise"
+    else:
+        verdict = "the cells are not compute-bound: 2x training changes them within the noise"
+    return lines + [f"- verdict ({where}): {verdict}", ""]

@@ -1,0 +1,295 @@
+"""The statistics a reviewer accepts: seed-bootstrap coverage, break-even kinds, bound flags,
+0% cells, validation-picked sizes, the convergence control and missing cells."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.optimize import brentq
+
+from bench.analysis import breakeven, control, identify, scaling
+from bench.analysis.analyze import analyze
+from bench.cli import main
+from bench.results.records import write_record
+
+NS = np.geomspace(1000, 200000, 6)
+
+
+def resnet(n):
+    return 0.10 + 1.5 * np.asarray(n, float) ** -0.3
+
+
+def vit(n):
+    return 0.04 + 30.0 * np.asarray(n, float) ** -0.5
+
+
+def true_crossing(f, g):
+    return 10 ** brentq(lambda t: math.log(f(10**t)) - math.log(g(10**t)), 2, 8)
+
+
+def envelopes(curves, ns, seeds, noise, rng):
+    """One group per family, ``seeds`` noisy values per n: envelopes and power-law fits."""
+    envs, fits = {}, {}
+    for name, f in curves.items():
+        x = np.repeat(np.asarray(ns, float), seeds)
+        y = f(x) * np.exp(rng.normal(0.0, noise, x.size))
+        envs[name] = scaling.envelope(scaling.group_seeds([""] * len(x), x, y))
+        fits[name] = scaling.fit_form("power", x, y)
+    return envs, fits
+
+
+# ------------------------------------------------------------------------------ the bootstrap
+def test_seed_bootstrap_interval_covers_the_true_crossing_in_most_studies():
+    true = true_crossing(resnet, vit)
+    assert NS[0] < true < NS[-1]
+    hits = 0
+    with scaling.single_threaded_blas():
+        for study in range(40):
+            rng = np.random.default_rng(1000 + study)
+            envs, fits = envelopes({"resnet": resnet, "vit": vit}, NS, 3, 0.03, rng)
+            out = breakeven.analyse_pair(envs, fits, ["resnet", "vit"], {}, 60, seed=study)
+            lo, hi = out["ci"]
+            hits += lo <= true <= (hi or math.inf)
+            assert "seeds resampled within each cell" in out["method"]
+    assert hits >= 34, f"the 95% interval covered the truth in {hits} of 40 studies"
+
+
+def test_one_seed_cells_get_the_test_sets_binomial_noise():
+    rng = np.random.default_rng(0)
+    envs, fits = envelopes({"resnet": resnet, "vit": vit}, NS, 1, 0.0, rng)
+    with_noise = breakeven.analyse_pair(
+        envs, fits, ["resnet", "vit"], {"resnet": 10_000, "vit": 10_000}, 50, 0
+    )
+    assert "binomial" in with_noise["method"]
+    lo, hi = with_noise["ci"]
+    assert lo < with_noise["x"] < hi  # noise-free points: the width is the test set's noise
+    bigger = breakeven.analyse_pair(
+        envs, fits, ["resnet", "vit"], {"resnet": 500, "vit": 500}, 50, 0
+    )
+    assert bigger["ci"][1] / bigger["ci"][0] > hi / lo  # a smaller test set, a wider interval
+
+
+# ------------------------------------------------------------------------------ kinds
+def test_curves_that_do_not_cross_within_a_decade_get_a_lower_bound_not_a_point():
+    def slow_vit(n):  # closes the gap on the ResNet by 0.1 per decade: equal only at n = 1e7
+        return resnet(n) * np.exp(0.1 * (7 - np.log10(n)))
+
+    ns = np.geomspace(1000, 20000, 5)
+    assert true_crossing(resnet, slow_vit) > 10 * ns.max()
+    envs, fits = envelopes(
+        {"resnet": resnet, "vit": slow_vit}, ns, 3, 0.01, np.random.default_rng(1)
+    )
+    out = breakeven.analyse_pair(envs, fits, ["resnet", "vit"], {}, 100, 0)
+    assert out["x"] is None and out["ci"] is None
+    assert out["kind"] == "lower_bound" and out["leader"] == "resnet"
+    assert 10 * ns.max() < out["beyond"] < 1e7  # a bound short of the true crossing
+    assert max(out["bracket"]) == pytest.approx(10 * ns.max())  # no search to 1e9
+
+
+def test_a_gap_that_widens_has_no_trend_to_a_crossing():
+    def worse(n):
+        return 0.05 + 1.0 * np.asarray(n, float) ** -0.15
+
+    envs, fits = envelopes({"resnet": resnet, "vit": worse}, NS, 3, 0.01, np.random.default_rng(2))
+    out = breakeven.analyse_pair(envs, fits, ["resnet", "vit"], {}, 60, 0)
+    assert out["kind"] == "no_trend" and out["beyond"] is None
+    assert out["gap"]["slope_per_decade"] > 0  # the ViT falls further behind as n grows
+
+
+def test_a_crossing_just_beyond_the_data_is_labelled_extrapolated():
+    ns = np.geomspace(1000, 20000, 5)  # true crossing ~71k: within a decade
+    envs, fits = envelopes({"resnet": resnet, "vit": vit}, ns, 3, 0.01, np.random.default_rng(3))
+    out = breakeven.analyse_pair(envs, fits, ["resnet", "vit"], {}, 60, 0)
+    assert out["kind"] == "extrapolated" and out["side"] == "above"
+    assert ns.max() < out["x"] <= 10 * ns.max()
+
+
+# ------------------------------------------------------------------------------ identification
+def test_a_parameter_at_its_bound_is_flagged():
+    x = np.repeat(NS, 2)
+    no_floor = scaling.fit_form("power", x, 2.0 * x**-0.3)  # the floor wants to be below 0
+    assert "e_inf" in no_floor.at_bound
+    assert no_floor.to_dict()["at_bound"] == ["e_inf"]
+    fine = scaling.fit_form("power", x, resnet(x))
+    assert fine.at_bound == ()
+
+
+def test_floor_profile_says_when_the_floor_is_not_identified():
+    x = np.repeat(np.geomspace(1000, 3000, 4), 3)  # a narrow range: any floor fits
+    y = resnet(x) * np.exp(np.random.default_rng(4).normal(0, 0.02, x.size))
+    fit = scaling.fit_form("power", x, y)
+    loose = identify.floor_profile(fit, x, y, noise_var=0.02**2)
+    assert loose["identified"] is False
+    assert loose["range"][0] <= fit.params["e_inf"] <= loose["range"][1]
+    x = np.repeat(np.geomspace(1000, 1e7, 8), 3)
+    tight = identify.floor_profile(scaling.fit_form("power", x, resnet(x)), x, resnet(x), 1e-6)
+    assert tight["identified"] is True and tight["range"][0] <= 0.10 <= tight["range"][1]
+
+
+def test_m4_is_not_fitted_without_enough_n_and_says_why():
+    x = np.repeat(NS[:4], 3)
+    result = scaling.fit_family(x, resnet(x), x_name="n_train")
+    assert "m4" not in result["fits"]
+    assert "at least 5 distinct n_train" in result["not_fitted"]["m4"]
+
+
+# ------------------------------------------------------------------------------ studies on disk
+def record(
+    folder, family, size, n, seed, err, val=None, params=1e6, scale=1.0, n_test=10_000, **cfg
+):
+    config = {"family": family, "size": size, "n_train": n, "seed": seed, "budget_scale": scale}
+    config.update(cfg)
+    rid = f"{family}-{size}-n{n}-s{seed}-x{scale:g}"
+    write_record(
+        {
+            "schema": 1,
+            "run_id": rid,
+            "study": "stats",
+            "status": "completed",
+            "error": None,
+            "config": config,
+            "data": {"n_train": n, "n_test": n_test},
+            "params": int(params),
+            "flops_per_image": 2.0 * params,
+            "train_flops": 6.0 * params * n * 30 * scale,
+            "metrics": {"test_error": err, "val_error": err if val is None else val},
+            "timing": {},
+            "env": {},
+            "wandb": {},
+            "created_at": "2026-01-01T00:00:00Z",
+            "finished_at": "2026-01-01T00:01:00Z",
+        },
+        Path(folder) / "runs",
+    )
+
+
+def small_study(folder, seeds=3, ns=(1000, 4000, 16000, 64000), skip=()):
+    rng = np.random.default_rng(5)
+    for fam, f in (("resnet", resnet), ("vit", vit)):
+        for size, p in (("xs", 1e6), ("s", 4e6)):
+            for n in ns:
+                for s in range(seeds):
+                    if (fam, size, n, s) in skip:
+                        continue
+                    err = float(
+                        f(n) * (1.0 if size == "s" else 1.05) * math.exp(rng.normal(0, 0.02))
+                    )
+                    record(folder, fam, size, n, s, err, params=p)
+    return Path(folder)
+
+
+def test_a_zero_error_cell_is_kept_and_floored(tmp_path):
+    folder = small_study(tmp_path, seeds=1)
+    record(folder, "resnet", "xs", 1000, 0, 0.0, val=0.01, params=1e6, n_test=200)
+    doc = analyze(folder, bootstrap=20)
+    summary = pd.read_csv(folder / "summary.csv")
+    cell = summary[
+        (summary["family"] == "resnet") & (summary["size"] == "xs") & (summary["n_train"] == 1000)
+    ]
+    assert len(cell) == 1 and cell["test_error_mean"].iloc[0] == 0.0
+    env = {e["x"]: e for e in doc["fits"]["resnet"]["envelope"]}
+    assert env[1000]["group"] == "xs" and env[1000]["mean"] == pytest.approx(0.5 / 200)
+    report = (folder / "report.md").read_text()
+    assert "0% test error" in report and "0.5 / n_test" in report
+    assert "missing" not in " ".join(doc["notes"])
+
+
+def test_best_size_per_n_is_picked_on_validation_error(tmp_path):
+    # At every n, size "s" has the lower test error but the higher validation error.
+    for fam, f in (("resnet", resnet), ("vit", vit)):
+        for n in (1000, 4000, 16000, 64000):
+            record(tmp_path, fam, "xs", n, 0, float(f(n)) * 1.1, val=0.2, params=1e6)
+            record(tmp_path, fam, "s", n, 0, float(f(n)), val=0.3, params=4e6)
+    doc = analyze(tmp_path, bootstrap=0)
+    for fam in ("resnet", "vit"):
+        assert {e["group"] for e in doc["fits"][fam]["envelope"]} == {"xs"}
+
+
+@pytest.mark.parametrize("gain, bound", [(0.05, True), (0.001, False)])
+def test_convergence_control_verdict_both_ways(gain, bound):
+    main_rows, ctrl_rows = [], []
+    for noise in (-0.004, 0.0, 0.004):
+        main_rows.append(
+            {
+                "family": "vit",
+                "size": "s",
+                "n_train": 50000,
+                "test_error": 0.30 + noise,
+                "n_test": 10000,
+            }
+        )
+        ctrl_rows.append(
+            {
+                "family": "vit",
+                "size": "s",
+                "n_train": 50000,
+                "test_error": 0.30 - gain + noise,
+                "budget_scale": 2.0,
+            }
+        )
+    out = control.compare(pd.DataFrame(main_rows), pd.DataFrame(ctrl_rows))
+    assert out["compute_bound"] is bound and out["largest_n"] is True
+    assert out["cells"][0]["spread_from"].startswith("seed std")
+
+
+def test_control_cells_are_compared_not_fitted(tmp_path):
+    folder = small_study(tmp_path)
+    for s in range(3):
+        record(folder, "vit", "s", 64000, s, float(vit(64000)) * 0.8, params=4e6, scale=2.0)
+    doc = analyze(folder, bootstrap=0)
+    assert doc["records"]["control"] == 3 and doc["records"]["used"] == 48
+    assert all(e["count"] == 3 for e in doc["fits"]["vit"]["envelope"])
+    assert doc["control"]["compute_bound"] is True
+    report = (folder / "report.md").read_text()
+    assert "**compute-bound**" in report and "## Convergence control" in report
+    assert "no break-even claim" in doc["headline"]
+
+
+def test_missing_cells_are_listed_from_the_records_or_the_sweep(tmp_path):
+    folder = small_study(tmp_path / "a", skip={("vit", "s", 64000, 2), ("resnet", "xs", 1000, 0)})
+    doc = analyze(folder, bootstrap=0)
+    assert doc["grid"]["expected"] == 48 and doc["grid"]["held"] == 46
+    assert doc["grid"]["missing"] == ["resnet xs n=1,000 seed 0", "vit s n=64,000 seed 2"]
+    report = (folder / "report.md").read_text()
+    assert "46 of 48 cells" in report and "## Missing cells: 2 of 48" in report
+    assert "- vit s: n=64,000 (seeds 2)" in report
+
+    (folder / "sweep.yaml").write_text(
+        "parameters:\n  family: {values: [vit, resnet]}\n  size: {values: [xs, s]}\n"
+        "  n_train: {values: [1000, 4000, 16000, 64000, all]}\n  seed: {values: [0, 1, 2]}\n"
+    )
+    doc = analyze(folder, bootstrap=0)
+    assert doc["grid"]["expected"] == 60 and doc["grid"]["source"] == "the sweep sweep.yaml"
+    assert "vit s n=all seed 1" in doc["grid"]["missing"]
+
+
+def test_few_seeds_and_the_positive_control_are_said_first(tmp_path, capsys):
+    folder = small_study(tmp_path, seeds=1)
+    record(folder, "vit", "s", 256000, 0, float(vit(256000)), params=4e6, permute_patches=4)
+    assert main(["analyze", str(folder), "--bootstrap", "20"]) == 0
+    lines = (folder / "report.md").read_text().splitlines()
+    assert lines[0].startswith("# Positive control: stats")
+    head = "\n".join(lines[:12])
+    assert "Fewer than 3 seeds" in head and "**Headline:**" in head
+    doc = json.loads((folder / "fits.json").read_text())
+    assert doc["headline"].startswith("the ")
+    assert "leads by" in doc["headline"] and "(1 seed)" in doc["headline"]
+    assert "crop+flip (default)" in " ".join(doc["recipes"])
+
+
+def test_fit_keeps_a_zero_row_with_n_test(tmp_path, capsys):
+    path = tmp_path / "t.csv"
+    rows = ["arch,n,err"] + [f"{f.__name__},{n:.0f},{f(n):.6f}" for f in (resnet, vit) for n in NS]
+    rows.append("vit,500,0")
+    path.write_text("\n".join(rows) + "\n")
+    argv = ["fit", str(path), "--x=n", "--y=err", "--family=arch", "--json", "--bootstrap", "20"]
+    assert main([*argv, "--n_test", "1000"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["fits"]["vit"]["envelope"][0] == {"x": 500, "group": "", "mean": 0.0005, "count": 1}
+    assert "binomial" in doc["break_even"]["method"]
+    assert main([*argv, "--n_test", "0"]) == 2
