@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from timm.layers import DropPath
 
 from bench.cell import augment
 from bench.cell.augment import OPS, BatchMix, ImagePolicy, apply_ops, random_erase
@@ -91,7 +92,7 @@ def test_mixup_targets_sum_to_one_and_are_seeded(odd):
         assert ta.shape == (b, 10) and xa.shape == x.shape
         assert torch.allclose(ta.sum(1), torch.ones(b))
     assert any(not torch.equal(xa, x) for xa, _ in first)
-    assert any(t.max() < 0.9 for _, t in first)  # some targets are mixtures
+    assert any((t.max(1).values < 0.9).any() for _, t in first)  # some targets are mixtures
     assert not all(torch.equal(a[1], b[1]) for a, b in zip(first, run(1), strict=True))
 
 
@@ -135,15 +136,13 @@ def test_strong_recipe_picks_the_family_optimizer(family, opt):
     if opt is torch.optim.SGD:
         assert optimizer.defaults["nesterov"] and optimizer.defaults["momentum"] == 0.9
     if family == "vit":
-        rates = [
-            b.drop_path.drop_prob for b in setup.model.blocks if hasattr(b.drop_path, "drop_prob")
-        ]
+        rates = [m.drop_prob for m in setup.model.modules() if isinstance(m, DropPath)]
         assert rates and max(rates) == pytest.approx(0.1)
 
 
 def test_strong_recipe_trains_a_tiny_cell_and_records_it(in_tmp):
     args = [a for a in TINY if not a.startswith("--family")] + ["--family=resnet"]
-    assert bench("run", *args, "--recipe=strong", "--results_dir=out") == 0
+    assert bench("run", *args, "--recipe=strong", "--steps=6", "--results_dir=out") == 0
     (path,) = Path("out").glob("*.json")
     rec = json.loads(path.read_text())
     assert rec["status"] == "completed" and rec["metrics"]["test_error"] is not None
@@ -191,7 +190,7 @@ def test_data_paths_in_records_are_never_temporary(tmp_path, monkeypatch):
     # the same files elsewhere: the same hash; one file changed: another
     copy = image_folder(tmp_path / "elsewhere" / "mydata")
     assert folder_digest(str(copy)) == folder_digest(str(data))
-    Image.new("RGB", (9, 8)).save(copy / "test" / "c0" / "0.png")
+    (copy / "test" / "c0" / "0.png").write_bytes(b"\x89PNG" + bytes(100))
     folder_digest.cache_clear()
     assert folder_digest(str(copy))[2] != src["sha256"]
 
