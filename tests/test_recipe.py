@@ -16,7 +16,7 @@ from bench.cell.augment import OPS, BatchMix, ImagePolicy, apply_ops, random_era
 from bench.cell.config import Cell
 from bench.cell.provenance import folder_digest, portable_path
 from bench.cell.train import build_module, prepare
-from tests.conftest import TINY, bench
+from tests.conftest import REPO, TINY, bench
 
 
 def batch(b: int = 16, seed: int = 0) -> torch.Tensor:
@@ -45,6 +45,16 @@ def test_identity_op_leaves_images_exactly():
         x, torch.zeros(4, dtype=torch.long), torch.ones(4), torch.ones(4), augment.RANDAUGMENT
     )
     assert torch.equal(out, x)
+
+
+def test_split_and_batched_paths_agree():
+    """The CPU path (each op on its images) and the GPU path (every op, picked by where)."""
+    x, g = batch(64).float(), torch.Generator().manual_seed(1)
+    op = torch.randint(0, len(OPS), (64,), generator=g)
+    m, sign = torch.rand(64, generator=g), torch.where(torch.rand(64, generator=g) < 0.5, -1.0, 1.0)
+    a = apply_ops(x, op, m, sign, augment.TRIVIAL_WIDE, split=True)
+    b = apply_ops(x, op, m, sign, augment.TRIVIAL_WIDE, split=False)
+    assert torch.allclose(a, b, atol=1e-3)
 
 
 def test_equalize_matches_torchvision():
@@ -200,7 +210,7 @@ def test_portable_path_rules(tmp_path, monkeypatch):
     (tmp_path / "data").mkdir()
     assert portable_path(str(tmp_path / "data")) == "data"  # inside the working folder
     assert portable_path("../rel/data") == "../rel/data"  # relative: as given
-    monkeypatch.chdir("/")
+    monkeypatch.chdir(REPO)  # a working folder outside the temporary one
     assert portable_path(str(tmp_path / "data")) is None  # a temporary folder
     assert (
         portable_path(str(tmp_path / "s" / "checkpoints" / "x"), tmp_path / "s") == "checkpoints/x"

@@ -89,29 +89,58 @@ class ImagePolicy:
 
 
 def apply_ops(
-    x: torch.Tensor, op: torch.Tensor, m: torch.Tensor, sign: torch.Tensor, space: dict
+    x: torch.Tensor,
+    op: torch.Tensor,
+    m: torch.Tensor,
+    sign: torch.Tensor,
+    space: dict,
+    split: bool | None = None,
 ) -> torch.Tensor:
     """Image i gets ``OPS[op[i]]`` at magnitude ``m[i]`` in [0, 1] (signed ops times ``sign``).
 
-    Every op is computed for the whole batch and picked per image with ``where``: a few dozen
-    elementwise kernels on small images cost less than the host sync that splitting would need.
+    On a GPU every op is computed for the whole batch and picked per image with ``where``: a few
+    dozen elementwise kernels on small images cost less than the host sync that splitting the
+    batch by op would need. On the CPU there is no sync to fear, so each op runs on its own
+    images only (``split``). Both give the same result.
     """
     col = (m * torch.where(_is(op, SIGNED), sign, 1.0)).view(-1, 1, 1, 1)
+    if x.device.type == "cpu" if split is None else split:
+        out = x.clone()
+        for k in range(1, len(OPS)):
+            idx = (op == k).nonzero().flatten()
+            if len(idx):
+                out[idx] = _op(OPS[k], x[idx], op[idx], col[idx], space)
+        return out.clamp(0, 255)
     out = torch.where(_is(op, GEOMETRIC).view(-1, 1, 1, 1), _affine(x, op, col, space), x)
-    factor = 1.0 + space["enhance"] * col
-    candidates = {
-        "brightness": lambda: x * factor,
-        "color": lambda: _blend(x, _gray(x), factor),
-        "contrast": lambda: _blend(x, _gray(x).mean(dim=(2, 3), keepdim=True), factor),
-        "sharpness": lambda: _blend(x, _smooth(x), factor),
-        "posterize": lambda: _posterize(x, 8 - (space["posterize"] * col).round()),
-        "solarize": lambda: torch.where(x >= 255.0 * (1 - col), 255.0 - x, x),
-        "autocontrast": lambda: _autocontrast(x),
-        "equalize": lambda: _equalize(x),
-    }
-    for name, make in candidates.items():
-        out = torch.where((op == OPS.index(name)).view(-1, 1, 1, 1), make(), out)
+    for name in OPS[len(GEOMETRIC) + 1 :]:
+        out = torch.where(
+            (op == OPS.index(name)).view(-1, 1, 1, 1), _op(name, x, op, col, space), out
+        )
     return out.clamp(0, 255)
+
+
+def _op(
+    name: str, x: torch.Tensor, op: torch.Tensor, col: torch.Tensor, space: dict
+) -> torch.Tensor:
+    """One op for every image of ``x`` (``col``: each image's signed magnitude)."""
+    if name in GEOMETRIC:
+        return _affine(x, op, col, space)
+    factor = 1.0 + space["enhance"] * col
+    if name == "brightness":
+        return x * factor
+    if name == "color":
+        return _blend(x, _gray(x), factor)
+    if name == "contrast":
+        return _blend(x, _gray(x).mean(dim=(2, 3), keepdim=True), factor)
+    if name == "sharpness":
+        return _blend(x, _smooth(x), factor)
+    if name == "posterize":
+        return _posterize(x, 8 - (space["posterize"] * col).round())
+    if name == "solarize":
+        return torch.where(x >= 255.0 * (1 - col), 255.0 - x, x)
+    if name == "autocontrast":
+        return _autocontrast(x)
+    return _equalize(x)
 
 
 def _is(op: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
