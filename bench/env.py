@@ -20,8 +20,16 @@ def _version(pkg: str) -> str | None:
         return None
 
 
-@cache
+COMMIT_VAR = "BENCH_GIT_COMMIT"  # set by device scripts and SLURM jobs, where no checkout is
+
+
 def git_commit() -> str | None:
+    """The project's commit: ``BENCH_GIT_COMMIT`` when set, else asked of git."""
+    return os.environ.get(COMMIT_VAR, "").strip() or _git_head()
+
+
+@cache
+def _git_head() -> str | None:
     root = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(

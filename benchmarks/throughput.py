@@ -48,8 +48,9 @@ def plain_loop(
     mean, std = channel_stats(batches.x)
     scale = (1 / (255 * std)).view(1, 3, 1, 1)
     shift = (mean / std).view(1, 3, 1, 1)
+    recipe = cell.resolved_recipe  # the basic recipe: AdamW, crop and flip
     opt = torch.optim.AdamW(
-        param_groups(model, cell.weight_decay), lr=cell.lr, fused=device.type == "cuda"
+        param_groups(model, recipe["weight_decay"]), lr=recipe["lr"], fused=device.type == "cuda"
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, int(cell.warmup * steps)))
     step, t0 = 0, None

@@ -72,4 +72,4 @@ def test_help_lists_every_field_with_its_default(capsys):
     out = capsys.readouterr().out
     for name in ("--n_train", "--patch_size", "--results_dir", "--wandb", "--examples", "--pool"):
         assert name in out
-    assert "(default: 0.001)" in out
+    assert "(default: 128)" in out and "(default: basic)" in out

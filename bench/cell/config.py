@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from bench.cell import recipes
 from bench.cell.config_file import read_config_file
 from bench.errors import ArgumentParser, BenchError
 from bench.results.layout import StudyDir
@@ -87,8 +88,35 @@ class Cell:
         1.0, "multiplies the resolved budget (2: the convergence control of a study)", since=2
     )
     batch_size: int = _f(128, "images per step")
-    lr: float = _f(1e-3, "peak learning rate (AdamW)")
-    weight_decay: float = _f(0.05, "AdamW weight decay (not applied to norms, biases, embeddings)")
+    # lr and weight_decay: None = the optimizer's default (identity holds the resolved value)
+    lr: float | None = _f(None, "peak learning rate (default: AdamW 1e-3, SGD 0.1)")
+    weight_decay: float | None = _f(
+        None, "weight decay, not on norms, biases, embeddings (default: AdamW 0.05, SGD 5e-4)"
+    )
+    recipe: str = _f(
+        "basic",
+        "defaults for the fields below: basic = AdamW, crop+flip; strong = per family (README)",
+        choices=recipes.RECIPES,
+        since=2,
+    )
+    optimizer: str | None = _f(
+        None,
+        "sgd: Nesterov, momentum 0.9 (default: the recipe's)",
+        choices=recipes.OPTIMIZERS,
+        since=2,
+    )
+    auto_augment: str | None = _f(
+        None,
+        "per-image policy on the device: TrivialAugment, RandAugment (2 ops, magnitude 9)",
+        choices=recipes.AUTO_AUGMENTS,
+        since=2,
+    )
+    lr_scale: float = _f(1.0, "multiplies the lr (tunes both families in one sweep)", since=2)
+    wd_scale: float = _f(1.0, "multiplies the weight decay", since=2)
+    mixup: float | None = _f(None, "mixup alpha (0: off; default: the recipe's)", since=2)
+    cutmix: float | None = _f(None, "cutmix alpha (0: off; default: the recipe's)", since=2)
+    erasing: float | None = _f(None, "random-erasing probability (default: the recipe's)", since=2)
+    drop_path: float | None = _f(None, "stochastic depth rate (default: the recipe's)", since=2)
     warmup: float = _f(0.05, "share of the steps spent in linear warm-up before cosine decay")
     label_smoothing: float = _f(0.1, "label smoothing of the cross-entropy")
     grad_clip: float = _f(1.0, "gradient norm clip (0: off)")
@@ -160,7 +188,17 @@ class Cell:
             and (f.metadata["since"] == 1 or getattr(self, f.name) != f.default)
         }
         d["patch_size"] = self.resolved_patch_size
+        r = self.resolved_recipe
+        d.update(lr=r["lr"], weight_decay=r["weight_decay"])  # basic: the old defaults, old run_ids
+        if self.recipe != "basic":  # a changed recipe default is a new experiment
+            d["resolved_recipe"] = r
         return d
+
+    @property
+    def resolved_recipe(self) -> dict[str, Any]:
+        """The recipe's name and every recipe field's value for this cell (explicit ones win)."""
+        given = {k: getattr(self, k) for k in recipes.FIELDS}
+        return recipes.resolve(self.recipe, self.family, given, self.lr_scale, self.wd_scale)
 
     # ------------------------------------------------------------------ derived
     @property
@@ -193,11 +231,13 @@ class Cell:
         """Everything that can be checked without data. Each message names the field."""
         for f in fields(self):
             choices = f.metadata["choices"]
-            if choices and getattr(self, f.name) not in choices:
+            value = getattr(self, f.name)
+            if choices and value is not None and value not in choices:
                 raise BenchError(
                     f"{f.name}={getattr(self, f.name)!r} is not one of: {', '.join(choices)}"
                 )
-        _positive(self, "img_size", "batch_size", "evals", "lr")
+        _positive(self, "img_size", "batch_size", "evals")
+        self._validate_recipe()
         _positive(
             self,
             "epochs",
@@ -216,7 +256,7 @@ class Cell:
             optional=True,
         )
         _positive(self, "budget_scale")
-        _nonneg(self, "weight_decay", "label_smoothing", "grad_clip", "seed")
+        _nonneg(self, "label_smoothing", "grad_clip", "seed")
         if not 0 <= self.warmup < 1:
             raise BenchError(f"warmup={self.warmup} must be a share of the steps in [0, 1)")
         if self.label_smoothing >= 1:
@@ -249,6 +289,14 @@ class Cell:
                 )
             if self.finetune_img_size is not None:
                 raise BenchError("permute_patches cannot be combined with finetune_img_size")
+
+    def _validate_recipe(self) -> None:
+        _positive(self, "lr", optional=True)
+        _positive(self, "lr_scale", "wd_scale")
+        _nonneg(self, "weight_decay", "mixup", "cutmix", "erasing", "drop_path")
+        for name in ("erasing", "drop_path"):
+            if (getattr(self, name) or 0) >= 1:
+                raise BenchError(f"{name}={getattr(self, name)} must be below 1")
 
     def _validate_budget(self) -> None:
         budgets = [k for k in ("epochs", "steps", "examples") if getattr(self, k) is not None]
@@ -333,7 +381,7 @@ def _positive(cell: Cell, *names: str, optional: bool = False) -> None:
 
 def _nonneg(cell: Cell, *names: str) -> None:
     for n in names:
-        if getattr(cell, n) < 0:
+        if getattr(cell, n) is not None and getattr(cell, n) < 0:
             raise BenchError(f"{n}={getattr(cell, n)} must be >= 0")
 
 

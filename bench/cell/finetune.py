@@ -171,7 +171,7 @@ def finetune_phase(setup: CellSetup, outcome: dict, ckpt_dir: Path, logger) -> d
     cell = setup.cell
     size = cell.finetune_img_size
     steps = cell.finetune_steps or max(1, setup.total_steps // STEPS_SHARE)
-    lr = cell.lr * FINETUNE_LR_FACTOR
+    lr = cell.resolved_recipe["lr"] * FINETUNE_LR_FACTOR
     model = copy.deepcopy(setup.model)
     load_weights(model, outcome.get("checkpoint"))
     arch = set_resolution(model, setup.arch, size)
@@ -249,7 +249,7 @@ def finetune_run(
         img_size=img_size,
         patch_size=arch.patch_size,
         steps=steps,
-        lr=parent.lr * FINETUNE_LR_FACTOR,
+        lr=parent.resolved_recipe["lr"] * FINETUNE_LR_FACTOR,
         parent=parent_id,
         overrides=overrides,
     )
@@ -266,7 +266,7 @@ def finetune_run(
         from_img_size=from_size,
         img_size=img_size,
         continued=from_size == img_size,
-        lr=cell.lr,
+        lr=cell.resolved_recipe["lr"],
         patch_size=arch.patch_size,
         tokens=model.patch_embed.num_patches,
     )

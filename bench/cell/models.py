@@ -54,6 +54,7 @@ class Arch:
     width: int = 0
     pool: str = "cls"
     pos_embed: str = "learned"
+    drop_path: float = 0.0  # stochastic depth rate (timm drop_path_rate); off at evaluation
 
 
 def resolve_arch(cell: Cell, num_classes: int, img_size: int | None = None) -> Arch:
@@ -70,6 +71,7 @@ def resolve_arch(cell: Cell, num_classes: int, img_size: int | None = None) -> A
             patch_size=cell.resolved_patch_size,
             pool=cell.pool,
             pos_embed=cell.pos_embed,
+            drop_path=cell.resolved_recipe["drop_path"],
         )
         if arch.embed_dim % arch.num_heads:
             raise BenchError(
@@ -83,6 +85,7 @@ def resolve_arch(cell: Cell, num_classes: int, img_size: int | None = None) -> A
         num_classes,
         width=cell.width or rung["width"],
         depth=cell.depth or rung["depth"],
+        drop_path=cell.resolved_recipe["drop_path"],
     )
 
 
@@ -101,6 +104,7 @@ def build_vit(arch: Arch) -> nn.Module:
         num_heads=arch.num_heads,
         class_token=not mean_pool,
         global_pool="avg" if mean_pool else "token",
+        drop_path_rate=arch.drop_path,
     )
     if arch.pos_embed == "sincos":
         set_sincos_pos_embed(model)
@@ -127,6 +131,7 @@ def build_resnet(arch: Arch) -> nn.Module:
         channels=(w, 2 * w, 4 * w, 8 * w),
         stem_width=max(1, w // 2),
         stem_type="deep",
+        drop_path_rate=arch.drop_path,
     )
     if arch.img_size < SMALL_IMAGE:
         # timm's stride-4 stem leaves a 1x1 map at 32 px: use a CIFAR-style 3x3 stride-1 stem.

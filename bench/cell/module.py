@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
@@ -60,8 +61,13 @@ class CellModule(pl.LightningModule):
         channels_last: bool = False,
         meta: dict | None = None,
         grad_clip: float = 0.0,
+        optimizer: str = "adamw",
+        batch_augment: Callable | None = None,
     ):
         super().__init__()
+        self.optimizer_name = optimizer  # adamw | sgd (Nesterov, momentum 0.9)
+        # (x, y) -> (x, y or soft targets) on the normalised training batch (bench.cell.augment)
+        self.batch_augment = batch_augment
         self.meta = meta or {}  # the cell and architecture, saved in every checkpoint
         self.grad_clip = grad_clip
         # NHWC weights as well as NHWC inputs: with only one of them cuDNN converts every conv
@@ -81,16 +87,26 @@ class CellModule(pl.LightningModule):
         self.train_images_per_s = float("nan")
         self.last_train_loss = float("nan")
 
-    def forward(self, x_uint8: torch.Tensor) -> torch.Tensor:
+    def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
         x = x_uint8.float() * self.scale - self.shift
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x)
+        return x
+
+    def forward(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        return self.model(self.normalize(x_uint8))
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = F.cross_entropy(self(x), y, label_smoothing=self.label_smoothing)
+        x = self.normalize(x)
+        if self.batch_augment is not None:
+            x, y = self.batch_augment(x, y)
+        logits = self.model(x)
+        if y.ndim == 2:  # soft targets from mixup/cutmix, label smoothing already in them
+            loss = torch.sum(-y * F.log_softmax(logits, dim=-1), dim=-1).mean()
+        else:
+            loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         detached = loss.detach()
         self._loss_sum = detached if self._loss_sum is None else self._loss_sum + detached
         self._loss_count += 1
@@ -171,9 +187,11 @@ class CellModule(pl.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
         fused = self.device.type == "cuda"
-        opt = torch.optim.AdamW(
-            param_groups(self.model, self.weight_decay), lr=self.lr, betas=(0.9, 0.999), fused=fused
-        )
+        groups = param_groups(self.model, self.weight_decay)
+        if self.optimizer_name == "sgd":
+            opt = torch.optim.SGD(groups, lr=self.lr, momentum=0.9, nesterov=True, fused=fused)
+        else:
+            opt = torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.999), fused=fused)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, warmup_cosine(self.total_steps, self.warmup_steps)
         )

@@ -44,7 +44,13 @@ def make_logger(cell: Cell, params: int):
         job_type="train",
         tags=[cell.family, cell.size, f"n{n}"],
         mode=mode,
-        config={**cell.to_dict(), "run_id": cell.run_id, "params": params},
+        config={
+            **cell.to_dict(),
+            # lr, optimizer, mixup ... as run, not None
+            **{k: v for k, v in cell.resolved_recipe.items() if k != "name"},
+            "run_id": cell.run_id,
+            "params": params,
+        },
         save_dir=os.environ.get("WANDB_DIR", "."),
     )
     run = logger.experiment  # start now, so a failure in training is still recorded

@@ -27,6 +27,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from bench import env
 from bench.cell import artifacts, tracking
+from bench.cell.augment import BatchMix, ImagePolicy
 from bench.cell.batches import DeviceBatches, channel_stats
 from bench.cell.budget import Budget, resolve_budget
 from bench.cell.config import Cell
@@ -41,6 +42,7 @@ from bench.cell.models import (
 )
 from bench.cell.module import CellModule, Diverged
 from bench.cell.progress import Progress, quiet_lightning
+from bench.cell.provenance import data_source, portable_config, portable_path
 from bench.cell.subsets import Subsets, make_subsets
 from bench.clock import utc_now
 from bench.errors import BenchError
@@ -120,11 +122,14 @@ def setup_for_model(
 # ---------------------------------------------------------------------- the pieces of a fit
 def build_module(setup: CellSetup) -> CellModule:
     cell = setup.cell
+    recipe = cell.resolved_recipe
     mean, std = channel_stats(setup.splits.train_x, setup.subsets.train_idx)
     return CellModule(
         setup.model,
-        lr=cell.lr,
-        weight_decay=cell.weight_decay,
+        lr=recipe["lr"],
+        weight_decay=recipe["weight_decay"],
+        optimizer=recipe["optimizer"],
+        batch_augment=batch_augment(cell, setup.splits.num_classes),
         total_steps=setup.total_steps,
         warmup=cell.warmup,
         label_smoothing=cell.label_smoothing,
@@ -134,6 +139,21 @@ def build_module(setup: CellSetup) -> CellModule:
         channels_last=setup.device.type == "cuda" and setup.arch.family == "resnet",
         grad_clip=cell.grad_clip,
         meta={"cell": cell.to_dict(), "arch": dict(vars(setup.arch)), "run_id": cell.run_id},
+    )
+
+
+def batch_augment(cell: Cell, num_classes: int) -> BatchMix | None:
+    """The recipe's erasing and mixup/cutmix, or None when it has neither."""
+    r = cell.resolved_recipe
+    if not (r["erasing"] or r["mixup"] or r["cutmix"]):
+        return None
+    return BatchMix(
+        num_classes,
+        cell.seed,
+        mixup=r["mixup"],
+        cutmix=r["cutmix"],
+        erasing=r["erasing"],
+        label_smoothing=cell.label_smoothing,
     )
 
 
@@ -150,6 +170,7 @@ def build_loaders(setup: CellSetup) -> tuple[DeviceBatches, DeviceBatches | None
         augment_pad=pad,
         seed=cell.seed,
         drop_last=True,
+        transform=image_policy(cell),
     )
     val = None
     if len(val_idx):
@@ -158,6 +179,12 @@ def build_loaders(setup: CellSetup) -> tuple[DeviceBatches, DeviceBatches | None
         )
     test = DeviceBatches(s.test_x.to(dev), s.test_y.to(dev), EVAL_BATCH, shuffle=False)
     return train, val, test
+
+
+def image_policy(cell: Cell) -> ImagePolicy | None:
+    """The recipe's per-image policy on uint8 training batches (after crop and flip)."""
+    policy = cell.resolved_recipe["auto_augment"]
+    return None if policy == "none" else ImagePolicy(policy, cell.seed)
 
 
 def build_trainer(
@@ -313,7 +340,8 @@ def build_record(
         cell.run_id,
         cell.study,
         status,
-        cell.to_dict(),
+        portable_config(cell),  # no temporary paths; lr and weight decay as run
+        recipe=cell.resolved_recipe,
         error=error,
         name=cell.name,
         arch=dict(vars(setup.arch)),
@@ -323,6 +351,7 @@ def build_record(
             "n_test": len(setup.splits.test_y),
             "num_classes": setup.splits.num_classes,
             "img_size": setup.arch.img_size,
+            "source": data_source(cell),
         },
         budget=setup.budget.to_dict(),
         params=setup.params,
@@ -334,7 +363,7 @@ def build_record(
             "train_images_per_s": _finite(outcome.get("train_images_per_s")),
             "device": device,
         },
-        checkpoint=outcome.get("checkpoint"),
+        checkpoint=portable_path(outcome.get("checkpoint"), cell.folder.study_dir),
         parent=cell.parent,
         # cells with finetune_img_size: the pre-training phase's numbers and the second phase's
         pretrain=outcome.get("pretrain"),

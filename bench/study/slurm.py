@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import env
 from bench.errors import BenchError
 
 
@@ -21,11 +22,14 @@ class NodeRunner:
     skips what is done and resumes the rest.
     """
 
-    def __init__(self, entry: Callable[[list[str]], int]):
+    def __init__(self, entry: Callable[[list[str]], int], commit: str | None = None):
         self.entry = entry
+        self.commit = commit  # the submitting checkout's: records carry it whatever the node has
 
     def __call__(self, argv: list[str], cwd: str) -> int:
         os.chdir(cwd)
+        if self.commit:
+            os.environ[env.COMMIT_VAR] = self.commit
         code = self.entry(argv)
         if code:
             raise RuntimeError(f"bench grid {' '.join(argv)} exited {code}")
@@ -98,7 +102,9 @@ def submit_slurm(args, study: str, entry: Callable[[list[str]], int]) -> list:
     executor = slurm_executor(args, study)
     argv, cwd = node_argv(args), os.getcwd()
     try:
-        jobs = executor.map_array(NodeRunner(entry), [argv] * args.nodes, [cwd] * args.nodes)
+        jobs = executor.map_array(
+            NodeRunner(entry, env.git_commit()), [argv] * args.nodes, [cwd] * args.nodes
+        )
     except Exception as e:  # sbatch refused the job: its message, in one line
         msg = str(e).strip().splitlines()
         raise BenchError(f"sbatch failed: {msg[-1] if msg else type(e).__name__}") from None
