@@ -57,12 +57,11 @@ def shipped_sweep_cells(name: str) -> tuple[dict, list[Cell]]:
     """A sweep YAML under sweeps/, checked as a study needs it, and its cells from wandb's engine.
 
     Checks: a grid of flat, scalar parameters running ``bench run ${args}``, minimising
-    ``val/error``, whose ``study`` is its name, with no schema violation in the engine's eyes.
+    ``val/error``, with no schema violation in the engine's eyes.
     """
     cfg = yaml.safe_load((REPO / "sweeps" / name).read_text())
     assert cfg["method"] == "grid" and cfg["command"] == ["bench", "run", "${args}"]
     assert cfg["metric"] == {"name": "val/error", "goal": "minimize"}
-    assert cfg["parameters"]["study"] == {"value": cfg["name"]}
     assert all(set(v) <= {"value", "values"} for v in cfg["parameters"].values())  # flat
     assert not sweeps.schema_violations_from_proposed_config(cfg)
     runs = sweeps.next_runs(cfg, [], validate=True, n=1000)

@@ -13,13 +13,21 @@ from bench.cell.config import Cell
 from bench.study.jobs import grid_jobs
 from bench.study.sweep import agent_lines
 from bench.study.sweep_config import expand, load_sweep, render_command
-from tests.conftest import REPO, bench
+from tests.conftest import REPO, bench, shipped_sweep_cells
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import sweeps
 
-SHIPPED = {"smoke.yaml": 12, "cifar10-cpu.yaml": 30, "cifar10.yaml": 144}
+SHIPPED = {
+    "smoke.yaml": 12,
+    "cifar10-cpu.yaml": 30,
+    "cifar10.yaml": 72,
+    "cifar10-ladder.yaml": 36,
+    "cifar10-control.yaml": 4,
+    "cifar10-permuted.yaml": 36,
+    "cifar10-cpu-permuted.yaml": 12,
+}
 
 
 def write_yaml(tmp_path: Path, **changes) -> Path:
@@ -71,7 +79,13 @@ def test_shipped_studies_shape():
     }
     assert min(c.n_train for c in cpu) <= 500 and max(c.n_train for c in cpu) >= 10000
     gpu = [Cell.from_dict(p) for p in expand(load_sweep(REPO / "sweeps" / "cifar10.yaml"))]
-    assert {c.size for c in gpu} == {"xs", "s", "m", "l"} and {c.seed for c in gpu} == {0, 1, 2}
+    assert {c.size for c in gpu} == {"s", "m"} and {c.seed for c in gpu} == {0, 1, 2}
+    assert {c.n_train for c in gpu} == {1000, 2500, 5000, 10000, 20000, "all"}
+    ladder = shipped_sweep_cells("cifar10-ladder.yaml")[1]
+    control = shipped_sweep_cells("cifar10-control.yaml")[1]
+    assert {c.study for c in gpu + ladder + control} == {"cifar10"}
+    assert {(c.family, c.size) for c in ladder} == {("resnet", "xxs"), ("resnet", "xs")}
+    assert {c.budget_scale for c in control} == {2} and {c.n_train for c in control} == {"all"}
 
 
 def test_dry_run_says_which_cells_are_done(in_tmp, capsys):
