@@ -243,8 +243,14 @@ def _best_val(trainer: pl.Trainer) -> float | None:
 def already_done(cell: Cell) -> bool:
     """True (and says so) when the cell's record says it is done and ``force`` is off."""
     folder = cell.folder
-    if not records.is_done(folder.records_dir, cell.run_id) or cell.force:
+    state = records.cell_state(folder.records_dir, cell.run_id)
+    if cell.force or state not in ("done", "corrupt"):
         return False
+    if state == "corrupt":
+        raise BenchError(
+            f"{cell.run_id}: its record was damaged and is in {folder.records_dir / records.CORRUPT}"
+            "/: --force retrains the cell, `bench pull` can rebuild the record"
+        )
     print(
         f"{cell.run_id}: done already ({folder.record(cell.run_id)}); --force retrains",
         file=sys.stderr,

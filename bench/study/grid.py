@@ -164,7 +164,8 @@ def dry_run(sweep: Sweep, args: argparse.Namespace) -> int:
             print(f"  INVALID  {label}: {str(e).rsplit(': ', 1)[-1]}")
             continue
         shown = shown or job
-        state = "done" if job.done() else "todo"
+        state = job.state(quarantine=False)  # a dry run moves nothing
+        state = "todo" if state == "failed" else state
         done += state == "done"
         print(f"  {state:<8} {job.run_id:<32} {label}")
     if shown is not None:

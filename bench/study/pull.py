@@ -133,16 +133,13 @@ def store(rec: dict[str, Any], results_dir: str | None, overwrite: bool = False)
         else StudyDir.of_study(rec.get("study") or "default").records_dir
     )
     path = records.record_path(dest, rec["run_id"])
-    if path.exists() and not overwrite:
-        try:
-            old = records.read_record(path)
-        except (OSError, ValueError):
-            old = {}
+    old = records.load_record(path)  # a damaged one is moved aside: the pulled record rebuilds it
+    if old is not None and not overwrite:
         if old == rec or old.get("status") in records.DONE or rec.get("status") not in records.DONE:
             return "kept"
         state = "updated"
     else:
-        state = "updated" if path.exists() else "new"
+        state = "updated" if old is not None else "new"
     records.write_record(rec, dest)
     return state
 

@@ -65,6 +65,10 @@ class Job:
     def done(self) -> bool:
         return records.is_done(self.records_dir, self.run_id)
 
+    def state(self, quarantine: bool = True) -> str:
+        """done, failed, corrupt (left alone: retraining needs --force) or todo."""
+        return records.cell_state(self.records_dir, self.run_id, quarantine)
+
 
 def try_lock(path: Path) -> int | None:
     """An exclusive, non-blocking lock; the open fd holds it (None: someone else holds it)."""
@@ -158,13 +162,14 @@ class Outcome:
     skipped: list[str] = field(default_factory=list)  # done before this runner looked
     elsewhere: list[str] = field(default_factory=list)  # finished by another runner
     interrupted: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)  # damaged record moved aside: not retrained
     signal: int | None = None
 
     @property
     def exit_code(self) -> int:
         if self.signal is not None:
             return 128 + self.signal
-        return 1 if self.failed else 0
+        return 1 if self.failed or self.corrupt else 0
 
 
 Source = Callable[[int], Iterable[Job]]
@@ -273,10 +278,7 @@ class Runner:
     def _fail(self, job: Job, why: str, since: float) -> None:
         """Count a failure; write a failed record unless the cell wrote one since ``since``."""
         rec = job.record_path
-        try:
-            own = records.read_record(rec) if rec.exists() else None
-        except (OSError, ValueError):
-            own = None
+        own = records.load_record(rec)
         fresh = own is not None and rec.stat().st_mtime >= since
         if fresh and own.get("status") == "failed":
             if own.get("error"):
@@ -363,10 +365,21 @@ class Runner:
         more = list(source(want))
         self.exhausted = not more
         for job in more:
-            if job.done():
-                self.outcome.skipped.append(job.run_id)
-            else:
+            if not self._settled(job):
                 self.queue.append(job)
+
+    def _settled(self, job: Job) -> bool:
+        """True (and counted) when the cell needs no run: done, or its record damaged."""
+        state = job.state()
+        if state == "done":
+            self.outcome.skipped.append(job.run_id)
+        elif state == "corrupt":
+            self.outcome.corrupt.append(job.run_id)
+            self.say(
+                f"{job.run_id}: its record was damaged and moved to "
+                f"{job.records_dir / records.CORRUPT}; not retrained (bench run ... --force)"
+            )
+        return state in ("done", "corrupt")
 
     def _fill_slots(self, source: Source) -> bool:
         """Start queued cells on free slots (asking the source for more); True when any started."""
@@ -379,8 +392,7 @@ class Runner:
             job = self.queue.popleft()
             if job.run_id in self.running or job.run_id in self.waiting:
                 continue
-            if job.done():
-                self.outcome.skipped.append(job.run_id)
+            if job.run_id in self.outcome.corrupt or self._settled(job):
                 continue
             fd = try_lock(job.lock_path)
             if fd is None:
@@ -443,6 +455,7 @@ class Runner:
             f"finished: {len(o.completed)} trained, {len(o.skipped)} already done, "
             f"{len(o.elsewhere)} done by another runner, {len(o.failed)} failed"
             + (f", {len(o.interrupted)} interrupted" if o.interrupted else "")
+            + (f", {len(o.corrupt)} with a damaged record (not retrained)" if o.corrupt else "")
         )
         for run_id, why in o.failed:
             self.say(f"  failed: {run_id}: {why}")
