@@ -116,3 +116,103 @@ def test_analyze_and_pull_read_records_through_the_same_reader(tmp_path):
     assert seen == [good.run_id]
     assert (runs / ".corrupt" / f"{bad.run_id}.json").is_file()
     assert (runs.parent / "fits.json").read_text() == "[]"
+
+
+# ---------------------------------------------------------------------- bad input
+def _imagefolder(root: Path, train: dict[str, int]) -> str:
+    """A tiny imagefolder: ``train`` maps class -> images; test/ has one image per class."""
+    from PIL import Image
+
+    for split, counts in (("train", train), ("test", {c: 1 for c in train})):
+        for cls, n in counts.items():
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8), (i * 40 % 255, 0, 0)).save(root / split / cls / f"{i}.png")
+    return str(root)
+
+
+RUN = ["run", "--dataset=synthetic", "--size=xxs", "--steps=2", "--wandb=disabled"]
+BAD_INPUTS = {
+    # id: (argv after `bench`, the field the one line must name)
+    "lr_nan": ([*RUN, "--lr=nan"], "lr"),
+    "lr_inf": ([*RUN, "--lr=inf"], "lr"),
+    "lr_negative": ([*RUN, "--lr=-1"], "lr"),
+    "lr_zero": ([*RUN, "--lr=0"], "lr"),
+    "lr_text": ([*RUN, "--lr=fast"], "lr"),
+    "epochs_inf": (["run", "--dataset=synthetic", "--epochs=inf"], "epochs"),
+    "epochs_nan": (["run", "--dataset=synthetic", "--epochs=nan"], "epochs"),
+    "epochs_zero": (["run", "--dataset=synthetic", "--epochs=0"], "epochs"),
+    "steps_inf": (["run", "--steps=inf"], "steps"),
+    "steps_negative": (["run", "--steps=-5"], "steps"),
+    "examples_zero": (["run", "--examples=0"], "examples"),
+    "batch_size_zero": ([*RUN, "--batch_size=0"], "batch_size"),
+    "batch_size_text": ([*RUN, "--batch_size=abc"], "batch_size"),
+    "weight_decay_nan": ([*RUN, "--weight_decay=nan"], "weight_decay"),
+    "weight_decay_negative": ([*RUN, "--weight_decay=-0.1"], "weight_decay"),
+    "warmup_nan": ([*RUN, "--warmup=nan"], "warmup"),
+    "warmup_one": ([*RUN, "--warmup=1.5"], "warmup"),
+    "label_smoothing_inf": ([*RUN, "--label_smoothing=inf"], "label_smoothing"),
+    "grad_clip_nan": ([*RUN, "--grad_clip=nan"], "grad_clip"),
+    "budget_scale_nan": ([*RUN, "--budget_scale=nan"], "budget_scale"),
+    "budget_scale_zero": ([*RUN, "--budget_scale=0"], "budget_scale"),
+    "img_size_zero": ([*RUN, "--img_size=0"], "img_size"),
+    "patch_size_not_dividing": ([*RUN, "--patch_size=5"], "patch_size"),
+    "depth_overflow": ([*RUN, "--depth=1e400"], "depth"),
+    "n_train_zero": ([*RUN, "--n_train=0"], "n_train"),
+    "n_train_text": ([*RUN, "--n_train=many"], "n_train"),
+    "seed_negative": ([*RUN, "--seed=-1"], "seed"),
+    "evals_zero": ([*RUN, "--evals=0"], "evals"),
+    "val_size_negative": ([*RUN, "--val_size=-1"], "val_size"),
+    "val_size_too_large": ([*RUN, "--val_size=100000"], "val_size"),
+    "family_unknown": ([*RUN, "--family=cnn"], "family"),
+    "dataset_unknown": ([*RUN, "--dataset=mnist"], "dataset"),
+    "two_budgets": ([*RUN, "--epochs=2"], "steps"),
+    "flag_without_value": ([*RUN, "--lr"], "--lr"),
+    "unknown_flag": ([*RUN, "--learning_rate=1"], "--learning_rate"),
+    "config_missing": ([*RUN, "--config=nope.yaml"], "nope.yaml"),
+    "results_dir_under_a_file": ([*RUN, "--results_dir=afile/runs"], "results_dir"),
+    "imagefolder_no_data_dir": ([*RUN, "--dataset=imagefolder"], "data_dir"),
+    "imagefolder_one_class": ([*RUN, "--dataset=imagefolder", "--data_dir={one}"], "data_dir"),
+    "imagefolder_empty_class": ([*RUN, "--dataset=imagefolder", "--data_dir={empty}"], "data_dir"),
+    "grid_workers_zero": (["grid", "t.yaml", "--workers=0"], "--workers"),
+    "grid_workers_without_value": (["grid", "t.yaml", "--workers"], "--workers"),
+    "grid_count_zero": (["grid", "t.yaml", "--count=0"], "--count"),
+    "grid_results_dir_under_a_file": (["grid", "t.yaml", "--results_dir=afile/r"], "results_dir"),
+    "dry_run_results_dir_under_a_file": (
+        ["grid", "t.yaml", "--dry-run", "--results_dir=afile/r"],
+        "results_dir",
+    ),
+    "analyze_bootstrap_negative": (["analyze", ".", "--bootstrap=-1"], "--bootstrap"),
+    "fit_without_columns": (["fit", "t.csv"], "--x"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_naming_the_field_and_exit_2(tmp_path, monkeypatch, capsys, case):
+    monkeypatch.chdir(tmp_path)
+    make_grid(tmp_path, families=("vit",))
+    (tmp_path / "afile").write_text("a regular file\n")
+    (tmp_path / "t.csv").write_text("n,err,arch\n")
+    one = _imagefolder(tmp_path / "one", {"a": 3})
+    empty = _imagefolder(tmp_path / "empty", {"a": 3, "b": 3})
+    for f in (tmp_path / "empty" / "train" / "b").iterdir():
+        f.unlink()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    argv, field = BAD_INPUTS[case]
+    argv = [a.format(one=one, empty=empty) for a in argv]
+
+    assert bench(*argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert field in err and err.startswith(f"bench {argv[0]}: error: "), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no record, no W&B run
+
+
+def test_dry_run_rejects_what_the_real_grid_rejects(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # a sweep varying a runtime field: two cells, one experiment
+    make_grid(tmp_path, families=("vit",), extra={"wandb": {"values": ["disabled", "offline"]}})
+    for argv in (["--dry-run"], []):
+        assert bench("grid", "t.yaml", *argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "runtime field" in err[0]
+    assert not (tmp_path / "results").exists()

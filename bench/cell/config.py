@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,9 @@ class Cell:
     def validate(self) -> None:
         """Everything that can be checked without data. Each message names the field."""
         for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):  # nan passes every <= test
+                raise BenchError(f"{f.name}={v} must be a finite number")
             choices = f.metadata["choices"]
             if choices and getattr(self, f.name) not in choices:
                 raise BenchError(
@@ -296,7 +300,7 @@ def _parse(f: dataclasses.Field, value: Any) -> Any:
         if kind.startswith("float"):
             return float(value)
         return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         expected = (
             "'all' or an integer" if f.name == "n_train" else kind.replace(" | None", " or None")
         )

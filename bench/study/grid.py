@@ -16,7 +16,14 @@ import argparse
 import shlex
 
 from bench.errors import ArgumentParser, BenchError
-from bench.study.jobs import Proposals, finished_runs, grid_jobs, make_job, records_dir_for
+from bench.study.jobs import (
+    Proposals,
+    check_unique,
+    finished_runs,
+    grid_jobs,
+    make_job,
+    records_dir_for,
+)
 from bench.study.runner import Runner, slots_for
 from bench.study.slurm import node_argv, submit_slurm
 from bench.study.sweep_config import Sweep, expand, load_sweep
@@ -154,7 +161,7 @@ def dry_run(sweep: Sweep, args: argparse.Namespace) -> int:
         )
         what = f"{len(proposals)} sample proposals (the engine draws new ones each time; --count bounds a run)"
     print(f"study {sweep.study}: method {sweep.method}, {what}")
-    invalid, done, shown = [], 0, None
+    invalid, done, shown, jobs = [], 0, None, []
     for params in proposals:
         label = " ".join(f"{k}={params[k]}" for k in sweep.varied if k in params)
         try:
@@ -164,6 +171,7 @@ def dry_run(sweep: Sweep, args: argparse.Namespace) -> int:
             print(f"  INVALID  {label}: {str(e).rsplit(': ', 1)[-1]}")
             continue
         shown = shown or job
+        jobs.append(job)
         state = job.state(quarantine=False)  # a dry run moves nothing
         state = "todo" if state == "failed" else state
         done += state == "done"
@@ -175,5 +183,11 @@ def dry_run(sweep: Sweep, args: argparse.Namespace) -> int:
         raise BenchError(
             f"{len(invalid)} of {len(proposals)} cells are invalid; first: {invalid[0]}"
         )
-    print(f"{len(proposals)} cells: {done} done, {len(proposals) - done} to run")
+    if sweep.method == "grid":
+        check_unique(sweep, jobs)  # the same check as the real grid's
+    corrupt = sum(job.state(quarantine=False) == "corrupt" for job in jobs)
+    print(
+        f"{len(proposals)} cells: {done} done, {len(proposals) - done - corrupt} to run"
+        + (f", {corrupt} with a damaged record (retrain with bench run --force)" if corrupt else "")
+    )
     return 0
