@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -216,3 +219,81 @@ def test_dry_run_rejects_what_the_real_grid_rejects(tmp_path, monkeypatch, capsy
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "runtime field" in err[0]
     assert not (tmp_path / "results").exists()
+
+
+# ---------------------------------------------------------------------- kills and resume
+CELL = [
+    "--dataset=synthetic",
+    "--family=vit",
+    "--size=xxs",
+    "--n_train=400",
+    "--batch_size=64",  # 6 batches an epoch: validations every 5 steps fall mid-epoch
+    "--steps=30",
+    "--evals=6",
+    "--wandb=disabled",
+    "--progress=false",
+]
+
+
+def run_cell(cwd: Path, out: str, kill_when=None) -> subprocess.CompletedProcess | None:
+    """``bench run`` of CELL into ``out``; SIGKILLed as soon as ``kill_when(ckpt_dir)`` holds."""
+    argv = [sys.executable, "-m", "bench.cli", "run", *CELL, f"--results_dir={out}/runs"]
+    if kill_when is None:
+        return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = cwd / out / "checkpoints"
+    while proc.poll() is None:
+        dirs = list(ckpts.glob("*")) if ckpts.is_dir() else []
+        if dirs and kill_when(dirs[0]):
+            proc.kill()
+            break
+        time.sleep(0.02)
+    proc.wait()
+    return None
+
+
+def only(folder: Path) -> dict:
+    (path,) = folder.glob("*.json")
+    return records.read_record(path)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("whole")
+    done = run_cell(tmp, "whole")
+    assert done.returncode == 0, done.stderr
+    return only(tmp / "whole" / "runs")
+
+
+@pytest.mark.slow
+def test_killed_cell_resumes_to_the_same_result_as_an_uninterrupted_one(tmp_path, uninterrupted):
+    for _ in range(2):  # two kills, each once a second checkpoint exists
+        run_cell(tmp_path, "k", kill_when=lambda d: (d / "prev.ckpt").exists())
+        assert not list((tmp_path / "k" / "runs").glob("*.json"))
+    done = run_cell(tmp_path, "k")
+    assert done.returncode == 0 and "resuming from" in done.stderr, done.stderr
+    rec = only(tmp_path / "k" / "runs")
+    assert rec["metrics"] == uninterrupted["metrics"]  # bit-identical, not approximately
+    steps = [a["resumed_from_step"] for a in rec["attempts"]]
+    assert len(steps) == 3 and steps[0] is None and 0 < steps[1] <= steps[2] < 30
+    assert rec["timing"]["wall_s"] == pytest.approx(sum(a["wall_s"] for a in rec["attempts"]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("torn", ["last", "last_and_prev"])
+def test_a_torn_checkpoint_falls_back_to_the_previous_one_else_restarts(
+    tmp_path, uninterrupted, torn
+):
+    run_cell(tmp_path, "t", kill_when=lambda d: (d / "prev.ckpt").exists())
+    (ckpt_dir,) = (tmp_path / "t" / "checkpoints").glob("*")
+    for name in ["last", "prev"] if torn == "last_and_prev" else ["last"]:
+        path = ckpt_dir / f"{name}.ckpt"
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a copy cut short
+    done = run_cell(tmp_path, "t")
+    assert done.returncode == 0, done.stderr
+    warnings = [ln for ln in done.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == len(torn.split("_and_")) and "last.ckpt is damaged" in warnings[0]
+    rec = only(tmp_path / "t" / "runs")
+    assert rec["metrics"] == uninterrupted["metrics"]
+    expect_resume = torn == "last"
+    assert (rec["attempts"][-1]["resumed_from_step"] is not None) == expect_resume

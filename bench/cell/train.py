@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import shutil
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 
 from bench import env
 from bench.cell import tracking
@@ -41,6 +39,7 @@ from bench.cell.models import (
 )
 from bench.cell.module import CellModule, Diverged
 from bench.cell.progress import Progress, quiet_lightning
+from bench.cell.resume import BEST, Attempts, ResumableBatches, ResumeCheckpoints, pick_resume
 from bench.cell.subsets import Subsets, make_subsets
 from bench.clock import utc_now
 from bench.errors import BenchError
@@ -168,18 +167,6 @@ def build_trainer(
     callbacks = list(extra_callbacks)
     if cell.progress:
         callbacks.append(Progress(cell.name, total, setup.batch_size))
-    if ckpt_dir is not None:
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=ckpt_dir,
-                filename="best",
-                monitor="val/error" if has_val else None,
-                mode="min",
-                save_top_k=1,
-                save_last=True,
-                enable_version_counter=False,
-            )
-        )
     gpu = setup.device.type == "cuda"
     precision = cell.precision if cell.precision != "auto" else ("bf16" if gpu else "fp32")
     return pl.Trainer(
@@ -196,47 +183,45 @@ def build_trainer(
         callbacks=callbacks,
         enable_progress_bar=False,
         enable_model_summary=False,
-        enable_checkpointing=ckpt_dir is not None,
+        enable_checkpointing=False,  # ResumeCheckpoints writes them, atomically
         default_root_dir=str(ckpt_dir or "."),
         log_every_n_steps=50,
     )
 
 
-def fit_and_test(setup: CellSetup, ckpt_dir: Path, logger) -> dict:
-    """Fit (resuming from the last checkpoint if there is one), then test the best checkpoint."""
+def fit_and_test(
+    setup: CellSetup, ckpt_dir: Path, logger, attempts: Attempts | None = None
+) -> dict:
+    """Fit (resuming from the last good checkpoint if there is one), then test the best one."""
     cell = setup.cell
     module = build_module(setup)
     if cell.compile:
         module.model = torch.compile(module.model)
-    train, val, test = build_loaders(setup)
-    trainer = build_trainer(setup, ckpt_dir, logger, has_val=val is not None)
-    last = ckpt_dir / "last.ckpt"
-    resume = str(last) if last.exists() else None
+    batches, val, test = build_loaders(setup)
+    train = ResumableBatches(batches)
+    keeper = ResumeCheckpoints(ckpt_dir, train, has_val=val is not None, attempts=attempts)
+    trainer = build_trainer(setup, ckpt_dir, logger, val is not None, extra_callbacks=[keeper])
+    resume, step = pick_resume(ckpt_dir, cell.run_id)
+    if attempts is not None:
+        attempts.current["resumed_from_step"] = step if resume else None
     if resume:
-        print(f"{cell.run_id}: resuming from {last}", file=sys.stderr)
+        print(f"{cell.run_id}: resuming from {resume} (step {step})", file=sys.stderr)
     trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=resume)
     if math.isnan(module.last_train_loss) and trainer.global_step > 0:
         module.flush_train_metrics(trainer.global_step)
-    best = ckpt_dir / "best.ckpt"
+    best = ckpt_dir / BEST
     best_path = str(best) if best.exists() else None
     tested = trainer.test(module, dataloaders=test, ckpt_path=best_path, verbose=False)[0]
     return {
         "test_error": tested["test/error"],
         "test_loss": tested["test/loss"],
-        "val_error": _best_val(trainer),
+        "val_error": keeper.best,
         "train_loss": module.last_train_loss,
         "epochs": trainer.global_step / max(1, len(train)),
         "steps": trainer.global_step,
         "train_images_per_s": module.train_images_per_s,
         "checkpoint": best_path,
     }
-
-
-def _best_val(trainer: pl.Trainer) -> float | None:
-    for cb in trainer.checkpoint_callbacks:
-        if cb.best_model_score is not None:
-            return float(cb.best_model_score)
-    return None
 
 
 # ---------------------------------------------------------------------- fit, test, record
@@ -273,10 +258,10 @@ def train_and_record(
     cell = setup.cell
     created = utc_now()
     logger = tracking.make_logger(cell, setup.params)
-    t0 = time.perf_counter()
+    attempts = Attempts(ckpt_dir)
     status, error, outcome = "completed", None, {}
     try:
-        outcome = fit_and_test(setup, ckpt_dir, logger)
+        outcome = fit_and_test(setup, ckpt_dir, logger, attempts)
         if phase is not None:
             outcome = phase(setup, outcome, ckpt_dir, logger)
     except KeyboardInterrupt:
@@ -287,7 +272,8 @@ def train_and_record(
         error = f"{e.__class__.__name__}: {e}"
         if status == "failed":
             traceback.print_exc()
-    record = build_record(setup, status, error, outcome, time.perf_counter() - t0, created, logger)
+    attempts.tick()
+    record = build_record(setup, status, error, outcome, attempts, created, logger)
     if annotate is not None:
         annotate(record, outcome)
     path = records.write_record(record, cell.folder.records_dir)
@@ -304,7 +290,7 @@ def build_record(
     status: str,
     error: str | None,
     outcome: dict,
-    wall_s: float,
+    attempts: Attempts,
     created: str,
     logger,
 ) -> dict:
@@ -335,11 +321,12 @@ def build_record(
         train_flops=train_flops(setup.flops_per_image, setup.batch_size, steps),
         metrics=metrics,
         timing={
-            "wall_s": round(wall_s, 3),
+            "wall_s": attempts.wall_s,  # every attempt's, not only the last one's
             "train_images_per_s": _finite(outcome.get("train_images_per_s")),
             "device": device,
         },
         checkpoint=outcome.get("checkpoint"),
+        attempts=attempts.history,
         parent=cell.parent,
         # cells with finetune_img_size: the pre-training phase's numbers and the second phase's
         pretrain=outcome.get("pretrain"),
