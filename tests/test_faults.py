@@ -6,6 +6,7 @@ line (no traceback), and nothing finished is lost or silently replaced.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -16,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from bench.cell.config import Cell
+from bench.errors import StorageError
 from bench.results import records
 from tests.conftest import bench
-from tests.test_grid import make_grid
+from tests.test_grid import grid, make_grid
 
 # ---------------------------------------------------------------------- damaged records
 # kind -> what is written over a completed record
@@ -297,3 +299,64 @@ def test_a_torn_checkpoint_falls_back_to_the_previous_one_else_restarts(
     assert rec["metrics"] == uninterrupted["metrics"]
     expect_resume = torn == "last"
     assert (rec["attempts"][-1]["resumed_from_step"] is not None) == expect_resume
+
+
+# ---------------------------------------------------------------------- full disks
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 256 KB tmpfs at tmp_path/disk (root only; skipped where mount is not allowed)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("mounting a tmpfs needs root; the stand-in tests below still run")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.name.endswith((".tmp", ".ckpt")))
+
+
+def test_record_on_a_full_disk_is_one_error_naming_it_and_leaves_nothing(tmp_path, monkeypatch):
+    def no_space(fd):  # stand-in for a full disk: the data cannot reach it
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    rec = fake_record(Cell(study="t"))
+    with pytest.raises(StorageError, match=r"cannot write .*\.json: No space left on device"):
+        records.write_record(rec, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_run_on_a_full_disk_exits_3_in_one_line_with_no_partial_files(tmp_path, tiny_disk):
+    argv = [sys.executable, "-m", "bench.cli", "run", *CELL, f"--results_dir={tiny_disk}/s/runs"]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 3, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("bench run: error: cannot write ") and "No space left" in last
+    assert "Traceback" not in done.stderr
+    assert _leftovers(tiny_disk) == [] and not list(tiny_disk.rglob("*.json"))
+
+
+def test_grid_on_a_full_disk_fails_each_cell_in_one_line_then_recovers(tmp_path, tiny_disk):
+    make_grid(tmp_path, families=("vit",), steps=1)
+    filler = tiny_disk / "filler"
+    with open(filler, "wb") as f:  # fill the disk to the last page
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+        except OSError:
+            pass
+    full = grid("t.yaml", f"--results_dir={tiny_disk}/runs", cwd=tmp_path)
+    assert full.returncode == 3 and "Traceback" not in full.stderr, full.stderr
+    assert full.stderr.count("No space left on device") >= 2  # each cell said so, and went on
+    assert "2 failed" in full.stderr
+    assert [p.name for p in tiny_disk.rglob("*.tmp")] == []
+    filler.unlink()  # space again: the same grid completes every cell
+    again = grid("t.yaml", f"--results_dir={tiny_disk}/runs", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert len(list((tiny_disk / "runs").glob("*.json"))) == 2

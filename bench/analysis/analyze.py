@@ -36,8 +36,11 @@ def analyze(study_dir, bootstrap: int = 1000, seed: int = 0, families=None) -> d
         notes.append(
             f"only one family ({fams[0]}): no break-even, the analysis covers {fams[0]} alone"
         )
-    if not len(frame):
-        notes.append("no completed records with test_error: nothing to fit or plot")
+    if not len(frame):  # an empty report would look like a result: say so and write nothing
+        raise BenchError(
+            f"{study_dir}: no completed records with test_error to analyse "
+            f"({n_records} records found)"
+        )
     orders = size_orders(frame) if len(frame) else {}
     summary = summarize(frame, orders)
     _note_missing(missing_cells(summary, orders), notes)

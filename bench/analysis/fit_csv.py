@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         raise BenchError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     notes: list[str] = []
     table = read_table(args.csv, args.x, args.y, args.family, notes)
+    if not len(table):
+        raise BenchError(
+            f"{args.csv}: no rows with a positive number in both {args.x} and {args.y}"
+        )
     present = sorted(table[args.family].unique().tolist())
     fams = select_families(present, args.families, notes)
     result, _ = fits.fit_families(

@@ -26,6 +26,7 @@ import torch
 
 from bench.cell.batches import DeviceBatches
 from bench.clock import utc_now
+from bench.errors import StorageError, is_storage
 from bench.results.records import atomic_write_text
 
 LAST, PREV, BEST, ATTEMPTS = "last.ckpt", "prev.ckpt", "best.ckpt", "attempts.json"
@@ -36,14 +37,18 @@ def save_atomic(trainer: pl.Trainer, path: Path, keep_previous: Path | None = No
     ``keep_previous`` the file it replaces is kept there."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         trainer.save_checkpoint(tmp)
         _fsync(tmp)
         if keep_previous is not None and path.exists():
             os.replace(path, keep_previous)
         os.replace(tmp, path)
         _fsync(path.parent)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        cause = e if is_storage(e) else getattr(e, "__cause__", None) or e.__context__
+        if is_storage(e) or is_storage(cause):  # Lightning may wrap the OSError
+            raise StorageError(path, cause) from None
         raise
 
 
@@ -186,7 +191,6 @@ class ResumeCheckpoints(pl.Callback):
         self._save_last(trainer)
 
     def _save_last(self, trainer) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
         save_atomic(trainer, self.dir / LAST, keep_previous=self.dir / PREV)
         if self.attempts is not None:
             self.attempts.tick()

@@ -42,7 +42,7 @@ from bench.cell.progress import Progress, quiet_lightning
 from bench.cell.resume import BEST, Attempts, ResumableBatches, ResumeCheckpoints, pick_resume
 from bench.cell.subsets import Subsets, make_subsets
 from bench.clock import utc_now
-from bench.errors import BenchError
+from bench.errors import STORAGE_EXIT, BenchError, StorageError
 from bench.results import records
 
 EVAL_BATCH = 1024
@@ -267,16 +267,23 @@ def train_and_record(
     except KeyboardInterrupt:
         tracking.finish(logger, exit_code=130)
         raise
+    except StorageError:  # a full disk: no record can be written either; one line, exit 3
+        tracking.finish(logger, exit_code=STORAGE_EXIT)
+        raise
     except Exception as e:
         status = "diverged" if isinstance(e, Diverged) else "failed"
         error = f"{e.__class__.__name__}: {e}"
         if status == "failed":
             traceback.print_exc()
-    attempts.tick()
-    record = build_record(setup, status, error, outcome, attempts, created, logger)
-    if annotate is not None:
-        annotate(record, outcome)
-    path = records.write_record(record, cell.folder.records_dir)
+    try:
+        attempts.tick()
+        record = build_record(setup, status, error, outcome, attempts, created, logger)
+        if annotate is not None:
+            annotate(record, outcome)
+        path = records.write_record(record, cell.folder.records_dir)
+    except StorageError:
+        tracking.finish(logger, exit_code=STORAGE_EXIT)
+        raise
     tracking.log_record(logger, record)
     tracking.finish(logger, exit_code=0 if status == "completed" else 1)
     err = record["metrics"].get("test_error")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.clock import utc_now
+from bench.errors import StorageError, is_storage
 
 SCHEMA = 1
 STATUSES = ("completed", "diverged", "failed")
@@ -95,17 +96,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     0600: records are read by other users and tools like logs are.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if is_storage(e):
+            raise StorageError(path, e) from None
         raise
 
 
