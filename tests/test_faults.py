@@ -254,6 +254,20 @@ def run_cell(cwd: Path, out: str, kill_when=None) -> subprocess.CompletedProcess
     return None
 
 
+def new_checkpoint(out: Path):
+    """A kill condition: last.ckpt is newer than when this was called."""
+    before = {p: p.stat().st_mtime_ns for p in out.glob("checkpoints/*/last.ckpt")}
+
+    def written(ckpt_dir: Path) -> bool:
+        last = ckpt_dir / "last.ckpt"
+        try:
+            return (ckpt_dir / "prev.ckpt").exists() and last.stat().st_mtime_ns != before.get(last)
+        except FileNotFoundError:
+            return False
+
+    return written
+
+
 def only(folder: Path) -> dict:
     (path,) = folder.glob("*.json")
     return records.read_record(path)
@@ -269,8 +283,8 @@ def uninterrupted(tmp_path_factory) -> dict:
 
 @pytest.mark.slow
 def test_killed_cell_resumes_to_the_same_result_as_an_uninterrupted_one(tmp_path, uninterrupted):
-    for _ in range(2):  # two kills, each once a second checkpoint exists
-        run_cell(tmp_path, "k", kill_when=lambda d: (d / "prev.ckpt").exists())
+    for _ in range(2):  # two kills, each once the attempt has written a checkpoint of its own
+        run_cell(tmp_path, "k", kill_when=new_checkpoint(tmp_path / "k"))
         assert not list((tmp_path / "k" / "runs").glob("*.json"))
     done = run_cell(tmp_path, "k")
     assert done.returncode == 0 and "resuming from" in done.stderr, done.stderr

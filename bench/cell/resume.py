@@ -103,6 +103,7 @@ class Attempts:
                 self.history = []  # a damaged history costs the count, never the cell
         self.t0 = time.perf_counter()
         self.history.append({"started_at": utc_now(), "resumed_from_step": None, "wall_s": 0.0})
+        self.tick()  # on disk at once: an attempt killed before its first checkpoint counts too
 
     @property
     def current(self) -> dict:

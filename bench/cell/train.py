@@ -257,8 +257,8 @@ def train_and_record(
     """Train, test (then ``phase``), write the record and close the W&B run."""
     cell = setup.cell
     created = utc_now()
-    logger = tracking.make_logger(cell, setup.params)
     attempts = Attempts(ckpt_dir)
+    logger = tracking.make_logger(cell, setup.params)
     status, error, outcome = "completed", None, {}
     try:
         outcome = fit_and_test(setup, ckpt_dir, logger, attempts)
