@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from bench.cell.config import Cell
 from bench.errors import StorageError
 from bench.results import records
 from tests.conftest import bench
-from tests.test_grid import grid, make_grid
+from tests.test_grid import grid, make_grid, start_grid, trained
 
 # ---------------------------------------------------------------------- damaged records
 # kind -> what is written over a completed record
@@ -352,19 +353,21 @@ def test_bench_run_on_a_full_disk_exits_3_in_one_line_with_no_partial_files(tmp_
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("bench run: error: cannot write ") and "No space left" in last
     assert "Traceback" not in done.stderr
-    assert _leftovers(tiny_disk) == [] and not list(tiny_disk.rglob("*.json"))
+    assert _leftovers(tiny_disk) == []  # no temp file, no checkpoint cut short
+    assert not list(tiny_disk.glob("s/runs/*.json"))  # and no record
 
 
 def test_grid_on_a_full_disk_fails_each_cell_in_one_line_then_recovers(tmp_path, tiny_disk):
     make_grid(tmp_path, families=("vit",), steps=1)
     filler = tiny_disk / "filler"
-    with open(filler, "wb") as f:  # fill the disk to the last page
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-                f.flush()
-        except OSError:
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:  # fill the disk to the last page
+        while os.write(fd, b"\0" * 4096):
             pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
     full = grid("t.yaml", f"--results_dir={tiny_disk}/runs", cwd=tmp_path)
     assert full.returncode == 3 and "Traceback" not in full.stderr, full.stderr
     assert full.stderr.count("No space left on device") >= 2  # each cell said so, and went on
@@ -374,3 +377,91 @@ def test_grid_on_a_full_disk_fails_each_cell_in_one_line_then_recovers(tmp_path,
     again = grid("t.yaml", f"--results_dir={tiny_disk}/runs", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert len(list((tiny_disk / "runs").glob("*.json"))) == 2
+
+
+# ---------------------------------------------------------------------- runners and their cells
+def lock_pids(folder: Path) -> list[int]:
+    """The pids named by the cells' lock files (the cell's process, see bench.study.procs)."""
+    pids = []
+    for lock in folder.glob("**/.locks/*.lock"):
+        try:
+            pids.append(int(lock.read_text().split()[1]))
+        except (OSError, ValueError, IndexError):
+            pass
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(pred, timeout: float = 60.0) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_cells_die_with_a_killed_runner(tmp_path):
+    make_grid(tmp_path, families=("vit",), steps=600)  # the fake cell "trains" a minute
+    runner = start_grid("t.yaml", "--workers", "2", cwd=tmp_path)
+    assert wait_until(lambda: len(trained(tmp_path, "start")) == 2)
+    pids = lock_pids(tmp_path / "results")
+    assert len(pids) == 2 and all(alive(p) for p in pids)
+    os.kill(runner.pid, signal.SIGKILL)  # the runner alone: its cells are in sessions of their own
+    runner.wait()
+    assert wait_until(lambda: not any(alive(p) for p in pids), timeout=10)
+
+
+def test_a_second_runner_counts_the_first_ones_cells_against_its_slots(tmp_path):
+    make_grid(tmp_path, families=("vit", "resnet"), steps=30)  # 4 cells of 3 s
+    first = start_grid("t.yaml", "--workers", "1", cwd=tmp_path)
+    assert wait_until(lambda: trained(tmp_path, "start"))
+    second = grid("t.yaml", "--workers", "1", cwd=tmp_path)
+    first.wait(timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    events = []
+    for line in (tmp_path / "trained.log").read_text().splitlines():
+        what, _, t, _ = line.split()
+        events.append((float(t), 1 if what == "start" else -1))
+    running, most = 0, 0
+    for _, step in sorted(events):
+        running += step
+        most = max(most, running)
+    assert most == 1  # one slot on this host between them, never two cells at once
+    assert sorted(trained(tmp_path)) == sorted(set(trained(tmp_path)))  # each cell once
+
+
+# ---------------------------------------------------------------------- nothing to analyse
+def test_analyze_and_fit_with_nothing_to_analyse_exit_2_and_write_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "study" / "runs").mkdir(parents=True)
+    (tmp_path / "nan.csv").write_text("n,err,arch\nx,nan,vit\n,1,resnet\n")
+    (tmp_path / "header.csv").write_text("n,err,arch\n")
+    for argv in (
+        ["analyze", "study"],
+        ["fit", "nan.csv", "--x=n", "--y=err", "--family=arch"],
+        ["fit", "header.csv", "--x=n", "--y=err", "--family=arch"],
+    ):
+        before = sorted(str(p) for p in tmp_path.rglob("*"))
+        assert bench(*argv) == 2
+        captured = capsys.readouterr()
+        assert len(captured.err.strip().splitlines()) == 1 and captured.out == ""
+        assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_pull_skips_a_run_without_a_usable_config_and_says_so(tmp_path, capsys):
+    from bench.study.pull import PulledRun, record_from_run
+
+    killed = PulledRun(source="wandb/offline-run-x", config={}, summary={}, state="crashed")
+    assert record_from_run(killed) is None
+    assert "skipping wandb/offline-run-x: its config has no 'study'" in capsys.readouterr().err
