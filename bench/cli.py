@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from bench.errors import BenchError
+from bench.errors import STORAGE_EXIT, BenchError, StorageError
 
 COMMANDS = {
     "run": ("bench.cell.run", "train one cell and write its record"),
@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as e:
         print(f"bench {name}: error: {e}", file=sys.stderr)
         return 2
+    except StorageError as e:  # a full disk or a forbidden folder: one line, exit 3
+        print(f"bench {name}: error: {e}", file=sys.stderr)
+        return STORAGE_EXIT
     except KeyboardInterrupt:
         print(f"bench {name}: interrupted", file=sys.stderr)
         return 130

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 
 
 class BenchError(Exception):
@@ -29,3 +31,21 @@ def yaml_error(where: str, e: Exception) -> BenchError:
         return BenchError(f"{where}: not valid YAML: {problem}")
     what = f"{problem} ({context})" if context else problem
     return BenchError(f"{where}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {what}")
+
+
+# A full disk, a read-only or forbidden folder, an exhausted quota: nothing the input can fix.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM}
+STORAGE_EXIT = 3
+
+
+class StorageError(Exception):
+    """A file could not be written: the message names the path and the cause. Exit 3."""
+
+    def __init__(self, path, err: OSError):
+        cause = os.strerror(err.errno) if err.errno else str(err)
+        super().__init__(f"cannot write {path}: {cause}")
+        self.path, self.errno = str(path), err.errno
+
+
+def is_storage(err: BaseException) -> bool:
+    return isinstance(err, OSError) and err.errno in STORAGE_ERRNOS

@@ -167,9 +167,10 @@ def test_too_few_points_and_zero_records_say_what_was_skipped(tmp_path, capsys):
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["analyze", str(empty)]) == 0
-    assert "no completed records" in (empty / "report.md").read_text()
-    assert "Traceback" not in capsys.readouterr().err
+    assert main(["analyze", str(empty)]) == 2  # nothing to analyse: one line, nothing written
+    err = capsys.readouterr().err
+    assert "no completed records" in err and "Traceback" not in err
+    assert list(empty.iterdir()) == []
 
     assert main(["analyze", str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err

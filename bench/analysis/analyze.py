@@ -44,8 +44,11 @@ def _analyze(study_dir, bootstrap, seed, families) -> dict:
         notes.append(
             f"only one family ({fams[0]}): no break-even, the analysis covers {fams[0]} alone"
         )
-    if not len(frame):
-        notes.append("no completed records with test_error: nothing to fit or plot")
+    if not len(frame):  # an empty report would look like a result: say so and write nothing
+        raise BenchError(
+            f"{study_dir}: no completed records with test_error to analyse "
+            f"({n_records} records found)"
+        )
     main, ctrl = cells.split_control(frame)
     if len(ctrl):
         notes.append(

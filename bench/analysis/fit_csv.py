@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.n_test is not None and args.n_test <= 0:
         raise BenchError(f"--n_test must be a positive number of test examples, got {args.n_test}")
     table = read_table(args.csv, args.x, args.y, args.family, notes, args.n_test)
+    if not len(table):
+        raise BenchError(
+            f"{args.csv}: no rows with a positive number in both {args.x} and {args.y}"
+        )
     present = sorted(table[args.family].unique().tolist())
     fams = select_families(present, args.families, notes)
     n_test = dict.fromkeys(fams, args.n_test) if args.n_test else None

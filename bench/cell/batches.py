@@ -95,6 +95,16 @@ class DeviceBatches:
             else -(-n // self.batch_size)
         )
 
+    def skip_epoch(self) -> None:
+        """Draw what one pass draws from the generator without making its batches: a resumed
+        cell's batches then continue exactly as the killed run's would have."""
+        n = len(self.y)
+        if self.shuffle:
+            torch.randperm(n, device=self.x.device, generator=self.g)
+        for i in range(len(self) if self.pad else 0):
+            b = min(n, (i + 1) * self.batch_size) - i * self.batch_size
+            augment(self.x.new_zeros(b, 1, 1, 1), self.pad, self.g)
+
     def __iter__(self):
         n = len(self.y)
         order = torch.randperm(n, device=self.x.device, generator=self.g) if self.shuffle else None

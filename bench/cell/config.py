@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import sys
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -230,6 +231,9 @@ class Cell:
     def validate(self) -> None:
         """Everything that can be checked without data. Each message names the field."""
         for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):  # nan passes every <= test
+                raise BenchError(f"{f.name}={v} must be a finite number")
             choices = f.metadata["choices"]
             value = getattr(self, f.name)
             if choices and value is not None and value not in choices:
@@ -350,7 +354,7 @@ def _parse(f: dataclasses.Field, value: Any) -> Any:
         if kind.startswith("float"):
             return float(value)
         return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         expected = (
             "'all' or an integer" if f.name == "n_train" else kind.replace(" | None", " or None")
         )

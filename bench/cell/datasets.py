@@ -190,8 +190,11 @@ def imagefolder(data_dir: str | None, img_size: int) -> Splits:
             f"data_dir={data_dir} must hold train/<class>/ and test/<class>/ (or val/)"
         )
     classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
-    if not classes:
-        raise BenchError(f"data_dir={data_dir}: train/ has no class folders")
+    if len(classes) < 2:
+        raise BenchError(f"data_dir={data_dir}: train/ has {len(classes)} class folder(s), need 2")
+    for name in classes:  # an empty class folder would silently become a class of no images
+        if not _image_files(train_dir / name):
+            raise BenchError(f"data_dir={data_dir}: class folder train/{name} holds no images")
     train_x, train_y = _read_folder(train_dir, classes, img_size)
     test_x, test_y = _read_folder(test_dir, classes, img_size)
     return Splits(train_x, train_y, test_x, test_y, classes)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from bench.cell.config import Cell, build_parser, parse_cell_args
 from bench.cell.finetune import finetune_phase
+from bench.cell.preflight import check_results_dir
 from bench.cell.train import EXIT_CODES, already_done, fresh_checkpoints, prepare, train_and_record
 
 
 def run_cell(cell: Cell) -> dict | None:
     """Train, evaluate and record one cell (with its fine-tuning phase, if it has one);
     None when it was already done."""
+    check_results_dir(cell)
     if already_done(cell):
         return None
     ckpt_dir = fresh_checkpoints(cell)

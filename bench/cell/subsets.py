@@ -41,6 +41,8 @@ def make_subsets(cell: Cell, train_y: torch.Tensor, num_classes: int) -> Subsets
     """Hold out a fixed validation split, then take the cell's nested, balanced training subset."""
     n_total = len(train_y)
     n_val = val_size_for(cell, n_total)
+    if n_val >= n_total:
+        raise BenchError(f"val_size={n_val} leaves no training images: the split has {n_total}")
     fixed = balanced_order(train_y, VAL_SEED)
     val_idx, pool = fixed[:n_val], fixed[n_val:]
     if cell.n_train == "all":

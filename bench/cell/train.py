@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import shutil
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 
 from bench import env
 from bench.cell import artifacts, tracking
@@ -43,9 +41,10 @@ from bench.cell.models import (
 from bench.cell.module import CellModule, Diverged
 from bench.cell.progress import Progress, quiet_lightning
 from bench.cell.provenance import data_source, portable_config, portable_path
+from bench.cell.resume import BEST, Attempts, ResumableBatches, ResumeCheckpoints, pick_resume
 from bench.cell.subsets import Subsets, make_subsets
 from bench.clock import utc_now
-from bench.errors import BenchError
+from bench.errors import STORAGE_EXIT, BenchError, StorageError
 from bench.results import records
 
 EVAL_BATCH = 1024
@@ -195,18 +194,6 @@ def build_trainer(
     callbacks = list(extra_callbacks)
     if cell.progress:
         callbacks.append(Progress(cell.name, total, setup.batch_size))
-    if ckpt_dir is not None:
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=ckpt_dir,
-                filename="best",
-                monitor="val/error" if has_val else None,
-                mode="min",
-                save_top_k=1,
-                save_last=True,
-                enable_version_counter=False,
-            )
-        )
     gpu = setup.device.type == "cuda"
     precision = cell.precision if cell.precision != "auto" else ("bf16" if gpu else "fp32")
     return pl.Trainer(
@@ -223,34 +210,39 @@ def build_trainer(
         callbacks=callbacks,
         enable_progress_bar=False,
         enable_model_summary=False,
-        enable_checkpointing=ckpt_dir is not None,
+        enable_checkpointing=False,  # ResumeCheckpoints writes them, atomically
         default_root_dir=str(ckpt_dir or "."),
         log_every_n_steps=50,
     )
 
 
-def fit_and_test(setup: CellSetup, ckpt_dir: Path, logger) -> dict:
-    """Fit (resuming from the last checkpoint if there is one), then test the best checkpoint."""
+def fit_and_test(
+    setup: CellSetup, ckpt_dir: Path, logger, attempts: Attempts | None = None
+) -> dict:
+    """Fit (resuming from the last good checkpoint if there is one), then test the best one."""
     cell = setup.cell
     module = build_module(setup)
     if cell.compile:
         module.model = torch.compile(module.model)
-    train, val, test = build_loaders(setup)
-    trainer = build_trainer(setup, ckpt_dir, logger, has_val=val is not None)
-    last = ckpt_dir / "last.ckpt"
-    resume = str(last) if last.exists() else None
+    batches, val, test = build_loaders(setup)
+    train = ResumableBatches(batches)
+    keeper = ResumeCheckpoints(ckpt_dir, train, has_val=val is not None, attempts=attempts)
+    trainer = build_trainer(setup, ckpt_dir, logger, val is not None, extra_callbacks=[keeper])
+    resume, step = pick_resume(ckpt_dir, cell.run_id)
+    if attempts is not None:
+        attempts.current["resumed_from_step"] = step if resume else None
     if resume:
-        print(f"{cell.run_id}: resuming from {last}", file=sys.stderr)
+        print(f"{cell.run_id}: resuming from {resume} (step {step})", file=sys.stderr)
     trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=resume)
     if math.isnan(module.last_train_loss) and trainer.global_step > 0:
         module.flush_train_metrics(trainer.global_step)
-    best = ckpt_dir / "best.ckpt"
+    best = ckpt_dir / BEST
     best_path = str(best) if best.exists() else None
     tested = trainer.test(module, dataloaders=test, ckpt_path=best_path, verbose=False)[0]
     return {
         "test_error": tested["test/error"],
         "test_loss": tested["test/loss"],
-        "val_error": _best_val(trainer),
+        "val_error": keeper.best,
         "train_loss": module.last_train_loss,
         "epochs": trainer.global_step / max(1, len(train)),
         "steps": trainer.global_step,
@@ -259,19 +251,18 @@ def fit_and_test(setup: CellSetup, ckpt_dir: Path, logger) -> dict:
     }
 
 
-def _best_val(trainer: pl.Trainer) -> float | None:
-    for cb in trainer.checkpoint_callbacks:
-        if cb.best_model_score is not None:
-            return float(cb.best_model_score)
-    return None
-
-
 # ---------------------------------------------------------------------- fit, test, record
 def already_done(cell: Cell) -> bool:
     """True (and says so) when the cell's record says it is done and ``force`` is off."""
     folder = cell.folder
-    if not records.is_done(folder.records_dir, cell.run_id) or cell.force:
+    state = records.cell_state(folder.records_dir, cell.run_id)
+    if cell.force or state not in ("done", "corrupt"):
         return False
+    if state == "corrupt":
+        raise BenchError(
+            f"{cell.run_id}: its record was damaged and is in {folder.records_dir / records.CORRUPT}"
+            "/: --force retrains the cell, `bench pull` can rebuild the record"
+        )
     print(
         f"{cell.run_id}: done already ({folder.record(cell.run_id)}); --force retrains",
         file=sys.stderr,
@@ -293,25 +284,33 @@ def train_and_record(
     """Train, test (then ``phase``), write the record and close the W&B run."""
     cell = setup.cell
     created = utc_now()
+    attempts = Attempts(ckpt_dir)
     logger = tracking.make_logger(cell, setup.params)
-    t0 = time.perf_counter()
     status, error, outcome = "completed", None, {}
     try:
-        outcome = fit_and_test(setup, ckpt_dir, logger)
+        outcome = fit_and_test(setup, ckpt_dir, logger, attempts)
         if phase is not None:
             outcome = phase(setup, outcome, ckpt_dir, logger)
     except KeyboardInterrupt:
         tracking.finish(logger, exit_code=130)
+        raise
+    except StorageError:  # a full disk: no record can be written either; one line, exit 3
+        tracking.finish(logger, exit_code=STORAGE_EXIT)
         raise
     except Exception as e:
         status = "diverged" if isinstance(e, Diverged) else "failed"
         error = f"{e.__class__.__name__}: {e}"
         if status == "failed":
             traceback.print_exc()
-    record = build_record(setup, status, error, outcome, time.perf_counter() - t0, created, logger)
-    if annotate is not None:
-        annotate(record, outcome)
-    path = records.write_record(record, cell.folder.records_dir)
+    try:
+        attempts.tick()
+        record = build_record(setup, status, error, outcome, attempts, created, logger)
+        if annotate is not None:
+            annotate(record, outcome)
+        path = records.write_record(record, cell.folder.records_dir)
+    except StorageError:
+        tracking.finish(logger, exit_code=STORAGE_EXIT)
+        raise
     tracking.log_record(logger, record)
     artifacts.log_model(logger, cell, record, path, ckpt_dir)
     tracking.finish(logger, exit_code=0 if status == "completed" else 1)
@@ -326,7 +325,7 @@ def build_record(
     status: str,
     error: str | None,
     outcome: dict,
-    wall_s: float,
+    attempts: Attempts,
     created: str,
     logger,
 ) -> dict:
@@ -359,11 +358,12 @@ def build_record(
         train_flops=train_flops(setup.flops_per_image, setup.batch_size, steps),
         metrics=metrics,
         timing={
-            "wall_s": round(wall_s, 3),
+            "wall_s": attempts.wall_s,  # every attempt's, not only the last one's
             "train_images_per_s": _finite(outcome.get("train_images_per_s")),
             "device": device,
         },
         checkpoint=portable_path(outcome.get("checkpoint"), cell.folder.study_dir),
+        attempts=attempts.history,
         parent=cell.parent,
         # cells with finetune_img_size: the pre-training phase's numbers and the second phase's
         pretrain=outcome.get("pretrain"),

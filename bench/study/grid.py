@@ -18,7 +18,14 @@ import shlex
 from bench.clock import fmt_duration
 from bench.errors import ArgumentParser, BenchError
 from bench.study.estimate import grid_cost
-from bench.study.jobs import Proposals, finished_runs, grid_jobs, make_job, records_dir_for
+from bench.study.jobs import (
+    Proposals,
+    check_unique,
+    finished_runs,
+    grid_jobs,
+    make_job,
+    records_dir_for,
+)
 from bench.study.runner import Runner, slots_for
 from bench.study.slurm import node_argv, submit_slurm
 from bench.study.sweep_config import Sweep, expand, load_sweep, to_cell
@@ -156,7 +163,7 @@ def dry_run(sweep: Sweep, args: argparse.Namespace) -> int:
         )
         what = f"{len(proposals)} sample proposals (the engine draws new ones each time; --count bounds a run)"
     print(f"study {sweep.study}: method {sweep.method}, {what}")
-    invalid, done, shown, cells = [], 0, None, []
+    invalid, done, shown, cells, jobs = [], 0, None, [], []
     for params in proposals:
         label = " ".join(f"{k}={params[k]}" for k in sweep.varied if k in params)
         try:
@@ -167,7 +174,9 @@ def dry_run(sweep: Sweep, args: argparse.Namespace) -> int:
             continue
         shown = shown or job
         cells.append(to_cell(params, args.results_dir))
-        state = "done" if job.done() else "todo"
+        jobs.append(job)
+        state = job.state(quarantine=False)  # a dry run moves nothing
+        state = "todo" if state == "failed" else state
         done += state == "done"
         print(f"  {state:<8} {job.run_id:<32} {label}")
     if shown is not None:
@@ -177,7 +186,13 @@ def dry_run(sweep: Sweep, args: argparse.Namespace) -> int:
         raise BenchError(
             f"{len(invalid)} of {len(proposals)} cells are invalid; first: {invalid[0]}"
         )
-    print(f"{len(proposals)} cells: {done} done, {len(proposals) - done} to run")
+    if sweep.method == "grid":
+        check_unique(sweep, jobs)  # the same check as the real grid's
+    corrupt = sum(job.state(quarantine=False) == "corrupt" for job in jobs)
+    print(
+        f"{len(proposals)} cells: {done} done, {len(proposals) - done - corrupt} to run"
+        + (f", {corrupt} with a damaged record (retrain with bench run --force)" if corrupt else "")
+    )
     cost = grid_cost(cells)
     print(
         f"budget: {cost.images / 1e6:,.1f}M images seen in all; about {fmt_duration(cost.gpu_s)} "

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.cell.preflight import check_results_dir
 from bench.errors import BenchError
 from bench.results.records import DONE, iter_records
 from bench.study.runner import Job
@@ -31,6 +32,7 @@ def make_job(
     """Validate one cell and render its command (plus the runner's own options, appended)."""
     try:
         cell = to_cell(params, results_dir)
+        check_results_dir(cell)
     except BenchError as e:
         shown = " ".join(f"{k}={params[k]}" for k in sweep.varied if k in params)
         raise BenchError(f"{sweep.path}: cell {shown or params}: {e}") from None
@@ -52,6 +54,12 @@ def grid_jobs(
     sweep: Sweep, results_dir: str | None = None, wandb_mode: str | None = None
 ) -> list[Job]:
     jobs = [make_job(sweep, p, results_dir, wandb_mode) for p in expand(sweep)]
+    check_unique(sweep, jobs)
+    return jobs
+
+
+def check_unique(sweep: Sweep, jobs: list[Job]) -> None:
+    """No two cells of a grid are one experiment (the real grid and --dry-run both check)."""
     seen: dict[str, Job] = {}
     for job in jobs:
         if job.run_id in seen:
@@ -60,7 +68,6 @@ def grid_jobs(
                 f"is a runtime field?): {seen[job.run_id].params} and {job.params}"
             )
         seen[job.run_id] = job
-    return jobs
 
 
 def finished_runs(sweep: Sweep, records_dir: Path) -> list:

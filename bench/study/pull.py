@@ -41,6 +41,8 @@ SUMMARY_METRICS = {
     "epoch": "epochs",
     "trainer/global_step": "steps",
 }
+# A config must name these to be a cell: defaults would invent an experiment that never ran.
+IDENTITY = ("study", "family", "size", "dataset", "n_train", "seed")
 
 
 @dataclass
@@ -88,9 +90,16 @@ def record_from_run(run: PulledRun) -> dict[str, Any] | None:
     known = {
         k: v for k, v in run.config.items() if k in Cell.__dataclass_fields__ and v is not None
     }
+    lacking = [k for k in IDENTITY if k not in known]
+    if lacking:  # a run killed before its config was written: nothing to rebuild it from
+        print(
+            f"bench pull: skipping {run.source}: its config has no {lacking[0]!r}", file=sys.stderr
+        )
+        return None
     try:
         cell = Cell.from_dict(known)
-    except BenchError:
+    except BenchError as e:
+        print(f"bench pull: skipping {run.source}: its config is not a cell ({e})", file=sys.stderr)
         return None
     metrics = {m: None for m in records.METRICS}
     for key, name in SUMMARY_METRICS.items():
@@ -133,16 +142,13 @@ def store(rec: dict[str, Any], results_dir: str | None, overwrite: bool = False)
         else StudyDir.of_study(rec.get("study") or "default").records_dir
     )
     path = records.record_path(dest, rec["run_id"])
-    if path.exists() and not overwrite:
-        try:
-            old = records.read_record(path)
-        except (OSError, ValueError):
-            old = {}
+    old = records.load_record(path)  # a damaged one is moved aside: the pulled record rebuilds it
+    if old is not None and not overwrite:
         if old == rec or old.get("status") in records.DONE or rec.get("status") not in records.DONE:
             return "kept"
         state = "updated"
     else:
-        state = "updated" if path.exists() else "new"
+        state = "updated" if old is not None else "new"
     records.write_record(rec, dest)
     return state
 

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bench.clock import fmt_duration, utc_now
-from bench.errors import BenchError
+from bench.errors import STORAGE_EXIT, BenchError, StorageError, is_storage
 from bench.results import records
 from bench.results.layout import StudyDir
+from bench.study.procs import die_with_parent, foreign_cells_here, write_owner
 
 REVISIT_S = 2.0  # how often a cell locked by another runner is looked at again
 HEARTBEAT_S = 30.0  # a progress line at least this often while cells run
@@ -64,6 +65,10 @@ class Job:
 
     def done(self) -> bool:
         return records.is_done(self.records_dir, self.run_id)
+
+    def state(self, quarantine: bool = True) -> str:
+        """done, failed, corrupt (left alone: retraining needs --force) or todo."""
+        return records.cell_state(self.records_dir, self.run_id, quarantine)
 
 
 def try_lock(path: Path) -> int | None:
@@ -158,13 +163,17 @@ class Outcome:
     skipped: list[str] = field(default_factory=list)  # done before this runner looked
     elsewhere: list[str] = field(default_factory=list)  # finished by another runner
     interrupted: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)  # damaged record moved aside: not retrained
+    storage: list[str] = field(default_factory=list)  # failed for a full disk or a forbidden path
     signal: int | None = None
 
     @property
     def exit_code(self) -> int:
         if self.signal is not None:
             return 128 + self.signal
-        return 1 if self.failed else 0
+        if self.storage:
+            return STORAGE_EXIT
+        return 1 if self.failed or self.corrupt else 0
 
 
 Source = Callable[[int], Iterable[Job]]
@@ -206,6 +215,8 @@ class Runner:
         self.exhausted = False
         self._stop: int | None = None
         self._last_line = 0.0
+        self.lock_dirs: set[Path] = set()
+        self._foreign: tuple[float, int] = (0.0, 0)  # (when counted, live cells of other runners)
 
     # ------------------------------------------------------------------ reporting
     def say(self, msg: str) -> None:
@@ -219,10 +230,12 @@ class Runner:
         if self.walls:
             avg = sum(self.walls) / len(self.walls)
             now = time.time()
-            left = len(self.queue) * avg + sum(
-                max(avg - (now - r.started), 0.0) for r in self.running.values()
-            )
-            eta = f", ETA {fmt_duration(left / max(self.n_slots, 1))}"
+            ran = [now - r.started for r in self.running.values()]
+            left = len(self.queue) * avg + sum(max(avg - t, 0.0) for t in ran)
+            # a cell past the average has no honest estimate: never print "ETA 0s" for minutes
+            over = any(t > avg for t in ran)
+            left_s = fmt_duration(left / max(self.n_slots, 1))
+            eta = f", ETA over {left_s}" if over else f", ETA {left_s}"
         self.say(
             f"{done}{total} done, {len(self.running)} running, {len(o.failed)} failed, "
             f"{len(self.queue)} queued; elapsed {fmt_duration(time.time() - self.started_at)}{eta}"
@@ -238,17 +251,23 @@ class Runner:
 
     # ------------------------------------------------------------------ one cell
     def _start(self, job: Job, slot: str | None, lock_fd: int) -> None:
-        job.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(job.log_path, "a")
         device = (
             f" CUDA_VISIBLE_DEVICES={device_env(slot)['CUDA_VISIBLE_DEVICES']}"
             if slot is not None
             else ""
         )
-        log.write(
-            f"=== {utc_now()} {os.uname().nodename} pid {os.getpid()}{device}\n$ {' '.join(job.command)}\n"
-        )
-        log.flush()
+        try:
+            job.log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = open(job.log_path, "a")
+            log.write(
+                f"=== {utc_now()} {os.uname().nodename} pid {os.getpid()}{device}\n$ {' '.join(job.command)}\n"
+            )
+            log.flush()
+        except OSError as e:  # a full disk: this cell cannot run, the others may
+            os.close(lock_fd)
+            self.free.append(slot)
+            self._fail(job, str(StorageError(job.log_path, e)), time.time(), storage=True)
+            return
         try:
             proc = subprocess.Popen(
                 job.command,
@@ -258,7 +277,9 @@ class Runner:
                 env=child_env(slot, self.n_slots),
                 start_new_session=True,
                 pass_fds=(lock_fd,),
+                preexec_fn=die_with_parent(),  # an orphan would keep its lock and its slot
             )
+            write_owner(lock_fd, proc.pid)
         except OSError as e:
             log.write(f"could not start: {e}\n")
             log.close()
@@ -270,26 +291,31 @@ class Runner:
         where = f" on cuda:{slot}" if slot is not None else ""
         self.say(f"start {job.run_id}{where} (log {job.log_path})")
 
-    def _fail(self, job: Job, why: str, since: float) -> None:
+    def _fail(self, job: Job, why: str, since: float, storage: bool = False) -> None:
         """Count a failure; write a failed record unless the cell wrote one since ``since``."""
         rec = job.record_path
-        try:
-            own = records.read_record(rec) if rec.exists() else None
-        except (OSError, ValueError):
-            own = None
+        own = records.load_record(rec)
         fresh = own is not None and rec.stat().st_mtime >= since
         if fresh and own.get("status") == "failed":
             if own.get("error"):
                 why = f"{why}: {str(own['error']).splitlines()[0][:200]}"
         elif not job.done():
-            records.write_record(failure_record(job, why), job.records_dir)
+            try:
+                records.write_record(failure_record(job, why), job.records_dir)
+            except StorageError as e:
+                why, storage = f"{why}; no record either ({e})", True
+        if storage:
+            self.outcome.storage.append(job.run_id)
         self.outcome.failed.append((job.run_id, why))
         self.say(f"FAILED {job.run_id}: {why} (log {job.log_path})")
 
     def _reap(self, r: Running, interrupted: bool) -> None:
         rc = r.proc.returncode
-        r.log.write(f"=== exit {rc}\n")
-        r.log.close()
+        try:  # the log is a courtesy: a full disk must not stop the runner here
+            r.log.write(f"=== exit {rc}\n")
+            r.log.close()
+        except (OSError, ValueError):
+            pass
         job = r.job
         wall = time.time() - r.started
         if job.done():  # done is a record, whatever the exit code (a signal may follow it)
@@ -303,6 +329,8 @@ class Runner:
             self._fail(
                 job, f"exited 0 but left no completed record at {job.record_path}", r.started
             )
+        elif rc == STORAGE_EXIT:
+            self._fail(job, f"exit code {rc}: {_last_line(job.log_path)}", r.started, storage=True)
         else:
             self._fail(job, f"exit code {rc}", r.started)
         os.close(r.lock_fd)  # after the record is final: a waiting runner then sees it
@@ -363,10 +391,21 @@ class Runner:
         more = list(source(want))
         self.exhausted = not more
         for job in more:
-            if job.done():
-                self.outcome.skipped.append(job.run_id)
-            else:
+            if not self._settled(job):
                 self.queue.append(job)
+
+    def _settled(self, job: Job) -> bool:
+        """True (and counted) when the cell needs no run: done, or its record damaged."""
+        state = job.state()
+        if state == "done":
+            self.outcome.skipped.append(job.run_id)
+        elif state == "corrupt":
+            self.outcome.corrupt.append(job.run_id)
+            self.say(
+                f"{job.run_id}: its record was damaged and moved to "
+                f"{job.records_dir / records.CORRUPT}; not retrained (bench run ... --force)"
+            )
+        return state in ("done", "corrupt")
 
     def _fill_slots(self, source: Source) -> bool:
         """Start queued cells on free slots (asking the source for more); True when any started."""
@@ -379,10 +418,19 @@ class Runner:
             job = self.queue.popleft()
             if job.run_id in self.running or job.run_id in self.waiting:
                 continue
-            if job.done():
-                self.outcome.skipped.append(job.run_id)
+            self.lock_dirs.add(job.lock_path.parent)
+            if len(self.free) <= self._foreign_here():  # other runners' cells use our slots
+                self.queue.appendleft(job)
+                break
+            if job.run_id in self.outcome.corrupt or self._settled(job):
                 continue
-            fd = try_lock(job.lock_path)
+            try:
+                fd = try_lock(job.lock_path)
+            except OSError as e:
+                if not is_storage(e):
+                    raise
+                self._fail(job, str(StorageError(job.lock_path, e)), time.time(), storage=True)
+                continue
             if fd is None:
                 self.waiting[job.run_id] = (job, time.time() + REVISIT_S)
                 self.say(f"{job.run_id} is being trained by another runner: revisiting it later")
@@ -395,6 +443,15 @@ class Runner:
             self.launched += 1
             started = True
         return started
+
+    def _foreign_here(self) -> int:
+        """Live cells of other runners on this host (counted at most every REVISIT_S)."""
+        when, n = self._foreign
+        if time.time() - when > REVISIT_S:
+            own = {r.proc.pid for r in self.running.values()}
+            n = foreign_cells_here(self.lock_dirs, own)
+            self._foreign = (time.time(), n)
+        return n
 
     def _revisit_waiting(self) -> bool:
         """Look again at cells another runner held: done there, still held, or ours to take over."""
@@ -443,9 +500,20 @@ class Runner:
             f"finished: {len(o.completed)} trained, {len(o.skipped)} already done, "
             f"{len(o.elsewhere)} done by another runner, {len(o.failed)} failed"
             + (f", {len(o.interrupted)} interrupted" if o.interrupted else "")
+            + (f", {len(o.corrupt)} with a damaged record (not retrained)" if o.corrupt else "")
         )
         for run_id, why in o.failed:
             self.say(f"  failed: {run_id}: {why}")
+
+
+def _last_line(path: Path) -> str:
+    """The last line of a cell's log: its one-line error."""
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "see its log"
+    lines = [ln for ln in lines if not ln.startswith("=== exit")]
+    return lines[-1][:300] if lines else "see its log"
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

@@ -1,0 +1,197 @@
+"""Checkpoints that survive a kill at any moment, and a resume equal to an uninterrupted run.
+
+    ckpt_dir/last.ckpt      saved at every validation and at the end of training
+    ckpt_dir/prev.ckpt      the one before it: the fallback when last.ckpt is damaged
+    ckpt_dir/best.ckpt      the weights of the best validation error (tested at the end)
+    ckpt_dir/attempts.json  one entry per attempt: when it started, the step it resumed from,
+                            its wall time (up to its last checkpoint when it was killed)
+
+Every file is written beside its final name, fsynced and renamed, so on any filesystem that
+renames atomically (local disks, NFS, Lustre) a reader sees the old file or the new one, never
+half of one. A resumed cell continues exactly where the saved one was: the module's loss window
+is in the checkpoint and the training batches fast-forward to the saved step, drawing the same
+random numbers (order and augmentation) the uninterrupted run drew.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from bench.cell.batches import DeviceBatches
+from bench.clock import utc_now
+from bench.errors import StorageError, is_storage
+from bench.results.records import atomic_write_text
+
+LAST, PREV, BEST, ATTEMPTS = "last.ckpt", "prev.ckpt", "best.ckpt", "attempts.json"
+
+
+def save_atomic(trainer: pl.Trainer, path: Path, keep_previous: Path | None = None) -> None:
+    """``trainer``'s checkpoint at ``path``: temp file beside it, fsync, rename. With
+    ``keep_previous`` the file it replaces is kept there."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(tmp)
+        _fsync(tmp)
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
+        os.replace(tmp, path)
+        _fsync(path.parent)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        cause = e if is_storage(e) else getattr(e, "__cause__", None) or e.__context__
+        if is_storage(e) or is_storage(cause):  # Lightning may wrap the OSError
+            raise StorageError(path, cause) from None
+        raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def readable_step(path: Path) -> int | None:
+    """The global step of a checkpoint that loads, else None."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        return int(ckpt["global_step"])
+    except Exception:
+        return None
+
+
+def pick_resume(ckpt_dir: Path, run_id: str) -> tuple[Path | None, int]:
+    """The checkpoint to resume from and its step: last.ckpt, else prev.ckpt (one warning line
+    for each damaged one, moved aside to ``<name>.damaged``), else none (restart the cell)."""
+    for name in (LAST, PREV):
+        path = ckpt_dir / name
+        if not path.exists():
+            continue
+        step = readable_step(path)
+        if step is not None:
+            return path, step
+        damaged = path.with_name(path.name + ".damaged")
+        os.replace(path, damaged)
+        then = "trying prev.ckpt" if name == LAST else "restarting the cell"
+        print(
+            f"warning: {run_id}: checkpoint {path} is damaged (moved to {damaged.name}); {then}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return None, 0
+
+
+class Attempts:
+    """``attempts.json``: every attempt at a cell, so its record says how it got there."""
+
+    def __init__(self, ckpt_dir: Path):
+        self.path = Path(ckpt_dir) / ATTEMPTS
+        self.history: list[dict] = []
+        if self.path.exists():
+            try:
+                self.history = list(json.loads(self.path.read_text()))
+            except (OSError, ValueError, TypeError):
+                self.history = []  # a damaged history costs the count, never the cell
+        self.t0 = time.perf_counter()
+        self.history.append({"started_at": utc_now(), "resumed_from_step": None, "wall_s": 0.0})
+        self.tick()  # on disk at once: an attempt killed before its first checkpoint counts too
+
+    @property
+    def current(self) -> dict:
+        return self.history[-1]
+
+    def tick(self) -> None:
+        """The current attempt's wall time so far, on disk."""
+        self.current["wall_s"] = round(time.perf_counter() - self.t0, 3)
+        atomic_write_text(self.path, json.dumps(self.history, indent=1) + "\n")
+
+    @property
+    def wall_s(self) -> float:
+        return round(sum(a.get("wall_s") or 0.0 for a in self.history), 3)
+
+
+class ResumableBatches:
+    """The training batches, fast-forwarded by ``skip`` batches on their next pass."""
+
+    def __init__(self, batches: DeviceBatches):
+        self.batches, self.skip = batches, 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    # Lightning asks a loader for this interface before it calls a mid-epoch resume reliable.
+    # The position is not kept here but in the checkpoint's global_step (on_load_checkpoint
+    # below): a prefetching loop has drawn one batch more than it trained on when it saves.
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def __iter__(self):
+        skip, self.skip = self.skip, 0
+        epochs, pos = divmod(skip, len(self.batches))
+        for _ in range(epochs):
+            self.batches.skip_epoch()
+        it = iter(self.batches)
+        for _ in range(pos):  # at most one epoch made and dropped: its draws happen as they did
+            next(it)
+        yield from it
+
+
+class ResumeCheckpoints(pl.Callback):
+    """last.ckpt at every validation and at the end; best.ckpt when validation improves."""
+
+    def __init__(self, ckpt_dir: Path, train: ResumableBatches, has_val: bool, attempts=None):
+        self.dir, self.train, self.has_val = Path(ckpt_dir), train, has_val
+        self.attempts = attempts
+        self.best: float | None = None
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = state.get("best")
+
+    # the loss window of CellModule: a resumed cell reports the same train_loss
+    def on_save_checkpoint(self, trainer, module, checkpoint: dict) -> None:
+        checkpoint["bench_window"] = {
+            "loss_sum": module._loss_sum,
+            "loss_count": module._loss_count,
+            "last_train_loss": module.last_train_loss,
+        }
+
+    def on_load_checkpoint(self, trainer, module, checkpoint: dict) -> None:
+        window = checkpoint.get("bench_window") or {}
+        module._loss_sum = window.get("loss_sum")
+        module._loss_count = window.get("loss_count", 0)
+        module.last_train_loss = window.get("last_train_loss", float("nan"))
+        self.train.skip = int(checkpoint["global_step"])  # one batch per optimizer step
+
+    def on_validation_end(self, trainer, module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        err = trainer.callback_metrics.get("val/error")
+        if err is not None and (self.best is None or float(err) < self.best):
+            self.best = float(err)
+            save_atomic(trainer, self.dir / BEST)
+        self._save_last(trainer)
+
+    def on_train_end(self, trainer, module) -> None:
+        if not self.has_val:
+            save_atomic(trainer, self.dir / BEST)  # without validation the final weights are tested
+        self._save_last(trainer)
+
+    def _save_last(self, trainer) -> None:
+        save_atomic(trainer, self.dir / LAST, keep_previous=self.dir / PREV)
+        if self.attempts is not None:
+            self.attempts.tick()
