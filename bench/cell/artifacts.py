@@ -126,13 +126,14 @@ def fetch(ref: RemoteRef, root: Path | None = None) -> Path:
 
 
 def _run_model(api, ref: RemoteRef):
-    """The newest model artifact a W&B run logged."""
+    """The model artifact a W&B run logged (its ``latest`` version when it logged several)."""
     models = [a for a in api.run(ref.path).logged_artifacts() if a.type == TYPE]
     if not models:
         raise BenchError(
             f"{ref}: the run logged no model artifact (train the cell with --log_model=best)"
         )
-    return models[-1]
+    latest = [a for a in models if "latest" in (a.aliases or [])]
+    return (latest or models)[-1]
 
 
 def downloads_root() -> Path:
