@@ -44,10 +44,10 @@ def artifact_name(run_id: str) -> str:
 # ---------------------------------------------------------------------- writing
 def log_model(logger, cell: Cell, record: dict, record_path: Path, ckpt_dir: Path) -> str | None:
     """The cell's tested checkpoint and its record as the run's model artifact; its reference."""
-    if cell.log_model != "best" or logger is None:
-        return None
+    if cell.log_model != "best" or logger is None or record["status"] != "completed":
+        return None  # a failed or diverged cell has no model worth keeping
     ckpt = Path(record["checkpoint"]) if record.get("checkpoint") else ckpt_dir / "last.ckpt"
-    if not ckpt.is_file():  # a failed cell: nothing was trained to keep
+    if not ckpt.is_file():
         return None
     import wandb  # a run that logs has wandb (tracking made its logger)
 
