@@ -43,6 +43,7 @@ def test_a_sweep_without_study_parameter_runs_as_the_study_named_by_its_name(tmp
     path = smoke_without_study(tmp_path)
     sweep = load_sweep(path)
     assert sweep.study == "smoke"
+    assert sweep.config["parameters"]["study"] == {"value": "smoke"}  # what `bench sweep` sends
     jobs = grid_jobs(sweep)
     assert len(jobs) == 12 and {j.study for j in jobs} == {"smoke"}
     assert all("--study=smoke" in j.command for j in jobs)  # what an agent renders, too

@@ -106,6 +106,8 @@ def log_analysis(
         where["dir"] = str(Path(run.dir).parent)
         run.finish()
     except Exception as e:  # no network, a server refusing the run: the files on disk stand
+        if wandb.run is not None:
+            wandb.finish(exit_code=1)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BenchError(f"could not log the analysis to W&B: {msg}") from None
     return where

@@ -44,10 +44,10 @@ def artifact_name(run_id: str) -> str:
 # ---------------------------------------------------------------------- writing
 def log_model(logger, cell: Cell, record: dict, record_path: Path, ckpt_dir: Path) -> str | None:
     """The cell's tested checkpoint and its record as the run's model artifact; its reference."""
-    if cell.log_model != "best" or logger is None:
-        return None
+    if cell.log_model != "best" or logger is None or record["status"] != "completed":
+        return None  # a failed or diverged cell has no model worth keeping
     ckpt = Path(record["checkpoint"]) if record.get("checkpoint") else ckpt_dir / "last.ckpt"
-    if not ckpt.is_file():  # a failed cell: nothing was trained to keep
+    if not ckpt.is_file():
         return None
     import wandb  # a run that logs has wandb (tracking made its logger)
 
@@ -126,13 +126,14 @@ def fetch(ref: RemoteRef, root: Path | None = None) -> Path:
 
 
 def _run_model(api, ref: RemoteRef):
-    """The newest model artifact a W&B run logged."""
+    """The model artifact a W&B run logged (its ``latest`` version when it logged several)."""
     models = [a for a in api.run(ref.path).logged_artifacts() if a.type == TYPE]
     if not models:
         raise BenchError(
             f"{ref}: the run logged no model artifact (train the cell with --log_model=best)"
         )
-    return models[-1]
+    latest = [a for a in models if "latest" in (a.aliases or [])]
+    return (latest or models)[-1]
 
 
 def downloads_root() -> Path:
