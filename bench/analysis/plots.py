@@ -13,14 +13,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter, LogLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bench.analysis import scaling
 from bench.analysis.capacity import pareto_frontier
 from bench.analysis.plot_style import (
     FAMILY_MARKERS,
     MAX_EXTEND,
-    count_fmt,
+    compact_count,
     family_color,
     pct_axis,
     save,
@@ -250,8 +250,9 @@ def _error_vs_params(summary, doc, orders, path):
         ax.set_title(f"n = {n:,} training images", fontsize=11)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.xaxis.set_major_locator(LogLocator(base=10, numticks=6))
-        ax.xaxis.set_major_formatter(FuncFormatter(count_fmt))
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0), numticks=8))
+        ax.xaxis.set_major_formatter(FuncFormatter(compact_count))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     for ax in axes.flat[len(ns) :]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
@@ -332,7 +333,7 @@ def _heatmap(summary, doc, orders, path):
     ax.tick_params(axis="y", rotation=0)
     ax.set_title(
         f"Test error (%) per cell, mean over seeds — {doc['study']}\n"
-        "boxed: each family's best size at that n (its envelope)",
+        "boxed: each family's best size at that n on validation error (its envelope)",
         fontsize=11,
     )
     save(fig, path)
