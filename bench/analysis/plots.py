@@ -63,10 +63,8 @@ def _x_limits(summary, be):
     n_lo, n_hi = float(summary["n_train"].min()), float(summary["n_train"].max())
     x_lo, x_hi = n_lo / 1.5, n_hi * 1.5
     marks = []
-    if be and be.get("x"):
+    if be and be.get("x"):  # a lower bound far out is said in words, not drawn to
         marks = [be["x"]] + [v for v in be.get("ci") or [] if v]
-    elif be and be.get("beyond"):
-        marks = [be["beyond"]]
     for v in marks:
         if n_lo / MAX_EXTEND <= v <= n_hi * MAX_EXTEND:
             x_lo, x_hi = min(x_lo, v / 1.5), max(x_hi, v * 1.5)
@@ -95,9 +93,12 @@ def _plot_envelope(ax, summary, fam, f, color):
     )  # fmt: skip
 
 
-def _plot_fit(ax, grid, fam, f, color):
+def _plot_fit(ax, grid, fam, f, color, bracket=None):
+    """The fitted curve, drawn no farther than the break-even search (a decade past the data)."""
     if not f.get("params"):
         return
+    if bracket:
+        grid = grid[(grid >= bracket[0]) & (grid <= bracket[1])]
     fit = scaling.Fit.from_dict({"form": f["form"], "params": f["params"]})
     ax.plot(
         grid, scaling.predict(fit, grid), "--", lw=1.8, color=color, zorder=3,
@@ -149,7 +150,7 @@ def _error_vs_n(summary, doc, orders, path):
         f = doc["fits"].get(fam) or {}
         _plot_sizes(ax, summary, fam, orders.get(fam, []), color)
         _plot_envelope(ax, summary, fam, f, color)
-        _plot_fit(ax, grid, fam, f, color)
+        _plot_fit(ax, grid, fam, f, color, (be or {}).get("bracket"))
     _mark_break_even(ax, be, x_lo, x_hi)
     ax.set_xscale("log")
     ax.set_yscale("log")
