@@ -129,6 +129,7 @@ def test_floor_profile_says_when_the_floor_is_not_identified():
     x = np.repeat(np.geomspace(1000, 1e7, 8), 3)
     tight = identify.floor_profile(scaling.fit_form("power", x, resnet(x)), x, resnet(x), 1e-6)
     assert tight["identified"] is True and tight["range"][0] <= 0.10 <= tight["range"][1]
+    assert tight["reaches"] == []  # pinned by the data, not by 0 or the lowest observation
 
 
 def test_m4_is_not_fitted_without_enough_n_and_says_why():

@@ -41,4 +41,10 @@ def floor_profile(fit: scaling.Fit, x, y, noise_var: float) -> dict | None:
         "estimate": scaling.round6(fit.params["e_inf"]),
         "identified": bool(hi - lo <= WIDE * float(y.min())),
         "upper_limit": scaling.round6(top),
+        # A range that reaches 0 or the lowest observation is cut by the bound, not by the data.
+        "reaches": [
+            name
+            for name, hit in (("0", lo <= 0.0), ("the lowest observed error", hi >= top))
+            if hit
+        ],
     }

@@ -54,12 +54,14 @@ def pct_axis(ax):
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-def count_fmt(v, _=None):
+def compact_count(v, _=None) -> str:
+    """300k, 1M, 2.5M: parameter and image counts a reader takes in at a glance."""
     if v <= 0:
         return ""
-    e = math.floor(math.log10(v) + 1e-9)
-    m = v / 10**e
-    return f"$10^{{{e}}}$" if abs(m - 1) < 1e-6 else f"{m:g}×$10^{{{e}}}$"
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= scale:
+            return f"{v / scale:.3g}{unit}"
+    return f"{v:.3g}"
 
 
 def save(fig, path: Path):

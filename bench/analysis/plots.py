@@ -13,14 +13,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter, LogLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bench.analysis import scaling
 from bench.analysis.capacity import pareto_frontier
 from bench.analysis.plot_style import (
     FAMILY_MARKERS,
     MAX_EXTEND,
-    count_fmt,
+    compact_count,
     family_color,
     pct_axis,
     save,
@@ -63,10 +63,8 @@ def _x_limits(summary, be):
     n_lo, n_hi = float(summary["n_train"].min()), float(summary["n_train"].max())
     x_lo, x_hi = n_lo / 1.5, n_hi * 1.5
     marks = []
-    if be and be.get("x"):
+    if be and be.get("x"):  # a lower bound far out is said in words, not drawn to
         marks = [be["x"]] + [v for v in be.get("ci") or [] if v]
-    elif be and be.get("beyond"):
-        marks = [be["beyond"]]
     for v in marks:
         if n_lo / MAX_EXTEND <= v <= n_hi * MAX_EXTEND:
             x_lo, x_hi = min(x_lo, v / 1.5), max(x_hi, v * 1.5)
@@ -95,9 +93,12 @@ def _plot_envelope(ax, summary, fam, f, color):
     )  # fmt: skip
 
 
-def _plot_fit(ax, grid, fam, f, color):
+def _plot_fit(ax, grid, fam, f, color, bracket=None):
+    """The fitted curve, drawn no farther than the break-even search (a decade past the data)."""
     if not f.get("params"):
         return
+    if bracket:
+        grid = grid[(grid >= bracket[0]) & (grid <= bracket[1])]
     fit = scaling.Fit.from_dict({"form": f["form"], "params": f["params"]})
     ax.plot(
         grid, scaling.predict(fit, grid), "--", lw=1.8, color=color, zorder=3,
@@ -149,7 +150,7 @@ def _error_vs_n(summary, doc, orders, path):
         f = doc["fits"].get(fam) or {}
         _plot_sizes(ax, summary, fam, orders.get(fam, []), color)
         _plot_envelope(ax, summary, fam, f, color)
-        _plot_fit(ax, grid, fam, f, color)
+        _plot_fit(ax, grid, fam, f, color, (be or {}).get("bracket"))
     _mark_break_even(ax, be, x_lo, x_hi)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -250,8 +251,9 @@ def _error_vs_params(summary, doc, orders, path):
         ax.set_title(f"n = {n:,} training images", fontsize=11)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.xaxis.set_major_locator(LogLocator(base=10, numticks=6))
-        ax.xaxis.set_major_formatter(FuncFormatter(count_fmt))
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0), numticks=8))
+        ax.xaxis.set_major_formatter(FuncFormatter(compact_count))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     for ax in axes.flat[len(ns) :]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
@@ -332,7 +334,7 @@ def _heatmap(summary, doc, orders, path):
     ax.tick_params(axis="y", rotation=0)
     ax.set_title(
         f"Test error (%) per cell, mean over seeds — {doc['study']}\n"
-        "boxed: each family's best size at that n (its envelope)",
+        "boxed: each family's best size at that n on validation error (its envelope)",
         fontsize=11,
     )
     save(fig, path)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import FuncFormatter, LogLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from bench.analysis.plot_style import count_fmt, family_color, save
+from bench.analysis.plot_style import compact_count, family_color, save
 
 
 def gap_vs_n(summary, doc, orders, path):
@@ -72,8 +72,9 @@ def break_even_vs_params(summary, doc, orders, path):
     ax.set_xscale("log")
     ax.set_yscale("log")
     for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_locator(LogLocator(base=10, numticks=8))
-        axis.set_major_formatter(FuncFormatter(count_fmt))
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0), numticks=10))
+        axis.set_major_formatter(FuncFormatter(compact_count))
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(f"{a} parameters N (log scale)")
     ax.set_ylabel("break-even training images n* (log scale)")
     ax.set_title(f"Where a {b} rung meets a {a} of N parameters — {doc['study']}")

@@ -203,7 +203,9 @@ def _floor_text(floor: dict | None) -> str:
         return "-"
     lo, hi = floor["range"]
     word = "identified" if floor["identified"] else "**unidentified** (wide)"
-    return f"{pct(lo)}..{pct(hi)}% ({word}; noise: {floor.get('noise_from', '?')})"
+    reach = " and ".join(floor.get("reaches") or [])
+    reach = f"; reaches {reach}" if reach else ""
+    return f"{pct(lo)}..{pct(hi)}% ({word}{reach}; noise: {floor.get('noise_from', '?')})"
 
 
 def _extrapolation_lines(fam: str, f: dict) -> list[str]:
