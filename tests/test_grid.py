@@ -136,6 +136,9 @@ def test_workers_run_cells_concurrently_then_skip_done(tmp_path):
     recs = records(tmp_path)
     assert len(recs) == 4 and {r["status"] for r in recs.values()} == {"completed"}
     assert sorted(trained(tmp_path)) == sorted(recs)
+    # the study keeps the sweep it ran: bench analyze reads the expected grid from it
+    kept = tmp_path / "results" / "t" / "sweeps" / "t.yaml"
+    assert kept.read_text() == (tmp_path / "t.yaml").read_text()
     # two at a time: the first two cells overlap, and never three
     events = sorted(
         (float(ln.split()[2]), ln.split()[0])

@@ -268,6 +268,17 @@ def test_missing_cells_are_listed_from_the_records_or_the_sweep(tmp_path):
     assert doc["grid"]["expected"] == 60 and doc["grid"]["source"] == "the sweep sweep.yaml"
     assert "vit s n=all seed 1" in doc["grid"]["missing"]
 
+    # a second sweep feeding the same study (as bench grid keeps it): the grids add up
+    (folder / "sweeps").mkdir()
+    (folder / "sweeps" / "ladder.yaml").write_text(
+        "parameters:\n  family: {value: resnet}\n  size: {value: xxs}\n"
+        "  n_train: {values: [1000, 4000]}\n  seed: {values: [0, 1, 2]}\n"
+    )
+    doc = analyze(folder, bootstrap=0)
+    assert doc["grid"]["expected"] == 66
+    assert doc["grid"]["source"] == "the sweeps sweep.yaml, ladder.yaml"
+    assert "resnet xxs n=4,000 seed 2" in doc["grid"]["missing"]
+
 
 def test_few_seeds_and_the_positive_control_are_said_first(tmp_path, capsys):
     folder = small_study(tmp_path, seeds=1)

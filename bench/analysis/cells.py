@@ -2,9 +2,9 @@
 
 A cell is (family, size, n_train, seed). Cells trained at ``budget_scale`` other than 1 are the
 convergence control: compared with their 1x twins (:mod:`bench.analysis.control`), never
-fitted as extra points of a scaling curve. The grid a study should hold comes from a sweep YAML
-in the study folder when there is one (``sweep.yaml`` or any ``*.yaml`` there), else from the
-distinct values the records show.
+fitted as extra points of a scaling curve. The grid a study should hold is the union of the sweep
+YAMLs in the study folder (``sweeps/*.yaml``, which ``bench grid`` keeps there, and any ``*.yaml``
+beside the records), else the distinct values the records show.
 """
 
 from __future__ import annotations
@@ -26,13 +26,9 @@ def split_control(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame[~scaled].reset_index(drop=True), frame[scaled].reset_index(drop=True)
 
 
-def sweep_file(study_dir: Path) -> Path | None:
-    """The sweep YAML kept in the study folder, if any (``sweep.yaml`` first)."""
-    named = study_dir / "sweep.yaml"
-    if named.is_file():
-        return named
-    found = sorted(study_dir.glob("*.yaml")) + sorted(study_dir.glob("*.yml"))
-    return found[0] if found else None
+def sweep_files(study_dir: Path) -> list[Path]:
+    """The sweep YAMLs kept in the study folder: several sweeps may feed one study."""
+    return sorted(study_dir.glob("*.yaml")) + sorted((study_dir / "sweeps").glob("*.yaml"))
 
 
 def _sweep_values(path: Path) -> dict[str, list]:
@@ -69,18 +65,23 @@ def _resolve_all(values: list, present: list[int]) -> list:
 
 def expected_grid(study_dir: Path, frame: pd.DataFrame) -> tuple[list[tuple], str]:
     """Every (family, size, n_train, seed) the study should hold, and where that list came from."""
-    path = sweep_file(study_dir)
+    paths = sweep_files(study_dir)
     present = {k: sorted(frame[k].unique().tolist()) if len(frame) else [] for k in KEYS}
-    if path is None:
-        values, source = present, "the distinct values in the records"
+    if not paths:
+        grid = set(itertools.product(*(present[k] for k in KEYS)))
+        source = "the distinct values in the records"
     else:
-        values = _sweep_values(path)
-        source = f"the sweep {path.name}"
-        for k in KEYS:  # a key the sweep leaves to the default: whatever the records show
-            values.setdefault(k, present[k] or [0])
-        values["n_train"] = _resolve_all(values["n_train"], present["n_train"])
-    grid = itertools.product(*(values[k] for k in KEYS))
+        grid = set().union(*(_sweep_grid(p, present) for p in paths))
+        source = "the sweep" + ("s " if len(paths) > 1 else " ") + ", ".join(p.name for p in paths)
     return sorted({tuple(map(_plain, c)) for c in grid}, key=_order), source
+
+
+def _sweep_grid(path: Path, present: dict[str, list]) -> set[tuple]:
+    values = _sweep_values(path)
+    for k in KEYS:  # a key the sweep leaves to the default: whatever the records show
+        values.setdefault(k, present[k] or [0])
+    values["n_train"] = _resolve_all(values["n_train"], present["n_train"])
+    return set(itertools.product(*(values[k] for k in KEYS)))
 
 
 def _plain(v):

@@ -6,6 +6,7 @@
       checkpoints/<run_id>/       best.ckpt, last.ckpt (and finetune/ for in-cell fine-tuning)
       logs/<run_id>.log           each cell's output when the grid runner started it
       probes/<run_id>/            bench probe: figures and probe.json
+      sweeps/<name>.yaml          every sweep bench grid ran into the study (its expected grid)
       summary.csv fits.json report.md figures/   bench analyze
 
 Two names, used the same way by every command: ``study_dir`` is ``results/<study>`` and
@@ -56,6 +57,9 @@ class StudyDir:
 
     def probes(self, run_id: str) -> Path:
         return self.study_dir / "probes" / run_id
+
+    def sweep_copy(self, name: str) -> Path:
+        return self.study_dir / "sweeps" / f"{name}.yaml"
 
     # ------------------------------------------------------------------ the analysis
     @property

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from pathlib import Path
 
 from bench.clock import fmt_duration
 from bench.errors import ArgumentParser, BenchError
+from bench.results.layout import StudyDir
+from bench.results.records import atomic_write_text
 from bench.study.estimate import grid_cost
 from bench.study.jobs import (
     Proposals,
@@ -128,6 +131,7 @@ def main(argv: list[str]) -> int:
     slots = slots_for(args.workers, args.devices, args.per_device)
     if sweep.method == "grid":
         jobs = grid_jobs(sweep, args.results_dir, args.wandb)
+        keep_sweep(sweep, records_dir_for(sweep, args.results_dir))
         total = len(jobs) if args.count is None else min(args.count, len(jobs))
         runner = Runner(slots, count=args.count, grace_s=args.grace, label=sweep.study, total=total)
         done = sum(job.done() for job in jobs)
@@ -149,6 +153,13 @@ def main(argv: list[str]) -> int:
         )
         outcome = runner.run(source, on_finish=source.finished)
     return outcome.exit_code
+
+
+def keep_sweep(sweep: Sweep, records_dir: Path) -> None:
+    """A copy of the sweep in the study folder: `bench analyze` reads the grid the study should
+    hold from it (several sweeps may feed one study, each keeps its own copy)."""
+    name = sweep.config.get("name") or sweep.path.stem
+    atomic_write_text(StudyDir.of_records(records_dir).sweep_copy(name), sweep.path.read_text())
 
 
 def dry_run(sweep: Sweep, args: argparse.Namespace) -> int:
