@@ -80,12 +80,14 @@ class DeviceBatches:
         seed: int = 0,
         drop_last: bool = False,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        device: torch.device | None = None,
     ):
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle, self.pad, self.drop_last = shuffle, augment_pad, drop_last
         self.transform = transform  # after augmentation, on every batch (e.g. PatchPermutation)
-        self.g = torch.Generator(device=x.device).manual_seed(seed)
+        self.device = torch.device(device) if device is not None else x.device
+        self.g = torch.Generator(device=self.device).manual_seed(seed)
 
     def __len__(self) -> int:
         n = len(self.y)
@@ -97,14 +99,23 @@ class DeviceBatches:
 
     def __iter__(self):
         n = len(self.y)
-        order = torch.randperm(n, device=self.x.device, generator=self.g) if self.shuffle else None
-        for i in range(len(self)):
-            sl = slice(i * self.batch_size, min(n, (i + 1) * self.batch_size))
-            idx = order[sl] if order is not None else None
-            xb = self.x[idx] if idx is not None else self.x[sl]
-            yb = self.y[idx] if idx is not None else self.y[sl]
+        order = torch.randperm(n, device=self.device, generator=self.g) if self.shuffle else None
+        for xb, yb in self.gather(order):
             if self.pad:
                 xb = augment(xb, self.pad, self.g)
             if self.transform is not None:
                 xb = self.transform(xb)
             yield xb, yb
+
+    def slices(self, order: torch.Tensor | None):
+        """Each batch's positions: a slice of ``order`` (or of the stored order)."""
+        n = len(self.y)
+        for i in range(len(self)):
+            sl = slice(i * self.batch_size, min(n, (i + 1) * self.batch_size))
+            yield order[sl] if order is not None else sl
+
+    def gather(self, order: torch.Tensor | None):
+        """Un-augmented batches in ``order``; :class:`bench.cell.streaming.StreamedBatches`
+        gathers them from the host instead."""
+        for idx in self.slices(order):
+            yield self.x[idx], self.y[idx]
