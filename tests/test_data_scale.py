@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.cell.batches import DeviceBatches
+from bench.cell.batches import DeviceBatches, channel_stats
 from bench.cell.config import Cell
 from bench.cell.datasets import load_splits
 from bench.cell.streaming import Prefetcher, StreamedBatches, batches, streams
@@ -75,6 +75,15 @@ def test_streamed_batches_equal_device_batches(augment_pad):
     got = [torch.cat(t) for t in zip(*streamed, strict=True)]
     assert torch.equal(got[0], s.test_x) and torch.equal(got[1], s.test_y)
     assert [len(y) for _, y in whole] == [len(y) for _, y in streamed] == [300, 300, 300, 100]
+
+
+def test_channel_stats_read_a_map_in_chunks():
+    s = load_splits(Cell(dataset="synthetic"))
+    idx = torch.randperm(len(s.train_y))[:2500]
+    mean, std = channel_stats(s.train_x, idx, chunk=300)
+    xf = s.train_x[idx].float() / 255
+    assert torch.allclose(mean, xf.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(std, xf.std(dim=(0, 2, 3)), atol=1e-5)
 
 
 def test_prefetcher_stops_early_and_passes_errors_on():

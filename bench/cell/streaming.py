@@ -159,13 +159,19 @@ def memory_budget(cell: Cell, device: torch.device) -> int:
 def available_ram() -> int:
     """MemAvailable, or less when a cgroup (a container, a SLURM job) allows less."""
     free = _meminfo_available()
-    cg = Path("/sys/fs/cgroup")
-    try:
-        limit = (cg / "memory.max").read_text().strip()
-        if limit != "max":
-            free = min(free, int(limit) - int((cg / "memory.current").read_text()))
-    except (OSError, ValueError):
-        pass
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # cgroup v2
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            if limit != "max":
+                free = min(free, int(limit) - int(Path(usage_file).read_text()))
+        except (OSError, ValueError):
+            continue
     return max(free, 0)
 
 
