@@ -83,7 +83,7 @@ def test_cache_is_written_once_and_reused(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     cell = Cell(dataset="imagefolder", data_dir=str(root), img_size=16, cache_dir=str(cache))
     first = load_splits(cell)
-    files = list(cache.glob("imagefolder-*-16px.pt"))
+    files = list(cache.glob("imagefolder-*-16px"))
     assert len(files) == 1
 
     def no_decoding(*a, **k):

@@ -30,8 +30,9 @@ FLOOR = {
 }
 TOP = {"pipeline", "cli"}  # commands that join stages: may import anything below them
 # third-party packages a stage may import inside a function: optional (wandb is absent where runs
-# are disabled, submitit without SLURM) or heavy and needed by one path only
-LAZY_OK = {"wandb", "submitit", "torchvision", "sklearn", "sweeps"}
+# are disabled, submitit without SLURM, Hugging Face datasets unless dataset=hf) or heavy and
+# needed by one path only
+LAZY_OK = {"wandb", "submitit", "torchvision", "sklearn", "sweeps", "datasets"}
 
 
 def modules() -> dict[str, Path]:

@@ -23,7 +23,8 @@ from bench.results.layout import StudyDir
 
 FAMILIES = ("vit", "resnet")
 SIZES = ("xxs", "xs", "s", "m", "l")
-DATASETS = ("synthetic", "digits", "cifar10", "cifar100", "imagefolder")
+DATASETS = ("synthetic", "digits", "cifar10", "cifar100", "imagefolder", "hf")
+DATA_IN_MEMORY = ("auto", "always", "never")
 POOLS = ("cls", "mean")
 POS_EMBEDS = ("learned", "sincos")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -71,6 +72,8 @@ class Cell:
         "permutation, after augmentation, train and test alike (breaks a CNN's locality prior)",
         since=2,
     )
+    hf_image_column: str = _f("image", "dataset=hf: the column holding the images", since=2)
+    hf_label_column: str = _f("label", "dataset=hf: the column holding the labels", since=2)
     # --- recipe ---
     epochs: float | None = _f(
         None, "budget in passes over n_train (default 30 when no budget is set)"
@@ -133,9 +136,24 @@ class Cell:
     parent: str | None = _f(None, "run_id of the run this cell starts from (set by bench finetune)")
     # --- runtime: where and how, not what ---
     data_dir: str | None = _f(
-        None, "dataset folder (imagefolder: train/ and test/ or val/)", runtime=True
+        None,
+        "dataset folder (imagefolder: train/ and test/ or val/; hf: save_to_disk, parquet/arrow "
+        "files or an image folder)",
+        runtime=True,
     )
     cache_dir: str | None = _f(None, "decoded-image cache (default ~/.cache/bench)", runtime=True)
+    data_in_memory: str = _f(
+        "auto",
+        "training data on the device whole (always), streamed from the memory-mapped cache "
+        "(never), or whole when it fits in data_budget_mb (auto)",
+        runtime=True,
+        choices=DATA_IN_MEMORY,
+    )
+    data_budget_mb: float | None = _f(
+        None,
+        "data_in_memory=auto: the budget (default: half of free RAM or GPU memory)",
+        runtime=True,
+    )
     results_dir: str | None = _f(None, "record folder (default results/<study>/runs)", runtime=True)
     wandb: str = _f(
         "auto",
@@ -260,6 +278,7 @@ class Cell:
             optional=True,
         )
         _positive(self, "budget_scale")
+        _positive(self, "data_budget_mb", optional=True)
         _nonneg(self, "label_smoothing", "grad_clip", "seed")
         if not 0 <= self.warmup < 1:
             raise BenchError(f"warmup={self.warmup} must be a share of the steps in [0, 1)")
@@ -284,8 +303,8 @@ class Cell:
             raise BenchError(f"depth={self.depth} for resnet must be one of {RESNET_DEPTHS}")
         if self.finetune_img_size is not None and self.family != "vit":
             raise BenchError("finetune_img_size applies to family=vit only")
-        if self.dataset == "imagefolder" and not self.data_dir:
-            raise BenchError("data_dir is required for dataset=imagefolder")
+        if self.dataset in ("imagefolder", "hf") and not self.data_dir:
+            raise BenchError(f"data_dir is required for dataset={self.dataset}")
         if self.permute_patches is not None:
             if self.img_size % self.permute_patches:
                 raise BenchError(

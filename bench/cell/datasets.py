@@ -1,19 +1,20 @@
-"""Datasets decoded once into uint8 tensors, cached on disk; training never touches PIL.
+"""Datasets decoded once into uint8 arrays, cached on disk; training never touches PIL.
 
 Sources: ``synthetic`` (generated, learnable), ``digits`` (scikit-learn's 1,797 real digits),
-``cifar10``/``cifar100`` (torchvision, downloaded into ``data_dir``) and ``imagefolder``
-(``data_dir/train/<class>/*`` and ``test/`` or ``val/``, any format PIL reads). Each is decoded
-at the cell's image size into ``Splits`` and kept in ``cache_dir`` (``BENCH_CACHE``,
-``~/.cache/bench``) under a key that changes when the source does.
+``cifar10``/``cifar100`` (torchvision, downloaded into ``data_dir``), ``imagefolder``
+(``data_dir/train/<class>/*`` and ``test/`` or ``val/``, any format PIL reads) and ``hf`` (a
+Hugging Face dataset in ``data_dir``, :mod:`bench.cell.hf_data`). Each is decoded at the cell's
+image size into ``cache_dir`` (``BENCH_CACHE``, ``~/.cache/bench``) under a key that changes when
+the source does (:mod:`bench.cell.store`), and read back memory-mapped as ``Splits``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from bench.cell import decode, hf_data, store
 from bench.cell.batches import augment
 from bench.cell.config import Cell
 from bench.errors import BenchError
@@ -30,33 +32,46 @@ SYNTHETIC_SEED = 1234
 
 @dataclass
 class Splits:
-    """Decoded images: uint8 [N, 3, H, W] and int64 labels."""
+    """Decoded images: uint8 [N, 3, H, W] (memory-mapped when read from the cache), int64 labels."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
     classes: list[str]
+    maps: list = field(default_factory=list, repr=False, compare=False)  # behind the images
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def release(self) -> None:
+        """Unmap the image pages this process touched (the kernel's page cache keeps them)."""
+        store.release(self.maps)
 
 
 # ---------------------------------------------------------------------- loading and caching
 def load_splits(cell: Cell, img_size: int | None = None) -> Splits:
     """The cell's dataset at ``img_size``, from the cache when it is there."""
     img_size = img_size or cell.img_size
-    source = _source_key(cell)
-    cache = _cache_dir(cell) / f"{cell.dataset}-{source}-{img_size}px.pt"
-    if cache.exists():
+    path = _cache_dir(cell) / f"{cell.dataset}-{_source_key(cell)}-{img_size}px"
+    if path.is_dir():
         try:
-            return Splits(**torch.load(cache, weights_only=True))
+            return _read(path)
         except Exception:  # a damaged cache is rebuilt, never trusted
-            cache.unlink(missing_ok=True)
-    splits = _decode(cell, img_size)
-    _atomic_save(vars(splits), cache)
-    return splits
+            shutil.rmtree(path, ignore_errors=True)
+    writer = store.CacheWriter(path)
+    try:
+        writer.commit(_decode(cell, img_size, writer))
+    except BaseException:
+        writer.discard()
+        raise
+    return _read(path)
+
+
+def _read(path: Path) -> Splits:
+    arrays, maps = store.read(path)
+    return Splits(**arrays, maps=maps)
 
 
 def _cache_dir(cell: Cell) -> Path:
@@ -65,31 +80,34 @@ def _cache_dir(cell: Cell) -> Path:
 
 
 def _source_key(cell: Cell) -> str:
-    if cell.dataset != "imagefolder":
+    if cell.dataset not in ("imagefolder", "hf"):
         return "v2"
     root = Path(cell.data_dir).resolve()
     h = hashlib.sha256(str(root).encode())
-    for path in _image_files(root):
+    if cell.dataset == "hf":
+        h.update(f"{cell.hf_image_column}:{cell.hf_label_column}".encode())
+    files = _image_files(root) if cell.dataset == "imagefolder" else hf_data.source_files(root)
+    for path in files:
         st = path.stat()
         h.update(f"{path.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:12]
 
 
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _decode(cell: Cell, img_size: int) -> Splits:
+def _decode(cell: Cell, img_size: int, writer: store.CacheWriter) -> list[str]:
+    """Decode the cell's source into ``writer``; the class names."""
+    if cell.dataset == "imagefolder":  # decoded chunk by chunk: may be larger than RAM
+        return imagefolder(cell.data_dir, img_size, writer)
+    if cell.dataset == "hf":
+        return hf_data.decode(cell, img_size, writer)
     if cell.dataset == "synthetic":
-        return synthetic(img_size)
-    if cell.dataset == "digits":
-        return digits(img_size)
-    if cell.dataset in ("cifar10", "cifar100"):
-        return cifar(cell.dataset, cell.data_dir or str(_cache_dir(cell) / "downloads"), img_size)
-    return imagefolder(cell.data_dir, img_size)
+        splits = synthetic(img_size)
+    elif cell.dataset == "digits":
+        splits = digits(img_size)
+    else:
+        splits = cifar(cell.dataset, cell.data_dir or str(_cache_dir(cell) / "downloads"), img_size)
+    for name in store.ARRAYS:
+        writer.put(name, getattr(splits, name))
+    return splits.classes
 
 
 def _resize(x: torch.Tensor, img_size: int) -> torch.Tensor:
@@ -178,7 +196,7 @@ def _image_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file())
 
 
-def imagefolder(data_dir: str | None, img_size: int) -> Splits:
+def imagefolder(data_dir: str | None, img_size: int, writer: store.CacheWriter) -> list[str]:
     """``data_dir/train/<class>/*`` and ``data_dir/test/<class>/*`` (or ``val/``), any PIL format."""
     if not data_dir or not Path(data_dir).is_dir():
         raise BenchError(f"data_dir={data_dir} does not exist or is not a folder")
@@ -195,14 +213,21 @@ def imagefolder(data_dir: str | None, img_size: int) -> Splits:
     for name in classes:  # an empty class folder would silently become a class of no images
         if not _image_files(train_dir / name):
             raise BenchError(f"data_dir={data_dir}: class folder train/{name} holds no images")
-    train_x, train_y = _read_folder(train_dir, classes, img_size)
-    test_x, test_y = _read_folder(test_dir, classes, img_size)
-    return Splits(train_x, train_y, test_x, test_y, classes)
+    listed = [
+        (split, _folder_items(d, classes))
+        for split, d in (("train", train_dir), ("test", test_dir))
+    ]
+    for split, items in listed:
+        print(f"decoding {len(items)} images from {root / split} ...", file=sys.stderr, flush=True)
+        out = writer.images(f"{split}_x", len(items), img_size)
+        decode.fill(
+            out, lambda a, b, items=items: items[a:b], lambda it: _read_image(it[0], img_size)
+        )
+        writer.put(f"{split}_y", np.array([label for _, label in items], dtype=np.int64))
+    return classes
 
 
-def _read_folder(
-    split_dir: Path, classes: list[str], img_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _folder_items(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
     items = []
     for label, name in enumerate(classes):
         folder = split_dir / name
@@ -213,19 +238,12 @@ def _read_folder(
         raise BenchError(f"{split_dir}/{unknown[0]}: class not present in train/")
     if not items:
         raise BenchError(f"{split_dir} holds no images")
-    print(f"decoding {len(items)} images from {split_dir} ...", file=sys.stderr, flush=True)
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        arrays = list(pool.map(lambda it: _read_image(it[0], img_size), items, chunksize=256))
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    return x, torch.tensor([label for _, label in items], dtype=torch.int64)
+    return items
 
 
-def _read_image(path: Path, img_size: int):
+def _read_image(path: Path, img_size: int) -> np.ndarray:
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (img_size, img_size):
-                im = im.resize((img_size, img_size), Image.BICUBIC)
-            return np.asarray(im, dtype=np.uint8)
+            return decode.to_array(im, img_size)
     except Exception as e:
         raise BenchError(f"cannot read image {path}: {e.__class__.__name__}") from None

@@ -42,6 +42,7 @@ from bench.cell.module import CellModule, Diverged
 from bench.cell.progress import Progress, quiet_lightning
 from bench.cell.provenance import data_source, portable_config, portable_path
 from bench.cell.resume import BEST, Attempts, ResumableBatches, ResumeCheckpoints, pick_resume
+from bench.cell.streaming import batches, streams
 from bench.cell.subsets import Subsets, make_subsets
 from bench.clock import utc_now
 from bench.errors import STORAGE_EXIT, BenchError, StorageError
@@ -157,26 +158,29 @@ def batch_augment(cell: Cell, num_classes: int) -> BatchMix | None:
 
 
 def build_loaders(setup: CellSetup) -> tuple[DeviceBatches, DeviceBatches | None, DeviceBatches]:
-    """Train (shuffled, augmented), validation (None without one) and test batches, on the device."""
+    """Train (shuffled, augmented), validation (None without one) and test batches: on the device
+    whole, or streamed from the memory-mapped cache when they do not fit (:mod:`streaming`)."""
     cell, s, dev = setup.cell, setup.splits, setup.device
     train_idx, val_idx = setup.subsets.train_idx, setup.subsets.val_idx
     pad = max(1, cell.img_size // 8) if cell.augment else 0
-    train = DeviceBatches(
-        s.train_x[train_idx].to(dev),
-        s.train_y[train_idx].to(dev),
+    how = {"device": dev, "stream": streams(cell, s, setup.subsets, dev), "release": s.release}
+    train = batches(
+        s.train_x,
+        s.train_y,
+        train_idx,
         setup.batch_size,
         shuffle=True,
         augment_pad=pad,
         seed=cell.seed,
         drop_last=True,
         transform=image_policy(cell),
+        **how,
     )
     val = None
     if len(val_idx):
-        val = DeviceBatches(
-            s.train_x[val_idx].to(dev), s.train_y[val_idx].to(dev), EVAL_BATCH, shuffle=False
-        )
-    test = DeviceBatches(s.test_x.to(dev), s.test_y.to(dev), EVAL_BATCH, shuffle=False)
+        val = batches(s.train_x, s.train_y, val_idx, EVAL_BATCH, shuffle=False, **how)
+    test = batches(s.test_x, s.test_y, None, EVAL_BATCH, shuffle=False, **how)
+    s.release()  # what was copied to the device need not stay mapped here
     return train, val, test
 
 

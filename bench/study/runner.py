@@ -30,10 +30,10 @@ from bench.clock import fmt_duration, utc_now
 from bench.errors import STORAGE_EXIT, BenchError, StorageError, is_storage
 from bench.results import records
 from bench.results.layout import StudyDir
+from bench.study.display import GridDisplay, GridState, cell_fraction, plan_eta
 from bench.study.procs import die_with_parent, foreign_cells_here, write_owner
 
 REVISIT_S = 2.0  # how often a cell locked by another runner is looked at again
-HEARTBEAT_S = 30.0  # a progress line at least this often while cells run
 GRACE_S = 30.0  # after forwarding an interrupt, wait this long before SIGKILL
 
 
@@ -214,33 +214,28 @@ class Runner:
         self.launched = 0
         self.exhausted = False
         self._stop: int | None = None
-        self._last_line = 0.0
         self.lock_dirs: set[Path] = set()
         self._foreign: tuple[float, int] = (0.0, 0)  # (when counted, live cells of other runners)
+        self.display = GridDisplay(label, total, self.out)  # a live bar on a terminal
 
     # ------------------------------------------------------------------ reporting
     def say(self, msg: str) -> None:
-        print(f"[{self.label}] {msg}", file=self.out, flush=True)
+        self.display.say(msg)
 
-    def progress(self) -> None:
+    def progress(self, changed: bool = True) -> None:
         o = self.outcome
-        done = len(o.completed) + len(o.skipped) + len(o.elsewhere)
-        total = f"/{self.total}" if self.total else ""
-        eta = ""
-        if self.walls:
-            avg = sum(self.walls) / len(self.walls)
-            now = time.time()
-            ran = [now - r.started for r in self.running.values()]
-            left = len(self.queue) * avg + sum(max(avg - t, 0.0) for t in ran)
-            # a cell past the average has no honest estimate: never print "ETA 0s" for minutes
-            over = any(t > avg for t in ran)
-            left_s = fmt_duration(left / max(self.n_slots, 1))
-            eta = f", ETA over {left_s}" if over else f", ETA {left_s}"
-        self.say(
-            f"{done}{total} done, {len(self.running)} running, {len(o.failed)} failed, "
-            f"{len(self.queue)} queued; elapsed {fmt_duration(time.time() - self.started_at)}{eta}"
+        now = time.time()
+        running = [(now - r.started, cell_fraction(r.job.log_path)) for r in self.running.values()]
+        state = GridState(
+            done=len(o.completed) + len(o.skipped) + len(o.elsewhere),
+            total=self.total,
+            running=len(self.running),
+            failed=len(o.failed),
+            queued=len(self.queue),
+            elapsed=now - self.started_at,
+            eta=plan_eta(running, len(self.queue), self.walls, self.n_slots),
         )
-        self._last_line = time.time()
+        self.display.show(state, changed)
 
     # ------------------------------------------------------------------ signals
     def _on_signal(self, signum, frame) -> None:
@@ -345,8 +340,7 @@ class Runner:
                 changed = self._reap_finished(on_finish)
                 changed |= self._fill_slots(source)
                 changed |= self._revisit_waiting()
-                if changed or time.time() - self._last_line > HEARTBEAT_S:
-                    self.progress()
+                self.progress(changed)  # the display decides how often it draws
                 if self._finished():
                     break
                 time.sleep(0.2)
@@ -362,6 +356,7 @@ class Runner:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+            self.display.close()
         self.summary()
         return self.outcome
 

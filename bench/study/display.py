@@ -1,0 +1,136 @@
+"""How a runner shows where a grid stands: a live bar in a terminal, plain lines elsewhere.
+
+The ETA is planned, not extrapolated from cells per second: each running cell's time left comes
+from its own progress (the last ``step S/T`` in its log), each queued cell takes the average wall
+time of the cells done (or, before any is done, the running cells' projected walls), and they are
+laid out on the free slots. When nothing says how long a cell takes, the ETA is ``?``, never 0s.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from tqdm import tqdm
+
+from bench.cell.progress import parse_step
+from bench.clock import fmt_duration
+
+HEARTBEAT_S = 30.0  # plain output: a state line at least this often while cells run
+REFRESH_S = 1.0  # live bar: redrawn at most this often (elapsed time and ETA tick)
+LOG_TAIL = 4096  # bytes of a cell's log read for its last progress line
+
+
+@dataclass
+class GridState:
+    done: int
+    total: int | None
+    running: int
+    failed: int
+    queued: int
+    elapsed: float
+    eta: float | None
+
+    def line(self) -> str:
+        total = f"/{self.total}" if self.total else ""
+        eta = f", ETA {fmt_duration(self.eta)}" if self.eta is not None else ""
+        return (
+            f"{self.done}{total} done, {self.running} running, {self.failed} failed, "
+            f"{self.queued} queued; elapsed {fmt_duration(self.elapsed)}{eta}"
+        )
+
+
+class GridDisplay:
+    def __init__(self, label: str, total: int | None, out: TextIO | None = None, live=None):
+        self.label, self.out = label, out or sys.stderr
+        self.live = _isatty(self.out) if live is None else live
+        self.bar = None
+        self.last = 0.0
+        if self.live:
+            self.bar = tqdm(
+                total=total,
+                desc=label,
+                unit="cell",
+                file=self.out,
+                dynamic_ncols=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} cells{postfix}",
+            )
+
+    def say(self, msg: str) -> None:
+        """An event (a cell started, done, failed): above the bar, or a plain line."""
+        if self.bar is not None:
+            self.bar.write(f"[{self.label}] {msg}", file=self.out)
+        else:
+            print(f"[{self.label}] {msg}", file=self.out, flush=True)
+
+    def show(self, state: GridState, changed: bool) -> None:
+        now = time.time()
+        if self.bar is None:
+            if changed or now - self.last >= HEARTBEAT_S:
+                self.say(state.line())
+                self.last = now
+            return
+        if changed or now - self.last >= REFRESH_S:
+            self.bar.n = state.done + state.failed  # settled cells: the bar ends full
+            eta = fmt_duration(state.eta) if state.eta is not None else "?"
+            self.bar.set_postfix_str(
+                f"{state.done} done, {state.running} running, {state.failed} failed, "
+                f"{state.queued} queued, "
+                f"elapsed {fmt_duration(state.elapsed)}, ETA {eta}",
+                refresh=True,
+            )
+            self.last = now
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _isatty(out: TextIO) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def cell_fraction(log: Path) -> float | None:
+    """How far a running cell is, from the last progress line of its log (None: no line yet)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - LOG_TAIL))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    found = parse_step(tail)
+    return found[0] / found[1] if found and found[1] else None
+
+
+def plan_eta(
+    running: list[tuple[float, float | None]], queued: int, walls: list[float], slots: int
+) -> float | None:
+    """Seconds until the last cell ends: ``running`` holds (elapsed, fraction done or None) per
+    running cell, ``walls`` the wall times of cells done. None when nothing tells a cell's length."""
+    projected = [e / f for e, f in running if f]
+    sample = walls or projected
+    avg = sum(sample) / len(sample) if sample else None
+    left = []
+    for elapsed, f in running:
+        if f:
+            left.append(elapsed * (1 - f) / f)
+        elif avg is not None and avg > elapsed:
+            left.append(avg - elapsed)
+        else:  # no progress line and already longer than a typical cell: no honest guess
+            return None
+    if queued and avg is None:
+        return None
+    free = sorted(left) + [0.0] * max(0, slots - len(left))
+    heapq.heapify(free)
+    for _ in range(queued):
+        heapq.heappush(free, heapq.heappop(free) + avg)
+    return max(free) if free else 0.0

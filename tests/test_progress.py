@@ -1,0 +1,115 @@
+"""Progress: a live bar in a terminal (a real pty), plain lines in logs; an ETA that stays honest."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+
+import pytest
+
+from bench.cell.progress import parse_step
+from bench.study.display import cell_fraction, plan_eta
+from tests.conftest import TINY
+from tests.test_grid import make_grid
+
+CELL = [a for a in TINY if not a.startswith(("--progress", "--steps", "--n_train"))]
+CELL += ["--progress=true", "--steps=8", "--n_train=100", "--evals=2", "--results_dir=out"]
+
+
+def in_terminal(argv: list[str], cwd) -> tuple[int, str]:
+    """Run ``argv`` with stdout and stderr on a pseudo-terminal 120 columns wide; all it wrote."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    proc = subprocess.Popen(
+        argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=os.environ
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: every writer has closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(timeout=600), b"".join(chunks).decode(errors="replace")
+
+
+def piped(argv: list[str], cwd) -> tuple[int, str]:
+    p = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=600)
+    return p.returncode, p.stderr
+
+
+BENCH = [sys.executable, "-m", "bench.cli"]
+
+
+def test_cell_in_a_terminal_draws_a_live_bar(tmp_path):
+    rc, out = in_terminal([*BENCH, "run", *CELL], tmp_path)
+    assert rc == 0, out
+    assert "8/8" in out and "img/s" in out and "loss" in out
+    assert "\r" in out  # redrawn in place
+    assert "] step " not in out  # not the plain lines
+
+
+def test_cell_in_a_log_prints_plain_lines(tmp_path):
+    rc, err = piped([*BENCH, "run", *CELL], tmp_path)
+    assert rc == 0, err
+    lines = [ln for ln in err.splitlines() if "] step " in ln]
+    assert lines and "\r" not in err
+    assert "step 8/8 (100%)" in lines[-1] and "img/s" in lines[-1] and "ETA 0s" in lines[-1]
+    assert parse_step(err) == (8, 8)
+
+
+def grid_sweep(tmp_path):
+    # four stand-in cells, two of which fail (seed 13 writes a failed record)
+    return make_grid(tmp_path, families=("vit",), seeds=(0, 13), steps=3)
+
+
+def test_grid_in_a_terminal_draws_a_live_bar(tmp_path):
+    rc, out = in_terminal([*BENCH, "grid", str(grid_sweep(tmp_path)), "--workers=2"], tmp_path)
+    assert rc == 1, out  # two cells failed
+    assert "4/4 cells, 2 done, 0 running, 2 failed" in out and "ETA" in out and "\r" in out
+    assert "[t] start" in out and "[t] finished: 2 trained" in out  # events above the bar
+    assert "2/4 done" not in out  # not the plain state lines
+
+
+def test_grid_in_a_log_prints_plain_lines(tmp_path):
+    rc, err = piped([*BENCH, "grid", str(grid_sweep(tmp_path)), "--workers=2"], tmp_path)
+    assert rc == 1
+    assert "\r" not in err and "%|" not in err  # no bar
+    assert "[t] 2/4 done, 0 running, 2 failed, 0 queued" in err
+
+
+def test_a_cells_progress_is_read_from_its_log(tmp_path):
+    log = tmp_path / "cell.log"
+    assert cell_fraction(log) is None  # no log yet
+    log.write_text("decoding ...\n")
+    assert cell_fraction(log) is None  # no progress line yet
+    log.write_text(
+        "[vit-s] step 10/100 (10%) | 900 img/s | ETA 1m\n" + "x" * 9000 + "\n"
+        "[vit-s] step 25/100 (25%) | 900 img/s | loss 1.2 | ETA 45s\n"
+    )
+    assert cell_fraction(log) == 0.25  # the last line, from the tail of a long log
+
+
+def test_the_grid_eta_is_planned_and_never_a_false_zero():
+    # nothing known: no ETA rather than 0s
+    assert plan_eta([(5.0, None)], queued=3, walls=[], slots=2) is None
+    # a running cell past the typical wall, without a progress line: unknown, not 0s
+    assert plan_eta([(120.0, None)], queued=0, walls=[60.0], slots=1) is None
+    # its own progress says how long it has left: 40s done at 25% -> 120s left
+    assert plan_eta([(40.0, 0.25)], queued=0, walls=[60.0], slots=1) == pytest.approx(120.0)
+    # the last long cell is not divided by the slots it does not use
+    assert plan_eta([(10.0, 0.1)], queued=0, walls=[], slots=8) == pytest.approx(90.0)
+    # queued cells take the average wall, laid out on the free slots: 2 slots, 4 cells of 60s
+    assert plan_eta([], queued=4, walls=[60.0, 60.0], slots=2) == pytest.approx(120.0)
+    # before any cell is done, the running cells' projected walls stand in for the average
+    assert plan_eta([(30.0, 0.5)], queued=1, walls=[], slots=1) == pytest.approx(90.0)
+    assert plan_eta([], queued=0, walls=[60.0], slots=2) == 0.0  # all done
