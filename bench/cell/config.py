@@ -28,6 +28,7 @@ POS_EMBEDS = ("learned", "sincos")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 RESNET_DEPTHS = (10, 18, 34)
 DEFAULT_EPOCHS = 30
 
@@ -121,6 +122,12 @@ class Cell:
         "auto", "auto = bf16 autocast on GPU, fp32 on CPU", runtime=True, choices=PRECISIONS
     )
     compile: bool = _f(False, "torch.compile the model", runtime=True)
+    compile_mode: str | None = _f(
+        None,
+        "torch.compile mode (compiled graphs cached in cache_dir/inductor across cells)",
+        runtime=True,
+        choices=COMPILE_MODES,
+    )
     force: bool = _f(False, "retrain even if the record says the cell is done", runtime=True)
     progress: bool = _f(True, "print progress lines (images/s, ETA)", runtime=True)
 
@@ -187,7 +194,8 @@ class Cell:
         """Everything that can be checked without data. Each message names the field."""
         for f in fields(self):
             choices = f.metadata["choices"]
-            if choices and getattr(self, f.name) not in choices:
+            value = getattr(self, f.name)
+            if choices and value not in choices and not (value is None and f.default is None):
                 raise BenchError(
                     f"{f.name}={getattr(self, f.name)!r} is not one of: {', '.join(choices)}"
                 )

@@ -29,6 +29,7 @@ from bench import env
 from bench.cell import tracking
 from bench.cell.batches import DeviceBatches, channel_stats
 from bench.cell.budget import Budget, resolve_budget
+from bench.cell.compiled import compile_model
 from bench.cell.config import Cell
 from bench.cell.datasets import Splits, load_splits
 from bench.cell.models import (
@@ -84,9 +85,10 @@ def pick_device(cell: Cell) -> torch.device:
     return torch.device("cpu")
 
 
-def prepare(cell: Cell) -> CellSetup:
-    """The cell's data, subsets and freshly initialised model (seeded by the cell's seed)."""
-    splits = load_splits(cell)
+def prepare(cell: Cell, splits: Splits | None = None) -> CellSetup:
+    """The cell's data (``splits``: already loaded, e.g. kept by a worker), subsets and freshly
+    initialised model (seeded by the cell's seed)."""
+    splits = splits if splits is not None else load_splits(cell)
     arch = resolve_arch(cell, splits.num_classes)
     torch.manual_seed(cell.seed)
     return setup_for_model(cell, arch, build_model(arch), pick_device(cell), splits)
@@ -206,8 +208,8 @@ def fit_and_test(setup: CellSetup, ckpt_dir: Path, logger) -> dict:
     """Fit (resuming from the last checkpoint if there is one), then test the best checkpoint."""
     cell = setup.cell
     module = build_module(setup)
-    if cell.compile:
-        module.model = torch.compile(module.model)
+    if cell.compile or cell.compile_mode:
+        module.model = compile_model(module.model, cell.compile_mode, cell.cache_dir)
     train, val, test = build_loaders(setup)
     trainer = build_trainer(setup, ckpt_dir, logger, has_val=val is not None)
     last = ckpt_dir / "last.ckpt"

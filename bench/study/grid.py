@@ -20,6 +20,7 @@ from bench.study.jobs import Proposals, finished_runs, grid_jobs, make_job, reco
 from bench.study.runner import Runner, slots_for
 from bench.study.slurm import node_argv, submit_slurm
 from bench.study.sweep_config import Sweep, expand, load_sweep
+from bench.study.worker import grid_workers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds a cell gets to stop after an interrupt before it is killed",
     )
+    p.add_argument(
+        "--worker",
+        action="store_true",
+        help="one long-lived process per slot runs cell after cell (data and set-up kept)",
+    )
+    p.add_argument(
+        "--pack",
+        type=int,
+        default=1,
+        help="with --worker: train up to G cells of one shape (seeds, n_train) as one model",
+    )
+    p.add_argument("--worker_child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--worker_name", default="worker", help=argparse.SUPPRESS)
     p.add_argument("--launcher", choices=("local", "slurm"), default="local")
     s = p.add_argument_group("slurm (with --launcher=slurm; one job per node, each a local runner)")
     s.add_argument("--partition", default=None)
@@ -117,6 +131,10 @@ def main(argv: list[str]) -> int:
     if args.dry_run:
         return dry_run(sweep, args)
     slots = slots_for(args.workers, args.devices, args.per_device)
+    if args.worker or args.worker_child:
+        return grid_workers(sweep, args, slots)
+    if args.pack != 1:
+        raise BenchError("--pack needs --worker (packing happens inside a worker)")
     if sweep.method == "grid":
         jobs = grid_jobs(sweep, args.results_dir, args.wandb)
         total = len(jobs) if args.count is None else min(args.count, len(jobs))
