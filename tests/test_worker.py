@@ -17,7 +17,7 @@ from bench.errors import BenchError
 from bench.study.jobs import grid_jobs
 from bench.study.runner import is_locked
 from bench.study.sweep_config import load_sweep
-from bench.study.worker import cell_of, work
+from bench.study.worker import cell_of, load_jobs, save_jobs, work
 from tests.conftest import REPO, bench
 
 
@@ -63,6 +63,13 @@ def test_a_job_is_the_cell_bench_run_would_train(tmp_path):
         cell_of(other[0])
 
 
+def test_jobs_travel_to_a_worker_as_plain_data(tmp_path):
+    jobs = grid_jobs(load_sweep(str(write_sweep(tmp_path))), str(tmp_path / "r" / "runs"))
+    save_jobs(jobs, tmp_path / "jobs.json")
+    back = load_jobs(tmp_path / "jobs.json")
+    assert back == jobs and back[0].lock_path == jobs[0].lock_path
+
+
 def test_pack_needs_worker(tmp_path, capsys):
     assert bench("grid", str(write_sweep(tmp_path)), "--pack", "2") == 2
     assert "--pack needs --worker" in capsys.readouterr().err
@@ -89,9 +96,10 @@ def test_worker_writes_the_records_of_separate_bench_runs(in_tmp):
 def test_a_killed_worker_leaves_its_cell_to_resume(in_tmp):
     sweep_path = write_sweep(in_tmp, seeds=[0], steps=400, evals=40)
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "bench.cli", "grid", str(sweep_path), "--worker_child"]
-    proc = subprocess.Popen(cmd + ["--wandb=disabled"], env=env, start_new_session=True)
     (job,) = grid_jobs(load_sweep(str(sweep_path)), None, "disabled")
+    save_jobs([job], in_tmp / "jobs.json")
+    cmd = [sys.executable, "-m", "bench.study.worker", str(in_tmp / "jobs.json")]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     last = job.folder.checkpoints(job.run_id) / "last.ckpt"
     deadline = time.time() + 300
     while not last.exists() and proc.poll() is None and time.time() < deadline:

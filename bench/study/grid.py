@@ -83,8 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="with --worker: train up to G cells of one shape (seeds, n_train) as one model",
     )
-    p.add_argument("--worker_child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--worker_name", default="worker", help=argparse.SUPPRESS)
     p.add_argument("--launcher", choices=("local", "slurm"), default="local")
     s = p.add_argument_group("slurm (with --launcher=slurm; one job per node, each a local runner)")
     s.add_argument("--partition", default=None)
@@ -131,7 +129,7 @@ def main(argv: list[str]) -> int:
     if args.dry_run:
         return dry_run(sweep, args)
     slots = slots_for(args.workers, args.devices, args.per_device)
-    if args.worker or args.worker_child:
+    if args.worker:
         return grid_workers(sweep, args, slots)
     if args.pack != 1:
         raise BenchError("--pack needs --worker (packing happens inside a worker)")

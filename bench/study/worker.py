@@ -17,6 +17,7 @@ their checkpoints. A cell with a checkpoint to resume from is trained alone, nev
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -33,8 +34,9 @@ from bench.cell.packed import pack_key, train_packed
 from bench.cell.run import executed_as
 from bench.cell.train import already_done, fresh_checkpoints, pick_device, prepare, train_and_record
 from bench.clock import fmt_duration, utc_now
-from bench.errors import BenchError
+from bench.errors import ArgumentParser, BenchError
 from bench.results import records
+from bench.results.layout import StudyDir
 from bench.study.jobs import grid_jobs
 from bench.study.runner import REVISIT_S, Job, child_env, failure_record, is_locked, try_lock
 from bench.study.sweep_config import Sweep
@@ -205,16 +207,50 @@ def _take(pending: deque, waiting: dict, pack: int) -> list[tuple[Job, int]]:
 
 
 # ---------------------------------------------------------------------- the parent
-def launch(child_argv: list[str], slots: list[str | None], logs_dir: Path, grace_s: float) -> int:
-    """One worker process per slot (``bench grid ... --worker_child``); waits, forwards signals."""
+def save_jobs(jobs: list[Job], path: Path) -> None:
+    """The jobs a worker runs, as plain data: a worker needs no sweep engine to read them."""
+    rows = [
+        {
+            "params": j.params,
+            "run_id": j.run_id,
+            "study": j.study,
+            "study_dir": str(j.folder.study_dir),
+            "records_dir": str(j.folder.records_dir),
+            "command": j.command,
+        }
+        for j in jobs
+    ]
+    records.atomic_write_text(path, json.dumps(rows, indent=1, default=str))
+
+
+def load_jobs(path: str | Path) -> list[Job]:
+    rows = json.loads(Path(path).read_text())
+    return [
+        Job(
+            r["params"],
+            r["run_id"],
+            r["study"],
+            StudyDir(Path(r["study_dir"]), Path(r["records_dir"])),
+            r["command"],
+        )
+        for r in rows
+    ]
+
+
+def launch(jobs: list[Job], slots: list[str | None], pack: int, grace_s: float = 30.0) -> int:
+    """One worker process per slot, each working the whole list (locks share it out); waits for
+    them and forwards SIGINT/SIGTERM (then SIGKILL after ``grace_s``)."""
+    logs_dir = jobs[0].log_path.parent
     logs_dir.mkdir(parents=True, exist_ok=True)
+    jobs_file = logs_dir / f"worker-jobs-{os.getpid()}.json"
+    save_jobs(jobs, jobs_file)
     procs = []
     for i, slot in enumerate(slots):
         log = open(logs_dir / f"worker-{i}.log", "a")
-        cmd = [sys.executable, "-m", "bench.cli", "grid", *child_argv, f"--worker_name=w{i}"]
+        cmd = [sys.executable, "-m", "bench.study.worker", str(jobs_file), f"--pack={pack}"]
         procs.append(
             subprocess.Popen(
-                cmd,
+                [*cmd, f"--name=w{i}"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -236,6 +272,7 @@ def launch(child_argv: list[str], slots: list[str | None], logs_dir: Path, grace
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        jobs_file.unlink(missing_ok=True)
     if stop:
         return 128 + stop[0]
     return max(p.returncode for p in procs)
@@ -262,17 +299,11 @@ def grid_workers(sweep: Sweep, args, slots: list[str | None]) -> int:
     if args.pack < 1:
         raise BenchError(f"--pack={args.pack} must be >= 1")
     jobs = grid_jobs(sweep, args.results_dir, args.wandb)[: args.count]
-    if args.worker_child:
-        return work(jobs, args.pack, args.worker_name)
     if not jobs:
         print(f"[{sweep.study}] no cells", file=sys.stderr)
         return 0
     for job in jobs:
         cell_of(job)  # every command is a `bench run` before any worker starts
-    argv = [str(sweep.path), "--worker_child", f"--pack={args.pack}", f"--grace={args.grace}"]
-    argv += [f"--results_dir={args.results_dir}"] if args.results_dir else []
-    argv += [f"--wandb={args.wandb}"] if args.wandb else []
-    argv += [f"--count={args.count}"] if args.count else []
     todo = sum(not j.done() for j in jobs)
     print(
         f"[{sweep.study}] {len(jobs)} cells, {todo} to run, {len(slots)} worker(s), "
@@ -280,10 +311,24 @@ def grid_workers(sweep: Sweep, args, slots: list[str | None]) -> int:
         file=sys.stderr,
     )
     t0 = time.time()
-    rc = launch(argv, slots, jobs[0].log_path.parent, args.grace)
+    rc = launch(jobs, slots, args.pack, args.grace)
     done = sum(j.done() for j in jobs)
     print(
         f"[{sweep.study}] finished: {done}/{len(jobs)} done in {fmt_duration(time.time() - t0)}",
         file=sys.stderr,
     )
     return rc or (0 if done == len(jobs) else 1)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m bench.study.worker JOBS.json [--pack G] [--name w0]``: one worker (as launched)."""
+    p = ArgumentParser(prog="bench worker", description=main.__doc__)
+    p.add_argument("jobs")
+    p.add_argument("--pack", type=int, default=1)
+    p.add_argument("--name", default="worker")
+    args = p.parse_args(argv)
+    return work(load_jobs(args.jobs), args.pack, args.name)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
