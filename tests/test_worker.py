@@ -58,6 +58,8 @@ def test_a_job_is_the_cell_bench_run_would_train(tmp_path):
     cells = [cell_of(j) for j in jobs]
     assert [c.run_id for c in cells] == [j.run_id for j in jobs]
     assert {c.seed for c in cells} == {0, 1} and all(c.wandb == "disabled" for c in cells)
+    as_module = write_sweep(tmp_path, command=["python", "-m", "bench.cli", "run", "${args}"])
+    assert cell_of(grid_jobs(load_sweep(str(as_module)))[0]).seed == 0
     other = grid_jobs(load_sweep(str(write_sweep(tmp_path, command=["python", "x.py", "${args}"]))))
     with pytest.raises(BenchError, match="bench run"):
         cell_of(other[0])

@@ -47,7 +47,8 @@ SHAPE_FREE = ("seed", "n_train")  # the fields that members of one pack may diff
 def cell_of(job: Job) -> Cell:
     """The cell a job's ``bench run`` command trains, parsed as ``bench run`` parses it."""
     cmd = job.command
-    if "run" not in cmd or not any(Path(a).name == "bench" for a in cmd[: cmd.index("run")]):
+    head = cmd[: cmd.index("run")] if "run" in cmd else []
+    if not any(Path(a).name == "bench" or a in ("bench.cli", "bench") for a in head):
         raise BenchError(f"--worker runs `bench run` commands; this sweep runs {cmd[:3]}")
     cell, _ = parse_cell_args(cmd[cmd.index("run") + 1 :], build_parser("bench run", ""))
     return cell
