@@ -5,6 +5,11 @@ optimizer, schedule, gradient clipping and on-device augmented batches; only the
 Each rung of both families is timed side by side in one process, alternating the two loops.
 
     python benchmarks/throughput.py [--device=cpu|cuda] [--quick]
+    python benchmarks/throughput.py --long --extra=vit-s16-224   # >= 300 timed steps, 3 repeats
+
+``--extra vit-s16-224`` adds ViT-S/16 at 224 px (384 wide, 12 deep, 6 heads), the model of the
+MFU goal; every row prints achieved TFLOP/s (3x measured forward FLOPs per image) and, on a
+card whose bf16 peak is known, the share of it (MFU).
 
 Ends with ``min ratio: X`` (project images/s over plain-loop images/s, worst rung).
 """
@@ -26,7 +31,7 @@ from bench.cell.batches import DeviceBatches, channel_stats
 from bench.cell.budget import Budget
 from bench.cell.config import Cell
 from bench.cell.datasets import Splits, synthetic
-from bench.cell.models import build_model, count_params, resolve_arch
+from bench.cell.models import build_model, count_params, forward_flops, resolve_arch
 from bench.cell.module import param_groups, warmup_cosine
 from bench.cell.subsets import Subsets
 from bench.cell.train import CellSetup, build_module, build_trainer
@@ -116,6 +121,15 @@ def project_loop(
     return (steps - warm) * batches.batch_size / (clock.t1 - clock.t0)
 
 
+# explicit architectures beyond the ladder (cell fields), by name
+EXTRA = {
+    "vit-s16-224": dict(
+        family="vit", size="s", embed_dim=384, depth=12, num_heads=6, patch_size=16, img_size=224
+    ),
+}
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, spec sheets
+
+
 def bench_rung(
     family: str,
     size: str,
@@ -125,10 +139,11 @@ def bench_rung(
     batch: int,
     repeats: int,
     splits: Splits,
-) -> tuple[float, float, int]:
+    fields: dict | None = None,
+) -> tuple[float, float, int, int]:
+    fields = dict(fields or {}, family=family, size=size)
     cell = Cell(
-        family=family,
-        size=size,
+        **fields,
         dataset="synthetic",
         batch_size=batch,
         steps=steps,
@@ -147,7 +162,8 @@ def bench_rung(
         plain.append(plain_loop(copy.deepcopy(init), batches, steps, warm, cell, device, bf16))
         batches = DeviceBatches(x, y, batch, shuffle=True, augment_pad=4, seed=0, drop_last=True)
         ours.append(project_loop(copy.deepcopy(init), splits, batches, steps, warm, cell, device))
-    return statistics.median(ours), statistics.median(plain), count_params(init)
+    flops = forward_flops(init, arch.img_size)
+    return statistics.median(ours), statistics.median(plain), count_params(init), flops
 
 
 def main() -> int:
@@ -162,8 +178,15 @@ def main() -> int:
     )
     p.add_argument("--families", default="vit,resnet", help="comma-separated families")
     p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument(
+        "--repeats", type=int, default=None, help="alternating repeats (default 2, long 3)"
+    )
+    p.add_argument("--steps", type=int, default=None, help="timed steps per repeat")
+    p.add_argument("--warm", type=int, default=None, help="untimed warm-up steps per repeat")
+    p.add_argument("--long", action="store_true", help="300 timed steps, 3 repeats")
+    p.add_argument("--extra", default="", help=f"extra architectures: {', '.join(EXTRA)}")
     args = p.parse_args()
+    repeats = args.repeats or (3 if args.long else 2)
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     sizes = (
@@ -172,28 +195,42 @@ def main() -> int:
         else (["xxs", "xs", "s"] if args.quick else ["xxs", "xs", "s", "m", "l"])
     )
     steps, warm = (60, 20) if gpu else ((12, 4) if args.quick else (30, 6))
+    if args.long:
+        steps, warm = 300 + (20 if gpu else 4), 20 if gpu else 4
+    warm = args.warm if args.warm is not None else warm
+    steps = warm + args.steps if args.steps else steps
     batch = args.batch or (256 if gpu else 64)
     splits = synthetic(32, n_train=max(4000, batch * 8), n_test=10)
     name = torch.cuda.get_device_name() if gpu else f"cpu ({torch.get_num_threads()} threads)"
+    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None) if gpu else None
+    rows = [(f, s, {}) for f in args.families.split(",") for s in sizes]
+    rows += [(EXTRA[e]["family"], e, EXTRA[e]) for e in args.extra.split(",") if e]
     print(
         f"device: {name} | batch {batch} | {steps - warm} timed steps after {warm} warm-up | "
-        f"{'bf16 autocast' if gpu else 'fp32'}",
+        f"{'bf16 autocast' if gpu else 'fp32'} | {repeats} alternating repeats, median",
         flush=True,
     )
     print(
-        f"{'family':<8}{'size':<6}{'params':>9}{'project img/s':>15}{'plain img/s':>13}{'ratio':>8}"
+        f"{'family':<8}{'size':<12}{'params':>9}{'project img/s':>15}{'plain img/s':>13}{'ratio':>8}"
+        f"{'TFLOP/s':>9}{'MFU':>7}"
     )
     ratios = []
-    for family in args.families.split(","):
-        for size in sizes:
-            ours, plain, params = bench_rung(
-                family, size, device, steps, warm, batch, args.repeats, splits
-            )
-            ratios.append(ours / plain)
-            print(
-                f"{family:<8}{size:<6}{params / 1e6:>8.2f}M{ours:>15,.0f}{plain:>13,.0f}{ours / plain:>8.2f}",
-                flush=True,
-            )
+    for family, size, fields in rows:
+        data = splits
+        if fields.get("img_size", 32) != 32:
+            data = synthetic(fields["img_size"], n_train=batch * 8, n_test=10)
+        rung = size if not fields else fields["size"]
+        ours, plain, params, flops = bench_rung(
+            family, rung, device, steps, warm, batch, repeats, data, fields
+        )
+        ratios.append(ours / plain)
+        tflops = 3 * flops * ours / 1e12
+        mfu = f"{100 * tflops / peak:6.1f}%" if peak else "    n/a"
+        print(
+            f"{family:<8}{size:<12}{params / 1e6:>8.2f}M{ours:>15,.0f}{plain:>13,.0f}"
+            f"{ours / plain:>8.2f}{tflops:>9.2f}{mfu}",
+            flush=True,
+        )
     print(f"min ratio: {min(ratios):.2f}")
     return 0
 

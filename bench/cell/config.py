@@ -31,6 +31,7 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 LOG_MODELS = ("off", "best")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 RESNET_DEPTHS = (10, 18, 34)
 DEFAULT_EPOCHS = 30
 
@@ -174,6 +175,12 @@ class Cell:
         "auto", "auto = bf16 autocast on GPU, fp32 on CPU", runtime=True, choices=PRECISIONS
     )
     compile: bool = _f(False, "torch.compile the model", runtime=True)
+    compile_mode: str | None = _f(
+        None,
+        "torch.compile mode (compiled graphs cached in cache_dir/inductor across cells)",
+        runtime=True,
+        choices=COMPILE_MODES,
+    )
     force: bool = _f(False, "retrain even if the record says the cell is done", runtime=True)
     progress: bool = _f(True, "print progress lines (images/s, ETA)", runtime=True)
 

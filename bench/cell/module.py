@@ -186,13 +186,18 @@ class CellModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
-        fused = self.device.type == "cuda"
         groups = param_groups(self.model, self.weight_decay)
-        if self.optimizer_name == "sgd":
-            opt = torch.optim.SGD(groups, lr=self.lr, momentum=0.9, nesterov=True, fused=fused)
-        else:
-            opt = torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.999), fused=fused)
+        opt = make_optimizer(groups, self.optimizer_name, self.lr, self.device)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, warmup_cosine(self.total_steps, self.warmup_steps)
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def make_optimizer(groups: list[dict], name: str, lr: float, device: torch.device):
+    """The recipe's optimizer; fused kernels on the GPU. Both are elementwise, so one optimizer
+    over stacked parameters (packed cells) equals one per cell."""
+    fused = device.type == "cuda"
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, fused=fused)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), fused=fused)

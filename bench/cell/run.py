@@ -8,7 +8,14 @@ from __future__ import annotations
 from bench.cell.config import Cell, build_parser, parse_cell_args
 from bench.cell.finetune import finetune_phase
 from bench.cell.preflight import check_results_dir
-from bench.cell.train import EXIT_CODES, already_done, fresh_checkpoints, prepare, train_and_record
+from bench.cell.train import (
+    EXIT_CODES,
+    Annotate,
+    already_done,
+    fresh_checkpoints,
+    prepare,
+    train_and_record,
+)
 
 
 def run_cell(cell: Cell) -> dict | None:
@@ -20,7 +27,16 @@ def run_cell(cell: Cell) -> dict | None:
     ckpt_dir = fresh_checkpoints(cell)
     setup = prepare(cell)
     phase = finetune_phase if cell.finetune_img_size else None
-    return train_and_record(setup, ckpt_dir, phase=phase)
+    return train_and_record(setup, ckpt_dir, phase=phase, annotate=executed_as("process"))
+
+
+def executed_as(mode: str, **more) -> Annotate:
+    """How the cell was run, into its record: ``process`` (one ``bench run``), ``worker``, ``packed``."""
+
+    def annotate(record: dict, outcome: dict) -> None:
+        record["execution"] = {"mode": mode, "pack": 1, **more}
+
+    return annotate
 
 
 def main(argv: list[str]) -> int:

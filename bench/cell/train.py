@@ -28,6 +28,7 @@ from bench.cell import artifacts, tracking
 from bench.cell.augment import BatchMix, ImagePolicy
 from bench.cell.batches import DeviceBatches, channel_stats
 from bench.cell.budget import Budget, resolve_budget
+from bench.cell.compiled import compile_model
 from bench.cell.config import Cell
 from bench.cell.datasets import Splits, load_splits
 from bench.cell.models import (
@@ -86,9 +87,10 @@ def pick_device(cell: Cell) -> torch.device:
     return torch.device("cpu")
 
 
-def prepare(cell: Cell) -> CellSetup:
-    """The cell's data, subsets and freshly initialised model (seeded by the cell's seed)."""
-    splits = load_splits(cell)
+def prepare(cell: Cell, splits: Splits | None = None) -> CellSetup:
+    """The cell's data (``splits``: already loaded, e.g. kept by a worker), subsets and freshly
+    initialised model (seeded by the cell's seed)."""
+    splits = splits if splits is not None else load_splits(cell)
     arch = resolve_arch(cell, splits.num_classes)
     torch.manual_seed(cell.seed)
     return setup_for_model(cell, arch, build_model(arch), pick_device(cell), splits)
@@ -226,8 +228,8 @@ def fit_and_test(
     """Fit (resuming from the last good checkpoint if there is one), then test the best one."""
     cell = setup.cell
     module = build_module(setup)
-    if cell.compile:
-        module.model = torch.compile(module.model)
+    if cell.compile or cell.compile_mode:
+        module.model = compile_model(module.model, cell.compile_mode, cell.cache_dir)
     batches, val, test = build_loaders(setup)
     train = ResumableBatches(batches)
     keeper = ResumeCheckpoints(ckpt_dir, train, has_val=val is not None, attempts=attempts)

@@ -32,6 +32,7 @@ from bench.study.jobs import (
 from bench.study.runner import Runner, slots_for
 from bench.study.slurm import node_argv, submit_slurm
 from bench.study.sweep_config import Sweep, expand, load_sweep, to_cell
+from bench.study.worker import grid_workers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds a cell gets to stop after an interrupt before it is killed",
     )
+    p.add_argument(
+        "--worker",
+        action="store_true",
+        help="one long-lived process per slot runs cell after cell (data and set-up kept)",
+    )
+    p.add_argument(
+        "--pack",
+        type=int,
+        default=1,
+        help="with --worker: train up to G cells of one shape (seeds, n_train) as one model",
+    )
     p.add_argument("--launcher", choices=("local", "slurm"), default="local")
     s = p.add_argument_group("slurm (with --launcher=slurm; one job per node, each a local runner)")
     s.add_argument("--partition", default=None)
@@ -129,6 +141,12 @@ def main(argv: list[str]) -> int:
     if args.dry_run:
         return dry_run(sweep, args)
     slots = slots_for(args.workers, args.devices, args.per_device)
+    if args.worker:
+        if sweep.method == "grid":
+            keep_sweep(sweep, records_dir_for(sweep, args.results_dir))
+        return grid_workers(sweep, args, slots)
+    if args.pack != 1:
+        raise BenchError("--pack needs --worker (packing happens inside a worker)")
     if sweep.method == "grid":
         jobs = grid_jobs(sweep, args.results_dir, args.wandb)
         keep_sweep(sweep, records_dir_for(sweep, args.results_dir))

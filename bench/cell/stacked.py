@@ -1,0 +1,88 @@
+"""k models of one architecture as one batched model: every kernel launch serves all k.
+
+The members' parameters and buffers are stacked along a new first axis
+(``torch.func.stack_module_state``) and one copy of the module, on the meta device, runs them all
+through ``functional_call`` under ``vmap``. Each member keeps its own weights, BatchNorm running
+statistics, gradients and (through an elementwise optimizer such as AdamW) optimizer state, so
+training the stack is training k models side by side.
+
+timm's fused attention (``scaled_dot_product_attention``) has no vmap rule on every backend; the
+unfused path is the same math, so packing switches it off.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+
+def unfuse_attention(model: nn.Module) -> None:
+    for m in model.modules():
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = False
+
+
+class StackedModels:
+    """``k`` models with one shape, called as one: ``logits[k, B, C] = stacked(x[k, B, ...])``."""
+
+    def __init__(self, models: list[nn.Module], device: torch.device):
+        for m in models:
+            unfuse_attention(m)
+        self.k = len(models)
+        self.state_keys = list(models[0].state_dict())
+        self.decay = {n: _decays(n, p) for n, p in models[0].named_parameters()}
+        self.base = copy.deepcopy(models[0]).to("meta")
+        self.params, self.buffers = stack_module_state([m.to(device) for m in models])
+
+    def train(self, mode: bool = True) -> None:
+        self.base.train(mode)
+
+    def __call__(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        """``x[k, B, ...]`` (one batch per member), or ``x[B, ...]`` for all with ``shared``."""
+        # "different": each member draws its own drop-path masks, as it would alone
+        run = vmap(self._one, in_dims=(0, 0, None if shared else 0), randomness="different")
+        return run(self.params, self.buffers, x)
+
+    def _one(self, params, buffers, x):
+        return functional_call(self.base, (params, buffers), (x,))
+
+    # ------------------------------------------------------------------ optimisation
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """The groups of :func:`bench.cell.module.param_groups`, member by member (same rule)."""
+        trained = {n: p for n, p in self.params.items() if p.requires_grad}
+        decay = [p for n, p in trained.items() if self.decay[n]]
+        rest = [p for n, p in trained.items() if not self.decay[n]]
+        return [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": rest, "weight_decay": 0.0},
+        ]
+
+    @torch.no_grad()
+    def clip_grad_norms_(self, max_norm: float) -> torch.Tensor:
+        """``clip_grad_norm_`` for each member on its own gradients; returns the k norms."""
+        grads = [p.grad for p in self.params.values() if p.grad is not None]
+        sq = torch.stack([g.reshape(self.k, -1).float().pow(2).sum(1) for g in grads]).sum(0)
+        norms = sq.sqrt()
+        coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(coef.view(-1, *([1] * (g.ndim - 1))).to(g.dtype))
+        return norms
+
+    # ------------------------------------------------------------------ one member
+    def member_state(self, i: int) -> dict[str, torch.Tensor]:
+        """Member ``i``'s ``state_dict`` (copies, on the device)."""
+        both = {**self.params, **self.buffers}
+        return {k: both[k][i].detach().clone() for k in self.state_keys}
+
+    @torch.no_grad()
+    def load_member(self, i: int, state: dict[str, torch.Tensor]) -> None:
+        both = {**self.params, **self.buffers}
+        for k in self.state_keys:
+            both[k][i].copy_(state[k])
+
+
+def _decays(name: str, p: torch.Tensor) -> bool:
+    return not (p.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "reg_token")))
