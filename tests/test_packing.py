@@ -52,13 +52,21 @@ def alone(cell: Cell) -> tuple[list[float], dict]:
     return rec.losses, {k: v.detach().clone() for k, v in setup.model.state_dict().items()}
 
 
-@pytest.mark.parametrize("family", ["resnet", pytest.param("vit", marks=pytest.mark.slow)])
-def test_packed_group_equals_cells_trained_one_by_one(family):
+@pytest.mark.parametrize(
+    "family, recipe",
+    [
+        ("resnet", "basic"),
+        # SGD with Nesterov, TrivialAugment, erasing, mixup/cutmix with soft targets
+        ("resnet", "strong"),
+        pytest.param("vit", "basic", marks=pytest.mark.slow),
+    ],
+)
+def test_packed_group_equals_cells_trained_one_by_one(family, recipe):
     # different seeds and n: own init, subset, data order, normalisation; no validation, so
     # the final weights are the ones compared; grad_clip low so per-member clipping acts
     cells = [
-        tiny(family, 96, 0, val_size=0, grad_clip=0.5),
-        tiny(family, 160, 1, val_size=0, grad_clip=0.5),
+        tiny(family, 96, 0, val_size=0, grad_clip=0.5, recipe=recipe),
+        tiny(family, 160, 1, val_size=0, grad_clip=0.5, recipe=recipe),
     ]
     pack = Pack([prepare(c) for c in cells])
     pack.fit()
@@ -73,6 +81,15 @@ def test_packed_group_equals_cells_trained_one_by_one(family):
     # if the cells were identical)
     a, b = pack.members
     assert a.losses != b.losses
+
+
+def test_a_packed_vit_draws_its_own_drop_path_masks():
+    """The strong ViT recipe has drop-path: random under vmap, one mask per member."""
+    cells = [tiny("vit", 96, 0, val_size=0, recipe="strong"), tiny("vit", 96, 1, val_size=0)]
+    assert pack_key(prepare(cells[0])) != pack_key(prepare(cells[1]))  # recipes never mix
+    pack = Pack([prepare(tiny("vit", 96, s, val_size=0, recipe="strong")) for s in (0, 1)])
+    pack.fit()
+    assert all(len(m.losses) == 6 and m.status == "completed" for m in pack.members)
 
 
 def test_clipping_is_per_member():

@@ -242,6 +242,14 @@ def fit_and_test(
     trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=resume)
     if math.isnan(module.last_train_loss) and trainer.global_step > 0:
         module.flush_train_metrics(trainer.global_step)
+    # the end of training's numbers, read before loading the best checkpoint for the test
+    # restores that checkpoint's loss window into the module
+    trained = {
+        "train_loss": module.last_train_loss,
+        "epochs": trainer.global_step / max(1, len(train)),
+        "steps": trainer.global_step,
+        "train_images_per_s": module.train_images_per_s,
+    }
     best = ckpt_dir / BEST
     best_path = str(best) if best.exists() else None
     tested = trainer.test(module, dataloaders=test, ckpt_path=best_path, verbose=False)[0]
@@ -249,10 +257,7 @@ def fit_and_test(
         "test_error": tested["test/error"],
         "test_loss": tested["test/loss"],
         "val_error": keeper.best,
-        "train_loss": module.last_train_loss,
-        "epochs": trainer.global_step / max(1, len(train)),
-        "steps": trainer.global_step,
-        "train_images_per_s": module.train_images_per_s,
+        **trained,
         "checkpoint": best_path,
     }
 
