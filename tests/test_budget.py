@@ -12,6 +12,7 @@ from bench.cell.batches import DeviceBatches, PatchPermutation
 from bench.cell.budget import resolve_budget
 from bench.cell.config import Cell
 from bench.cell.models import Arch, build_model
+from bench.cell.train import build_loaders, prepare
 from bench.errors import BenchError
 from tests.conftest import REPO, TINY, bench
 
@@ -95,6 +96,19 @@ def test_device_batches_permute_after_augmenting():
     permuted = DeviceBatches(x, y, 8, shuffle=False, augment_pad=2, seed=3, transform=perm)
     (a, _), (b, _) = next(iter(plain)), next(iter(permuted))
     assert torch.equal(perm(a), b)
+
+
+def test_the_training_path_permutes_train_validation_and_test_images():
+    """The cell's loaders, not only the transform: every split the cell sees is permuted."""
+    base = dict(dataset="synthetic", size="xxs", img_size=16, n_train=64, batch_size=16)
+    base.update(steps=2, wandb="disabled", progress=False, device="cpu")
+    perm = PatchPermutation(16, 4)
+    plain = build_loaders(prepare(Cell(**base)))
+    permuted = build_loaders(prepare(Cell(**base, permute_patches=4)))
+    for a, b in zip(plain, permuted, strict=True):  # train (same seed: same crops), val, test
+        (xa, ya), (xb, yb) = next(iter(a)), next(iter(b))
+        assert torch.equal(ya, yb) and not torch.equal(xa, xb)
+        assert torch.equal(perm(xa), xb)
 
 
 def test_a_permuted_cell_trains_and_records_its_budget(in_tmp):

@@ -26,7 +26,7 @@ import torch
 from bench import env
 from bench.cell import artifacts, tracking
 from bench.cell.augment import BatchMix, ImagePolicy
-from bench.cell.batches import DeviceBatches, channel_stats
+from bench.cell.batches import DeviceBatches, PatchPermutation, channel_stats
 from bench.cell.budget import Budget, resolve_budget
 from bench.cell.compiled import compile_model
 from bench.cell.config import Cell
@@ -175,15 +175,40 @@ def build_loaders(setup: CellSetup) -> tuple[DeviceBatches, DeviceBatches | None
         augment_pad=pad,
         seed=cell.seed,
         drop_last=True,
-        transform=image_policy(cell),
+        transform=chain(image_policy(cell), tile_permutation(cell)),
         **how,
     )
+    # the positive control's permutation is the task: validation and test images get it too
+    fixed = tile_permutation(cell)
     val = None
     if len(val_idx):
-        val = batches(s.train_x, s.train_y, val_idx, EVAL_BATCH, shuffle=False, **how)
-    test = batches(s.test_x, s.test_y, None, EVAL_BATCH, shuffle=False, **how)
+        val = batches(
+            s.train_x, s.train_y, val_idx, EVAL_BATCH, shuffle=False, transform=fixed, **how
+        )
+    test = batches(s.test_x, s.test_y, None, EVAL_BATCH, shuffle=False, transform=fixed, **how)
     s.release()  # what was copied to the device need not stay mapped here
     return train, val, test
+
+
+def tile_permutation(cell: Cell) -> PatchPermutation | None:
+    """The positive control's fixed shuffle of the image's tiles, or None."""
+    if cell.permute_patches is None:
+        return None
+    return PatchPermutation(cell.img_size, cell.permute_patches)
+
+
+def chain(*transforms: Callable | None) -> Callable | None:
+    """The transforms that are set, applied in order (None when none is)."""
+    steps = [t for t in transforms if t is not None]
+    if len(steps) <= 1:
+        return steps[0] if steps else None
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        for t in steps:
+            x = t(x)
+        return x
+
+    return run
 
 
 def image_policy(cell: Cell) -> ImagePolicy | None:
