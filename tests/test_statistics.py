@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy.optimize import brentq
 
-from bench.analysis import breakeven, control, identify, scaling
+from bench.analysis import breakeven, control, identify, scaling, sections
 from bench.analysis.analyze import analyze
 from bench.cli import main
 from bench.results.records import write_record
@@ -305,3 +305,21 @@ def test_fit_keeps_a_zero_row_with_n_test(tmp_path, capsys):
     assert doc["fits"]["vit"]["envelope"][0] == {"x": 500, "group": "", "mean": 0.0005, "count": 1}
     assert "binomial" in doc["break_even"]["method"]
     assert main([*argv, "--n_test", "0"]) == 2
+
+
+def test_a_positive_control_claims_a_crossing_only_inside_the_data():
+    def doc(kind, ratios, x=181.0):
+        points = [
+            {"n": n, "log_ratio": r} for n, r in zip((1000, 3000, 10000), ratios, strict=True)
+        ]
+        gap = {"families": ["vit", "resnet"], "points": points}
+        be = {"kind": kind, "x": x, "below": "resnet", "above": "vit", "gap": gap}
+        return {"study": "c", "positive_control": 4, "break_even": be}
+
+    inside = " ".join(sections.title(doc("inside", [0.1, 0.0, -0.1], x=3000.0)))
+    assert "finds a crossing inside the measured range at n = 3,000" in inside
+    behind = " ".join(sections.title(doc("extrapolated", [0.08, 0.1, 0.18])))
+    assert "the resnet is ahead at every n measured" in behind and "not a finding" in behind
+    assert "does not show the harness finding a crossing" in behind
+    ahead = " ".join(sections.title(doc("lower_bound", [-0.1, -0.2, -0.3])))
+    assert "the vit is ahead at every n measured" in ahead and "registers" in ahead
