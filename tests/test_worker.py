@@ -14,8 +14,10 @@ import pytest
 import yaml
 
 from bench.errors import BenchError
+from bench.study.grid import build_parser
 from bench.study.jobs import grid_jobs
 from bench.study.runner import is_locked
+from bench.study.slurm import node_argv
 from bench.study.sweep_config import load_sweep
 from bench.study.worker import cell_of, load_jobs, save_jobs, work
 from tests.conftest import REPO, bench
@@ -115,3 +117,10 @@ def test_a_killed_worker_leaves_its_cell_to_resume(in_tmp):
     assert rec["status"] == "completed" and rec["metrics"]["steps"] == 120
     assert rec["execution"]["mode"] == "worker"
     assert "resuming from" in job.log_path.read_text()
+
+
+def test_slurm_nodes_keep_worker_and_pack(tmp_path):
+    args = build_parser().parse_args([str(write_sweep(tmp_path)), "--worker", "--pack", "3"])
+    argv = node_argv(args)
+    assert argv[argv.index("--pack") + 1] == "3" and "--worker" in argv
+    assert "--worker" not in node_argv(build_parser().parse_args([str(write_sweep(tmp_path))]))
