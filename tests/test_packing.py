@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -11,6 +14,7 @@ import torch
 from bench.cell.checkpoints import load_run
 from bench.cell.config import Cell
 from bench.cell.packed import Pack, pack_key
+from bench.cell.run import run_cell
 from bench.cell.stacked import StackedModels
 from bench.cell.train import build_loaders, build_module, build_trainer, prepare
 from tests.conftest import bench
@@ -148,3 +152,21 @@ def test_grid_worker_pack_writes_records_like_bench_run(in_tmp):
         assert packed[0]["metrics"][k] == pytest.approx(single["metrics"][k], abs=0.02), k
     _, cell, _, model = load_run(packed[0]["checkpoint"])  # the best checkpoint loads
     assert cell.run_id == packed[0]["run_id"] and model is not None
+
+
+def _cxx() -> str | None:
+    return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    _cxx() is None, reason="torch.compile on the CPU needs a C++ compiler (none found)"
+)
+def test_compiled_cell_trains_and_caches_its_graphs(in_tmp):
+    os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    cell = tiny("resnet", 96, 0, steps=3, evals=1, compile_mode="default", study="compiled")
+    record = run_cell(cell)
+    assert record["status"] == "completed", record["error"]
+    assert record["run_id"] == tiny("resnet", 96, 0, steps=3, evals=1).run_id  # runtime field
+    cache = Path(os.environ["BENCH_CACHE"]) / "inductor"
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache) and any(cache.rglob("*"))

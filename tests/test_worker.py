@@ -14,8 +14,10 @@ import pytest
 import yaml
 
 from bench.errors import BenchError
+from bench.study.grid import build_parser
 from bench.study.jobs import grid_jobs
 from bench.study.runner import is_locked
+from bench.study.slurm import node_argv
 from bench.study.sweep_config import load_sweep
 from bench.study.worker import cell_of, load_jobs, save_jobs, work
 from tests.conftest import REPO, bench
@@ -96,7 +98,7 @@ def test_worker_writes_the_records_of_separate_bench_runs(in_tmp):
 
 @pytest.mark.slow
 def test_a_killed_worker_leaves_its_cell_to_resume(in_tmp):
-    sweep_path = write_sweep(in_tmp, seeds=[0], steps=400, evals=40)
+    sweep_path = write_sweep(in_tmp, seeds=[0], steps=120, evals=60)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     (job,) = grid_jobs(load_sweep(str(sweep_path)), None, "disabled")
     save_jobs([job], in_tmp / "jobs.json")
@@ -112,6 +114,13 @@ def test_a_killed_worker_leaves_its_cell_to_resume(in_tmp):
     assert not job.done() and not is_locked(job.lock_path)  # no record, lock released
     assert work([job], pack=2) == 0  # a resumable cell is trained alone, from its checkpoint
     rec = records_of(job.records_dir)[job.run_id]
-    assert rec["status"] == "completed" and rec["metrics"]["steps"] == 400
+    assert rec["status"] == "completed" and rec["metrics"]["steps"] == 120
     assert rec["execution"]["mode"] == "worker"
     assert "resuming from" in job.log_path.read_text()
+
+
+def test_slurm_nodes_keep_worker_and_pack(tmp_path):
+    args = build_parser().parse_args([str(write_sweep(tmp_path)), "--worker", "--pack", "3"])
+    argv = node_argv(args)
+    assert argv[argv.index("--pack") + 1] == "3" and "--worker" in argv
+    assert "--worker" not in node_argv(build_parser().parse_args([str(write_sweep(tmp_path))]))

@@ -60,6 +60,8 @@ def node_argv(args) -> list[str]:
         argv.append(f"--wandb={args.wandb}")
     if args.count is not None:
         argv += ["--count", str(args.count)]
+    if args.worker:  # each node runs its cells in long-lived workers
+        argv += ["--worker", "--pack", str(args.pack)]
     return argv
 
 

@@ -64,10 +64,12 @@ def output_to(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush(), sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with open(path, "a") as log:
+    with open(path, "a", buffering=1) as log:
         os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+        # Python's own streams too: they need not write to fds 1 and 2 (an embedding host's)
         try:
-            yield
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                yield
         finally:
             sys.stdout.flush(), sys.stderr.flush()
             os.dup2(saved[0], 1), os.dup2(saved[1], 2)

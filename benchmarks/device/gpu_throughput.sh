@@ -11,7 +11,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 BENCH_CACHE=${BENCH_CACHE:-/tmp/bench-
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python -c "import torch, timm, pytorch_lightning as pl; print('torch', torch.__version__, 'timm', timm.__version__, 'lightning', pl.__version__)" | tee "$OUT/env.txt"
 if [ "${CPU:-0}" = 1 ]; then
-  STUDY="--device=cpu --quick"
+  STUDY="--device=cpu --quick --ways=sequential,packed"
   SINGLE="--device=cpu --sizes=xxs --steps=2 --warm=1 --repeats=1"
   STUDY_S=1500 SINGLE_S=600
 else
