@@ -48,7 +48,7 @@ N_TEST = 1000
 
 
 # ---------------------------------------------------------------------- the generated set
-def generate(path: Path, n: int, img_size: int, chunk: int = 8192) -> None:
+def generate(path: Path, n: int, img_size: int, chunk: int = 2048) -> None:
     """Class templates (a colour and a coarse layout) under noise, written chunk by chunk."""
     g = torch.Generator().manual_seed(0)
     coarse = torch.rand(CLASSES, 3, 4, 4, generator=g)

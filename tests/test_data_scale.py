@@ -117,6 +117,7 @@ def test_the_budget_picks_the_path(capsys):
     assert not streams(cell, s, sub, cpu)  # auto: a few MB fit in any machine's free memory
 
 
+@pytest.mark.slow  # trains a real cell
 def test_data_larger_than_the_budget_trains_as_it_would_in_memory(in_tmp, capfd):
     short = [*TINY, "--steps=12", "--evals=2"]
     assert bench("run", *short, "--results_dir=whole/runs") == 0
@@ -160,6 +161,7 @@ def hf_dataset(n_train=60, n_test=30, size=12):
 HF_ARGS = ["--dataset=hf", "--hf_image_column=img", "--hf_label_column=fine_label", "--img_size=16"]
 
 
+@pytest.mark.slow  # trains a real cell
 def test_hf_dataset_saved_to_disk_trains(in_tmp):
     hf_dataset().save_to_disk(str(in_tmp / "hfdata"))
     args = [a for a in TINY if not a.startswith(("--dataset", "--n_train", "--steps"))]

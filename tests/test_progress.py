@@ -50,6 +50,7 @@ def piped(argv: list[str], cwd) -> tuple[int, str]:
 BENCH = [sys.executable, "-m", "bench.cli"]
 
 
+@pytest.mark.slow  # trains a real cell
 def test_cell_in_a_terminal_draws_a_live_bar(tmp_path):
     rc, out = in_terminal([*BENCH, "run", *CELL], tmp_path)
     assert rc == 0, out
@@ -58,6 +59,7 @@ def test_cell_in_a_terminal_draws_a_live_bar(tmp_path):
     assert "] step " not in out  # not the plain lines
 
 
+@pytest.mark.slow  # trains a real cell
 def test_cell_in_a_log_prints_plain_lines(tmp_path):
     rc, err = piped([*BENCH, "run", *CELL], tmp_path)
     assert rc == 0, err

@@ -25,7 +25,7 @@ from bench.cell.datasets import Splits
 from bench.cell.subsets import Subsets
 
 PREFETCH = 4  # batches gathered ahead of the training loop
-RELEASE_BYTES = 256 << 20  # unmap the pages read after this much, so RSS stays bounded
+RELEASE_BYTES = 64 << 20  # unmap the pages read after this much, so RSS stays bounded
 DATA_SHARE = 0.5  # auto: data on the device whole when it needs at most this share of free memory
 
 

@@ -67,23 +67,23 @@ class GridDisplay:
         else:
             print(f"[{self.label}] {msg}", file=self.out, flush=True)
 
-    def show(self, state: GridState, changed: bool) -> None:
-        now = time.time()
+    def due(self, changed: bool) -> bool:
+        """Whether to draw now: on a change, else every REFRESH_S (bar) or HEARTBEAT_S (lines)."""
+        every = REFRESH_S if self.bar is not None else HEARTBEAT_S
+        return changed or time.time() - self.last >= every
+
+    def show(self, state: GridState) -> None:
+        self.last = time.time()
         if self.bar is None:
-            if changed or now - self.last >= HEARTBEAT_S:
-                self.say(state.line())
-                self.last = now
+            self.say(state.line())
             return
-        if changed or now - self.last >= REFRESH_S:
-            self.bar.n = state.done + state.failed  # settled cells: the bar ends full
-            eta = fmt_duration(state.eta) if state.eta is not None else "?"
-            self.bar.set_postfix_str(
-                f"{state.done} done, {state.running} running, {state.failed} failed, "
-                f"{state.queued} queued, "
-                f"elapsed {fmt_duration(state.elapsed)}, ETA {eta}",
-                refresh=True,
-            )
-            self.last = now
+        self.bar.n = state.done + state.failed  # settled cells: the bar ends full
+        eta = fmt_duration(state.eta) if state.eta is not None else "?"
+        self.bar.set_postfix_str(
+            f"{state.done} done, {state.running} running, {state.failed} failed, "
+            f"{state.queued} queued, elapsed {fmt_duration(state.elapsed)}, ETA {eta}",
+            refresh=True,
+        )
 
     def close(self) -> None:
         if self.bar is not None:

@@ -223,6 +223,8 @@ class Runner:
         self.display.say(msg)
 
     def progress(self, changed: bool = True) -> None:
+        if not self.display.due(changed):
+            return  # reading the cells' logs for their progress only when it is drawn
         o = self.outcome
         now = time.time()
         running = [(now - r.started, cell_fraction(r.job.log_path)) for r in self.running.values()]
@@ -235,7 +237,7 @@ class Runner:
             elapsed=now - self.started_at,
             eta=plan_eta(running, len(self.queue), self.walls, self.n_slots),
         )
-        self.display.show(state, changed)
+        self.display.show(state)
 
     # ------------------------------------------------------------------ signals
     def _on_signal(self, signum, frame) -> None:
