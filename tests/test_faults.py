@@ -348,8 +348,10 @@ def test_record_on_a_full_disk_is_one_error_naming_it_and_leaves_nothing(tmp_pat
 
 def test_bench_run_on_a_full_disk_exits_3_in_one_line_with_no_partial_files(tmp_path, tiny_disk):
     argv = [sys.executable, "-m", "bench.cli", "run", *CELL, f"--results_dir={tiny_disk}/s/runs"]
+    argv.append(f"--cache_dir={tiny_disk}/cache")  # the data cache does not fit either
     done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 3, done.stderr
+    assert "warning: cannot write the data cache" in done.stderr  # it trained on without one
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("bench run: error: cannot write ") and "No space left" in last
     assert "Traceback" not in done.stderr
@@ -500,9 +502,13 @@ def test_random_sigkills_of_a_grid_and_its_cells_lose_and_change_nothing(tmp_pat
     assert grid("t.yaml", "--workers", "2", cwd=whole).returncode == 0
     rng, kills, runners = random.Random(11), 0, 0
     while kills < KILLS:
+        started = time.time()
         runner = start_grid("t.yaml", "--workers", "2", cwd=killed)
         runners += 1
-        time.sleep(rng.uniform(2.0, 12.0))
+        # kill while cells train: after an attempt has begun (its attempts.json), at random
+        began = lambda r=runner, t=started: r.poll() is not None or training_since(killed, t)  # noqa: E731
+        assert wait_until(began, timeout=600)
+        time.sleep(rng.uniform(0.0, 8.0))
         if runner.poll() is not None:
             break  # the grid finished between two kills
         cells = [p for p in lock_pids(killed / "results") if alive(p)]
@@ -522,7 +528,11 @@ def test_random_sigkills_of_a_grid_and_its_cells_lose_and_change_nothing(tmp_pat
     assert sorted(got) == sorted(want) and len(got) == 3
     for run_id, rec in got.items():
         assert rec["status"] == "completed" and rec["metrics"] == want[run_id]["metrics"], run_id
-    print(
-        f"{kills} kills over {runners} runners; attempts per cell:",
-        [len(r["attempts"]) for r in got.values()],
-    )
+    resumed = [a["resumed_from_step"] for r in got.values() for a in r["attempts"]]
+    assert any(step for step in resumed), "no kill landed after a checkpoint: nothing resumed"
+    print(f"{kills} kills over {runners} runners; steps resumed from: {resumed}")
+
+
+def training_since(folder: Path, t: float) -> bool:
+    """An attempt at some cell has begun training since ``t``."""
+    return any(p.stat().st_mtime >= t for p in folder.glob("results/*/checkpoints/*/attempts.json"))

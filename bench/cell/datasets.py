@@ -55,7 +55,16 @@ def load_splits(cell: Cell, img_size: int | None = None) -> Splits:
         except Exception:  # a damaged cache is rebuilt, never trusted
             cache.unlink(missing_ok=True)
     splits = _decode(cell, img_size)
-    _atomic_save(vars(splits), cache)
+    try:
+        _atomic_save(vars(splits), cache)
+    except (OSError, RuntimeError) as e:  # a full disk: the cache only saves time, go on without
+        Path(f"{cache.parent}/.{cache.name}.{os.getpid()}.tmp").unlink(missing_ok=True)
+        why = str(e).strip().splitlines()[-1][:120] if str(e).strip() else type(e).__name__
+        print(
+            f"warning: cannot write the data cache {cache} ({why}); going on without it",
+            file=sys.stderr,
+            flush=True,
+        )
     return splits
 
 
