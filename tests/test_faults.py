@@ -489,12 +489,12 @@ def test_random_sigkills_of_a_grid_and_its_cells_lose_and_change_nothing(tmp_pat
         folder.mkdir()
         make_grid(
             folder,
-            steps=30,
+            steps=45,  # 9 validations, so kills land between many checkpoints
             n_train=(400,),
             families=("vit",),
             seeds=(0, 1, 2),
             fake=False,
-            extra=REAL,
+            extra={**REAL, "evals": {"value": 9}},
         )
         return folder
 
@@ -508,7 +508,7 @@ def test_random_sigkills_of_a_grid_and_its_cells_lose_and_change_nothing(tmp_pat
         # kill while cells train: after an attempt has begun (its attempts.json), at random
         began = lambda r=runner, t=started: r.poll() is not None or training_since(killed, t)  # noqa: E731
         assert wait_until(began, timeout=600)
-        time.sleep(rng.uniform(0.0, 8.0))
+        time.sleep(rng.uniform(0.0, 5.0))
         if runner.poll() is not None:
             break  # the grid finished between two kills
         cells = [p for p in lock_pids(killed / "results") if alive(p)]
