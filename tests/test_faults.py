@@ -348,6 +348,7 @@ def test_record_on_a_full_disk_is_one_error_naming_it_and_leaves_nothing(tmp_pat
 
 def test_bench_run_on_a_full_disk_exits_3_in_one_line_with_no_partial_files(tmp_path, tiny_disk):
     argv = [sys.executable, "-m", "bench.cli", "run", *CELL, f"--results_dir={tiny_disk}/s/runs"]
+    argv.append(f"--cache_dir={tiny_disk}/cache")  # the data cache does not fit either
     done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 3, done.stderr
     last = done.stderr.strip().splitlines()[-1]
@@ -465,3 +466,72 @@ def test_pull_skips_a_run_without_a_usable_config_and_says_so(tmp_path, capsys):
     killed = PulledRun(source="wandb/offline-run-x", config={}, summary={}, state="crashed")
     assert record_from_run(killed) is None
     assert "skipping wandb/offline-run-x: its config has no 'study'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- random kills
+KILLS = 20
+REAL = {
+    "batch_size": {"value": 64},
+    "evals": {"value": 6},
+    "wandb": {"value": "disabled"},
+    "progress": {"value": False},
+}
+
+
+@pytest.mark.slow
+def test_random_sigkills_of_a_grid_and_its_cells_lose_and_change_nothing(tmp_path):
+    """20 SIGKILLs at random moments, of the runner (its cells die with it) or of one cell; then
+    every cell is completed exactly once, with the metrics of an uninterrupted run."""
+    import random
+
+    def study(folder: Path) -> Path:
+        folder.mkdir()
+        make_grid(
+            folder,
+            steps=45,  # 9 validations, so kills land between many checkpoints
+            n_train=(400,),
+            families=("vit",),
+            seeds=(0, 1, 2),
+            fake=False,
+            extra={**REAL, "evals": {"value": 9}},
+        )
+        return folder
+
+    whole, killed = study(tmp_path / "whole"), study(tmp_path / "killed")
+    assert grid("t.yaml", "--workers", "2", cwd=whole).returncode == 0
+    rng, kills, runners = random.Random(11), 0, 0
+    while kills < KILLS:
+        started = time.time()
+        runner = start_grid("t.yaml", "--workers", "2", cwd=killed)
+        runners += 1
+        # kill while cells train: after an attempt has begun (its attempts.json), at random
+        began = lambda r=runner, t=started: r.poll() is not None or training_since(killed, t)  # noqa: E731
+        assert wait_until(began, timeout=600)
+        time.sleep(rng.uniform(0.0, 5.0))
+        if runner.poll() is not None:
+            break  # the grid finished between two kills
+        cells = [p for p in lock_pids(killed / "results") if alive(p)]
+        if cells and rng.random() < 0.5:
+            os.kill(rng.choice(cells), signal.SIGKILL)  # one cell; its runner records the failure
+            kills += 1
+            time.sleep(rng.uniform(0.5, 4.0))
+        os.kill(runner.pid, signal.SIGKILL)  # then the runner, whose cells die with it
+        runner.wait()
+        kills += 1
+        assert wait_until(lambda cells=cells: not any(alive(p) for p in cells), timeout=10)
+    final = grid("t.yaml", "--workers", "2", cwd=killed)
+    assert final.returncode == 0, final.stderr
+    assert kills >= KILLS // 2, f"only {kills} kills before the grid finished"
+    want = {r["run_id"]: r for r in records.iter_records(whole / "results")}
+    got = {r["run_id"]: r for r in records.iter_records(killed / "results")}
+    assert sorted(got) == sorted(want) and len(got) == 3
+    for run_id, rec in got.items():
+        assert rec["status"] == "completed" and rec["metrics"] == want[run_id]["metrics"], run_id
+    resumed = [a["resumed_from_step"] for r in got.values() for a in r["attempts"]]
+    assert any(step for step in resumed), "no kill landed after a checkpoint: nothing resumed"
+    print(f"{kills} kills over {runners} runners; steps resumed from: {resumed}")
+
+
+def training_since(folder: Path, t: float) -> bool:
+    """An attempt at some cell has begun training since ``t``."""
+    return any(p.stat().st_mtime >= t for p in folder.glob("results/*/checkpoints/*/attempts.json"))

@@ -25,7 +25,7 @@ from PIL import Image
 from bench.cell import decode, hf_data, store
 from bench.cell.batches import augment
 from bench.cell.config import Cell
-from bench.errors import BenchError
+from bench.errors import BenchError, StorageError, is_storage
 
 SYNTHETIC_SEED = 1234
 
@@ -60,11 +60,15 @@ def load_splits(cell: Cell, img_size: int | None = None) -> Splits:
             return _read(path)
         except Exception:  # a damaged cache is rebuilt, never trusted
             shutil.rmtree(path, ignore_errors=True)
-    writer = store.CacheWriter(path)
+    writer = None
     try:
+        writer = store.CacheWriter(path)
         writer.commit(_decode(cell, img_size, writer))
-    except BaseException:
-        writer.discard()
+    except BaseException as e:
+        if writer is not None:
+            writer.discard()
+        if is_storage(e):  # a full disk: one line naming the cache, exit 3, nothing left behind
+            raise StorageError(path, e) from None
         raise
     return _read(path)
 

@@ -38,9 +38,11 @@ class CacheWriter:
     def images(self, name: str, n: int, img_size: int) -> np.memmap:
         """An uint8 [n, 3, img_size, img_size] array on disk for a decoder to fill in chunks."""
         shape = (n, 3, img_size, img_size)
-        arr = np.lib.format.open_memmap(
-            self.tmp / f"{name}.npy", mode="w+", dtype=np.uint8, shape=shape
-        )
+        file = self.tmp / f"{name}.npy"
+        arr = np.lib.format.open_memmap(file, mode="w+", dtype=np.uint8, shape=shape)
+        # reserve the blocks now: a full disk is an ENOSPC here, not a SIGBUS mid-decode
+        with open(file, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
         self.open.append(arr)
         return arr
 

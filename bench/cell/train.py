@@ -262,6 +262,7 @@ def fit_and_test(
     resume, step = pick_resume(ckpt_dir, cell.run_id)
     if attempts is not None:
         attempts.current["resumed_from_step"] = step if resume else None
+        attempts.tick()
     if resume:
         print(f"{cell.run_id}: resuming from {resume} (step {step})", file=sys.stderr)
     trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=resume)

@@ -2,8 +2,9 @@
 
     results/<study>/
       runs/<run_id>.json          one record per cell (the records folder)
-      runs/.locks/<run_id>.lock   held by the process training the cell
-      checkpoints/<run_id>/       best.ckpt, last.ckpt (and finetune/ for in-cell fine-tuning)
+      runs/.locks/<run_id>.lock   held by the process training the cell (names its host and pid)
+      runs/.corrupt/              damaged records, moved aside by the record reader
+      checkpoints/<run_id>/       best.ckpt, last.ckpt, prev.ckpt, attempts.json (and finetune/)
       logs/<run_id>.log           each cell's output when the grid runner started it
       probes/<run_id>/            bench probe: figures and probe.json
       sweeps/<name>.yaml          every sweep bench grid ran into the study (its expected grid)

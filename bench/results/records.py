@@ -42,6 +42,9 @@ REQUIRED = (
 )
 METRICS = ("test_error", "test_loss", "val_error", "train_loss", "epochs", "steps")
 CORRUPT = ".corrupt"  # damaged records are moved here, never deleted
+# What a reader cannot do without; the other fields are checked for their type when present, so
+# records of older versions and records made elsewhere (fewer fields) still read.
+ESSENTIAL = ("run_id", "status", "config")
 RECORD_NAME = re.compile(r".+-[0-9a-f]{8}\.json")
 _OBJ = (dict,)
 FIELD_TYPES = {
@@ -171,7 +174,7 @@ def record_problem(rec: Any, stem: str | None = None) -> str | None:
     """What makes ``rec`` not a record (None when it is one)."""
     if not isinstance(rec, dict):
         return f"a JSON {type(rec).__name__}, not an object"
-    missing = [k for k in REQUIRED if k not in rec]
+    missing = [k for k in ESSENTIAL if k not in rec]
     if missing:
         return f"no {missing[0]!r} field"
     for key, kinds in FIELD_TYPES.items():
@@ -181,7 +184,8 @@ def record_problem(rec: Any, stem: str | None = None) -> str | None:
         return f"status {rec['status']!r} is not one of {', '.join(STATUSES)}"
     if stem is not None and rec["run_id"] != stem:
         return f"run_id {rec['run_id']!r} is not the file's name"
-    bad = [k for k, v in rec["metrics"].items() if k in METRICS and not _number_or_none(v)]
+    metrics = rec.get("metrics") or {}
+    bad = [k for k, v in metrics.items() if k in METRICS and not _number_or_none(v)]
     if bad:
         return f"metric {bad[0]!r} is not a number"
     return None

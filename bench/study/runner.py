@@ -326,8 +326,8 @@ class Runner:
             self._fail(
                 job, f"exited 0 but left no completed record at {job.record_path}", r.started
             )
-        elif rc == STORAGE_EXIT:
-            self._fail(job, f"exit code {rc}: {_last_line(job.log_path)}", r.started, storage=True)
+        elif rc == STORAGE_EXIT and "cannot write" in (last := _last_line(job.log_path)):
+            self._fail(job, f"exit code {rc}: {last}", r.started, storage=True)
         else:
             self._fail(job, f"exit code {rc}", r.started)
         os.close(r.lock_fd)  # after the record is final: a waiting runner then sees it
