@@ -16,7 +16,7 @@ from bench.cell.augment import OPS, BatchMix, ImagePolicy, apply_ops, random_era
 from bench.cell.config import Cell
 from bench.cell.provenance import folder_digest, portable_path
 from bench.cell.train import build_module, prepare
-from tests.conftest import REPO, TINY, bench
+from tests.conftest import REPO, TINY, bench, shipped_sweep_cells
 
 
 def batch(b: int = 16, seed: int = 0) -> torch.Tensor:
@@ -215,3 +215,25 @@ def test_portable_path_rules(tmp_path, monkeypatch):
     assert (
         portable_path(str(tmp_path / "s" / "checkpoints" / "x"), tmp_path / "s") == "checkpoints/x"
     )
+
+
+# ---------------------------------------------------------------------- the calibration sweeps
+def test_calibration_sweeps_hold_the_cells_they_promise():
+    _, cells = shipped_sweep_cells("cifar10-calibration.yaml")
+    assert {(c.family, c.size) for c in cells} == {
+        ("resnet", "m"),
+        ("resnet", "s"),
+        ("vit", "s"),
+        ("vit", "m"),
+    }
+    assert all(c.recipe == "strong" and c.n_train == "all" and c.img_size == 32 for c in cells)
+    _, grid = shipped_sweep_cells("cifar10-lr-wd.yaml")
+    for family in ("resnet", "vit"):
+        values = {
+            (c.resolved_recipe["lr"], c.resolved_recipe["weight_decay"])
+            for c in grid
+            if c.family == family
+        }
+        assert len(values) == 9  # 3 learning rates x 3 weight decays, around the family's defaults
+    sgd = {c.resolved_recipe["optimizer"] for c in grid if c.family == "resnet"}
+    assert sgd == {"sgd"}

@@ -144,8 +144,11 @@ def _op(
 
 
 def _is(op: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
-    ids = torch.tensor([OPS.index(n) for n in names], device=op.device)
-    return torch.isin(op, ids)
+    """``op`` in ``names``, a run of consecutive ops: compared on the device, nothing copied to it
+    (a list turned into a device tensor would be a blocking copy every batch)."""
+    first, last = OPS.index(names[0]), OPS.index(names[-1])
+    assert OPS[first : last + 1] == names
+    return (op >= first) & (op <= last)
 
 
 def _affine(x: torch.Tensor, op: torch.Tensor, col: torch.Tensor, space: dict) -> torch.Tensor:
@@ -166,8 +169,7 @@ def _affine(x: torch.Tensor, op: torch.Tensor, col: torch.Tensor, space: dict) -
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor([0.2989, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(dim=1, keepdim=True)
+    return 0.2989 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
 def _blend(x: torch.Tensor, base: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -176,9 +178,10 @@ def _blend(x: torch.Tensor, base: torch.Tensor, factor: torch.Tensor) -> torch.T
 
 def _smooth(x: torch.Tensor) -> torch.Tensor:
     """PIL's SMOOTH kernel inside the image, the border pixels left as they are (as PIL does)."""
-    k = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]], device=x.device) / 13
     c = x.shape[1]
-    inner = F.conv2d(x, k.expand(c, 1, 3, 3), groups=c)
+    k = torch.ones(c, 1, 3, 3, device=x.device)
+    k[:, :, 1, 1] = 5.0
+    inner = F.conv2d(x, k / 13.0, groups=c)
     return F.pad(inner, (1, 1, 1, 1)) + x * _border(x)
 
 
