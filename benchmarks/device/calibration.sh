@@ -5,6 +5,7 @@
 #   here:   bash benchmarks/device/prepare.sh            (fills .device/ and .whl/)
 #   there:  bash benchmarks/device/calibration.sh PART   carry: .device .whl
 # PART: cost         benchmarks/augment_cost.py on the GPU (strong vs basic images/s, ~2 min)
+#       SWEEP.yaml   any grid on data/cifar10-jpeg, e.g. sweeps/cifar10.yaml, 8 cells at once
 #       calibration  sweeps/cifar10-calibration.yaml, 4 cells at once (about 2 chunks)
 #       lr-wd        sweeps/cifar10-lr-wd.yaml, 6 cells at once (about 1-2 chunks)
 # Everything it produces goes to $OUT: the part's records and logs, gpu.txt, cost.txt.
@@ -34,9 +35,11 @@ fi
 case $PART in
   calibration) SWEEP=sweeps/cifar10-calibration.yaml; K=${PER_DEVICE:-4} ;;
   lr-wd) SWEEP=sweeps/cifar10-lr-wd.yaml; K=${PER_DEVICE:-6} ;;
+  *.yaml) SWEEP=$PART; K=${PER_DEVICE:-8} ;;  # any grid reading data/cifar10-jpeg, e.g. sweeps/cifar10.yaml
   *) echo "unknown part $PART" >&2; exit 2 ;;
 esac
-STUDY=$(basename "$SWEEP" .yaml)
+# the study the sweep writes to (a study parameter wins over the sweep's name)
+STUDY=$(python3 -c "import sys; from bench.study.sweep_config import load_sweep; print(load_sweep(sys.argv[1]).study)" "$SWEEP") || exit 2
 if [ ! -d data/cifar10-jpeg/train ]; then  # CIFAR-10 unpacked, then decoded once into the cache
   python3 benchmarks/device/pack.py unpack .device/cifar10.pack data/cifar10-jpeg || exit 1
 fi
@@ -50,5 +53,5 @@ nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$OU
 done_n=$(grep -l '"status": "completed"' results/$STUDY/runs/*.json 2>/dev/null | wc -l)
 echo "$STUDY: $done_n cells completed, chunk took $(( $(date +%s) - start )) s" | tee -a "$OUT/gpu.txt"
 mkdir -p "$OUT/$STUDY"
-cp -r results/$STUDY/runs results/$STUDY/logs "$OUT/$STUDY/" 2>/dev/null
+cp -r results/$STUDY/runs results/$STUDY/logs results/$STUDY/sweeps "$OUT/$STUDY/" 2>/dev/null
 rm -rf "$OUT/$STUDY/runs/.locks"
