@@ -7,6 +7,7 @@ dataset larger than RAM is paged in (and out) by the kernel.
 
 from __future__ import annotations
 
+import errno
 import json
 import mmap
 import os
@@ -33,7 +34,12 @@ class CacheWriter:
         """A whole array (a tensor or numpy array that fits in memory)."""
         if isinstance(array, torch.Tensor):
             array = array.numpy()
-        np.save(self.tmp / f"{name}.npy", np.ascontiguousarray(array))
+        try:
+            np.save(self.tmp / f"{name}.npy", np.ascontiguousarray(array))
+        except OSError as e:
+            if e.errno is None:  # numpy's short write ("N requested and M written"): a full disk
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from e
+            raise
 
     def images(self, name: str, n: int, img_size: int) -> np.memmap:
         """An uint8 [n, 3, img_size, img_size] array on disk for a decoder to fill in chunks."""

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from pathlib import Path
 
 from bench.clock import fmt_duration
-from bench.errors import ArgumentParser, BenchError
+from bench.errors import ArgumentParser, BenchError, StorageError
 from bench.results.layout import StudyDir
 from bench.results.records import atomic_write_text
 from bench.study.estimate import grid_cost
@@ -177,7 +178,10 @@ def keep_sweep(sweep: Sweep, records_dir: Path) -> None:
     """A copy of the sweep in the study folder: `bench analyze` reads the grid the study should
     hold from it (several sweeps may feed one study, each keeps its own copy)."""
     name = sweep.config.get("name") or sweep.path.stem
-    atomic_write_text(StudyDir.of_records(records_dir).sweep_copy(name), sweep.path.read_text())
+    try:
+        atomic_write_text(StudyDir.of_records(records_dir).sweep_copy(name), sweep.path.read_text())
+    except StorageError as e:  # only the analysis's list of missing cells needs it: go on
+        print(f"warning: {e}; bench analyze will infer the grid from the records", file=sys.stderr)
 
 
 def dry_run(sweep: Sweep, args: argparse.Namespace) -> int:
