@@ -28,11 +28,12 @@ from pathlib import Path
 from bench.cell.config import Cell
 from bench.env import has_credentials
 from bench.errors import BenchError
+from bench.results import records
 
 RUN_PREFIX = "wandb:"
 ARTIFACT_PREFIX = "wandb-artifact:"
 TYPE = "model"
-RECORD_FILE = "record.json"
+RECORD_FILE = records.ARTIFACT_RECORD
 ALIASES = ["best", "latest"]
 _PART = re.compile(r"^[\w.\-]+$")  # one path part: entity, project, run id or artifact name
 

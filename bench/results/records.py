@@ -23,6 +23,7 @@ from bench.errors import StorageError, is_storage
 SCHEMA = 1
 STATUSES = ("completed", "diverged", "failed")
 DONE = ("completed", "diverged")
+ARTIFACT_RECORD = "record.json"  # a record's name inside a W&B model artifact
 REQUIRED = (
     "schema",
     "run_id",
@@ -148,7 +149,8 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
         raise CorruptRecord(path, "not UTF-8 text") from None
     except json.JSONDecodeError as e:
         raise CorruptRecord(path, "empty" if not e.doc.strip() else f"not JSON ({e.msg})") from None
-    problem = record_problem(rec, path.stem)
+    # inside a model artifact the record has a fixed name; elsewhere its name is its run_id
+    problem = record_problem(rec, None if path.name == ARTIFACT_RECORD else path.stem)
     if problem:
         raise CorruptRecord(path, problem)
     return rec
