@@ -214,13 +214,14 @@ def imagefolder(data_dir: str | None, img_size: int, writer: store.CacheWriter) 
     classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
     if len(classes) < 2:
         raise BenchError(f"data_dir={data_dir}: train/ has {len(classes)} class folder(s), need 2")
-    for name in classes:  # an empty class folder would silently become a class of no images
-        if not _image_files(train_dir / name):
-            raise BenchError(f"data_dir={data_dir}: class folder train/{name} holds no images")
     listed = [
         (split, _folder_items(d, classes))
         for split, d in (("train", train_dir), ("test", test_dir))
     ]
+    present = {label for _, label in listed[0][1]}
+    for label, name in enumerate(classes):  # an empty class folder would silently become a class
+        if label not in present:
+            raise BenchError(f"data_dir={data_dir}: class folder train/{name} holds no images")
     for split, items in listed:
         print(f"decoding {len(items)} images from {root / split} ...", file=sys.stderr, flush=True)
         out = writer.images(f"{split}_x", len(items), img_size)

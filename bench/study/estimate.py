@@ -7,6 +7,7 @@ aggregate (see benchmarks/README.md), so the one-at-a-time hours are an upper bo
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,14 @@ def grid_cost(cells: list[Cell]) -> Cost:
 def split_size(cell: Cell) -> int:
     """Images in the cell's training split: counted on disk for a folder, else the known size."""
     if cell.dataset == "imagefolder" and cell.data_dir:
-        train = Path(cell.data_dir) / "train"
-        if train.is_dir():
-            return sum(len(files) for _, _, files in os.walk(train))
+        counted = _files_under(str(Path(cell.data_dir) / "train"))
+        if counted is not None:
+            return counted
     return TRAIN_SPLIT.get(cell.dataset, 50_000)
+
+
+@functools.cache  # every cell of a grid reads the same folder: walk it once
+def _files_under(folder: str) -> int | None:
+    if not Path(folder).is_dir():
+        return None
+    return sum(len(files) for _, _, files in os.walk(folder))
