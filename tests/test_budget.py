@@ -57,6 +57,7 @@ def test_budget_scale_doubles_any_budget():
         (dict(epochs=10, min_examples=100, max_examples=10), "min_examples"),
         (dict(budget_scale=0), "budget_scale"),
         (dict(permute_patches=5, img_size=32), "permute_patches"),
+        (dict(permute_pixels=True), "permute_pixels"),
     ],
 )
 def test_bad_budgets_and_blocks_name_their_field(values, field):
@@ -85,6 +86,21 @@ def test_patch_permutation_moves_whole_tiles_by_one_fixed_permutation():
     tiles = x.unfold(2, 4, 4).unfold(3, 4, 4).reshape(5, 3, 16, 4, 4)
     moved = y.unfold(2, 4, 4).unfold(3, 4, 4).reshape(5, 3, 16, 4, 4)
     assert torch.equal(moved, tiles[:, :, perm.order])  # tile i of y is tile order[i] of x
+
+
+def test_pixel_permutation_also_shuffles_inside_every_tile_the_same_way():
+    x = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8)
+    perm = PatchPermutation(16, 4, pixels=True)
+    y = perm(x)
+    assert torch.equal(PatchPermutation(16, 4, pixels=True)(x), y)  # fixed
+    assert torch.equal(perm.order, PatchPermutation(16, 4).order)  # the same tile shuffle
+    tiles = x.unfold(2, 4, 4).unfold(3, 4, 4).reshape(5, 3, 16, 16)
+    moved = y.unfold(2, 4, 4).unfold(3, 4, 4).reshape(5, 3, 16, 16)
+    assert sorted(perm.inner.tolist()) == list(range(16)) and not torch.equal(
+        perm.inner, torch.arange(16)
+    )
+    # pixel j of tile i of y is pixel inner[j] of tile order[i] of x, in every channel
+    assert torch.equal(moved, tiles[:, :, perm.order][..., perm.inner])
 
 
 def test_device_batches_permute_after_augmenting():
@@ -137,6 +153,22 @@ def test_a_vit_with_learned_positions_is_blind_to_the_permutation():
         pos = vit.pos_embed.data
         # token i of the permuted image is token order[i] of the original
         vit.pos_embed.data = torch.cat([pos[:, :1], pos[:, 1:][:, perm.order]], dim=1)
+        after = vit(perm(x))
+    assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_a_vit_is_blind_to_the_pixel_shuffle_inside_its_patches():
+    """With permute_pixels the same network, its patch-embedding weights permuted like the
+    pixels and its pos-embed rows like the tiles, gives the same logits on permuted images."""
+    torch.manual_seed(0)
+    vit = build_model(Arch("vit", 16, 10, embed_dim=32, depth=2, num_heads=2, patch_size=4)).eval()
+    perm = PatchPermutation(16, 4, pixels=True)
+    x = torch.rand(4, 3, 16, 16)
+    with torch.no_grad():
+        before = vit(x)
+        pos, w = vit.pos_embed.data, vit.patch_embed.proj.weight.data
+        vit.pos_embed.data = torch.cat([pos[:, :1], pos[:, 1:][:, perm.order]], dim=1)
+        vit.patch_embed.proj.weight.data = w.flatten(2)[..., perm.inner].reshape(w.shape)
         after = vit(perm(x))
     assert torch.allclose(before, after, atol=1e-5)
 

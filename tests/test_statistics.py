@@ -323,3 +323,6 @@ def test_a_positive_control_claims_a_crossing_only_inside_the_data():
     assert "does not show the harness finding a crossing" in behind
     ahead = " ".join(sections.title(doc("lower_bound", [-0.1, -0.2, -0.3])))
     assert "the vit is ahead at every n measured" in ahead and "registers" in ahead
+    assert "and the pixels inside every tile" not in ahead
+    pixels = {**doc("inside", [0.1, 0.0, -0.1], x=3000.0), "pixels_permuted": True}
+    assert "and the pixels inside every tile by another" in sections.title(pixels)[0]

@@ -27,6 +27,7 @@ SHIPPED = {
     "cifar10-control.yaml": 4,
     "cifar10-permuted.yaml": 36,
     "cifar10-cpu-permuted.yaml": 12,
+    "cifar10-cpu-scrambled.yaml": 12,
 }
 
 

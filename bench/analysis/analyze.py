@@ -94,6 +94,7 @@ def _analyze(study_dir, bootstrap, seed, families) -> dict:
         "recipes": claims.recipes(frame),
         "calibration": claims.calibration(frame),
         "positive_control": claims.positive_control(frame),
+        "pixels_permuted": claims.pixels_permuted(frame),
         "compute": capacity.compute_frontiers(summary, pair),
         "notes": notes,
     }

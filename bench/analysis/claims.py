@@ -58,6 +58,11 @@ def positive_control(frame: pd.DataFrame) -> int | None:
     return int(values.iloc[0]) if len(values) else None
 
 
+def pixels_permuted(frame: pd.DataFrame) -> bool:
+    """A positive control that also shuffles the pixels inside each tile."""
+    return "permute_pixels" in frame and bool(frame["permute_pixels"].fillna(False).any())
+
+
 def lead(doc: dict) -> dict | None:
     """Who leads at the largest n both families share, by how much, and on how many seeds."""
     w = doc.get("winners")

@@ -29,9 +29,12 @@ def title(doc: dict) -> list[str]:
     """The title line, marked as a positive control when the study permutes tiles."""
     tile = doc.get("positive_control")
     if tile:
+        inside = (
+            ", and the pixels inside every tile by another" if doc.get("pixels_permuted") else ""
+        )
         return [
             f"# Positive control: {doc['study']} (every image's {tile}x{tile}-pixel tiles "
-            "shuffled by one fixed permutation)",
+            f"shuffled by one fixed permutation{inside})",
             "",
             "A positive control of the break-even machinery, not an answer about natural images: "
             "a ViT with learned position embeddings and patches of the tile size is blind to the "

@@ -55,21 +55,30 @@ PERMUTE_SEED = 7  # one permutation for every cell of a study: the task, not the
 
 class PatchPermutation:
     """Shuffle the ``block`` x ``block``-pixel tiles of uint8 images [B, C, H, W] by one fixed,
-    seeded permutation of the tile grid (the same for every image and every call)."""
+    seeded permutation of the tile grid (the same for every image and every call).
 
-    def __init__(self, img_size: int, block: int, seed: int = PERMUTE_SEED):
+    ``pixels``: also shuffle the pixels inside every tile, by one fixed permutation shared by all
+    tiles and channels. A ViT whose patches are the tiles stays blind to it (its shared patch
+    embedding absorbs the inner shuffle, its position embeddings the outer one), while a CNN
+    loses its locality inside the tiles as well as across them.
+    """
+
+    def __init__(self, img_size: int, block: int, seed: int = PERMUTE_SEED, pixels: bool = False):
         if img_size % block:
             raise ValueError(f"block {block} does not divide the image side {img_size}")
         self.grid = img_size // block
         self.block = block
         g = torch.Generator().manual_seed(seed)
         self.order = torch.randperm(self.grid * self.grid, generator=g)
+        self.inner = torch.randperm(block * block, generator=g) if pixels else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         n, k = self.grid, self.block
-        tiles = x.reshape(b, c, n, k, n, k).permute(0, 1, 2, 4, 3, 5).reshape(b, c, n * n, k, k)
+        tiles = x.reshape(b, c, n, k, n, k).permute(0, 1, 2, 4, 3, 5).reshape(b, c, n * n, k * k)
         tiles = tiles[:, :, self.order.to(x.device)]
+        if self.inner is not None:
+            tiles = tiles[..., self.inner.to(x.device)]
         return tiles.reshape(b, c, n, n, k, k).permute(0, 1, 2, 4, 3, 5).reshape(b, c, h, w)
 
 

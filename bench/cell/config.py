@@ -73,6 +73,13 @@ class Cell:
         "permutation, after augmentation, train and test alike (breaks a CNN's locality prior)",
         since=2,
     )
+    permute_pixels: bool = _f(
+        False,
+        "with permute_patches: also shuffle the pixels inside every tile by one fixed permutation "
+        "shared by all tiles (a ViT with patches of the tile size stays blind to it; a CNN loses "
+        "locality inside tiles too)",
+        since=2,
+    )
     hf_image_column: str = _f("image", "dataset=hf: the column holding the images", since=2)
     hf_label_column: str = _f("label", "dataset=hf: the column holding the labels", since=2)
     # --- recipe ---
@@ -319,6 +326,8 @@ class Cell:
                 )
             if self.finetune_img_size is not None:
                 raise BenchError("permute_patches cannot be combined with finetune_img_size")
+        elif self.permute_pixels:
+            raise BenchError("permute_pixels needs permute_patches (the tile size)")
 
     def _validate_recipe(self) -> None:
         _positive(self, "lr", optional=True)

@@ -39,7 +39,7 @@ def pack_key(setup: CellSetup) -> tuple:
     resolved = tuple(sorted(c.resolved_recipe.items()))  # optimizer, lr, wd, augmentation, mixing
     recipe = (resolved, c.warmup, c.label_smoothing, c.grad_clip, c.evals, c.precision)
     has_val = len(setup.subsets.val_idx) > 0
-    extra = (c.augment, c.permute_patches, c.finetune_img_size, c.device)
+    extra = (c.augment, c.permute_patches, c.permute_pixels, c.finetune_img_size, c.device)
     return (setup.arch, setup.total_steps, setup.batch_size, has_val, recipe, extra)
 
 

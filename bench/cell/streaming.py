@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bench.cell.batches import DeviceBatches
@@ -68,7 +69,9 @@ class StreamedBatches(DeviceBatches):
             out = torch.empty(
                 (len(rows), *self.x.shape[1:]), dtype=self.x.dtype, pin_memory=self.pin
             )
-            torch.index_select(self.x, 0, rows, out=out)
+            # numpy, not torch.index_select: a torch op in this thread starts a second OpenMP team
+            # that competes with the training step's threads (on a CPU, 0.75x instead of ~0.95x)
+            np.take(self.x.numpy(), rows.numpy(), axis=0, out=out.numpy())
             read += out.nbytes
             if self.release is not None and read >= RELEASE_BYTES:
                 self.release()

@@ -194,7 +194,7 @@ def tile_permutation(cell: Cell) -> PatchPermutation | None:
     """The positive control's fixed shuffle of the image's tiles, or None."""
     if cell.permute_patches is None:
         return None
-    return PatchPermutation(cell.img_size, cell.permute_patches)
+    return PatchPermutation(cell.img_size, cell.permute_patches, pixels=cell.permute_pixels)
 
 
 def chain(*transforms: Callable | None) -> Callable | None:
