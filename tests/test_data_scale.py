@@ -77,10 +77,48 @@ def test_streamed_batches_equal_device_batches(augment_pad):
     assert [len(y) for _, y in whole] == [len(y) for _, y in streamed] == [300, 300, 300, 100]
 
 
+def mapped_kb(path: Path) -> int:
+    """Resident kB of this process's mappings of ``path`` (Linux: /proc/self/smaps)."""
+    total, current = 0, None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if "-" in head[0] and not head[0].endswith(":"):  # a mapping's first line: its range
+            current = head[5] if len(head) > 5 else None
+        elif head[0] == "Rss:" and current == str(path):
+            total += int(head[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux only")
+def test_streamed_rows_are_read_from_the_file_not_faulted_into_the_process(tmp_path):
+    """A streamed epoch maps none of the set's pages into the process, and yields the batches
+    the in-memory path yields."""
+    cell = Cell(dataset="synthetic", n_train=1500, cache_dir=str(tmp_path))
+    s = load_splits(cell)
+    sub = make_subsets(cell, s.train_y, s.num_classes)
+    kw = dict(shuffle=True, augment_pad=4, seed=3, drop_last=True)
+    whole = DeviceBatches(s.train_x[sub.train_idx].clone(), s.train_y[sub.train_idx], 64, **kw)
+    cpu = torch.device("cpu")
+    streamed = batches(
+        s.train_x, s.train_y, sub.train_idx, 64, device=cpu, stream=True, maps=s.maps, **kw
+    )
+    file = next(tmp_path.glob("*/train_x.npy"))
+    s.release()
+    assert mapped_kb(file) == 0
+    for (xa, ya), (xb, yb) in zip(whole, streamed, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert mapped_kb(file) == 0  # read into the batches' own memory, not through the map
+    through_map = batches(s.train_x, s.train_y, sub.train_idx, 64, device=cpu, stream=True, **kw)
+    list(through_map)
+    assert mapped_kb(file) > 0  # what the check above would see without the file reads
+
+
 def test_channel_stats_read_a_map_in_chunks():
     s = load_splits(Cell(dataset="synthetic"))
     idx = torch.randperm(len(s.train_y))[:2500]
-    mean, std = channel_stats(s.train_x, idx, chunk=300)
+    released = []
+    mean, std = channel_stats(s.train_x, idx, chunk=300, release=lambda: released.append(1))
+    assert len(released) == 9  # after each chunk of 300: the pages read are let go as it goes
     xf = s.train_x[idx].float() / 255
     assert torch.allclose(mean, xf.mean(dim=(0, 2, 3)), atol=1e-5)
     assert torch.allclose(std, xf.std(dim=(0, 2, 3)), atol=1e-5)

@@ -14,7 +14,10 @@ import torch.nn.functional as F
 
 
 def channel_stats(
-    x: torch.Tensor, idx: torch.Tensor | None = None, chunk: int = 1000
+    x: torch.Tensor,
+    idx: torch.Tensor | None = None,
+    chunk: int = 1000,
+    release: Callable[[], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std of (at most 10,000 of) the images ``x[idx]``, in [0, 1] units.
 
@@ -28,6 +31,8 @@ def channel_stats(
         xb = x[part.to(x.device)].to(torch.float64) / 255.0
         s += xb.sum(dim=(0, 2, 3)).cpu()
         sq += (xb * xb).sum(dim=(0, 2, 3)).cpu()
+        if release is not None:  # a map's touched pages, dropped chunk by chunk: RSS stays small
+            release()
     n = len(idx) * x.shape[2] * x.shape[3]
     mean = s / n
     var = (sq - n * mean * mean) / max(n - 1, 1)  # unbiased, as torch.std

@@ -74,7 +74,7 @@ def _norm(members: list[Member], device) -> tuple[torch.Tensor, torch.Tensor]:
     scales, shifts = [], []
     for m in members:
         s = m.setup
-        mean, std = channel_stats(s.splits.train_x, s.subsets.train_idx)
+        mean, std = channel_stats(s.splits.train_x, s.subsets.train_idx, release=s.splits.release)
         scales.append((1.0 / (255.0 * std)).view(1, 3, 1, 1))
         shifts.append((mean / std).view(1, 3, 1, 1))
     return torch.stack(scales).to(device), torch.stack(shifts).to(device)

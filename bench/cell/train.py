@@ -125,7 +125,8 @@ def setup_for_model(
 def build_module(setup: CellSetup) -> CellModule:
     cell = setup.cell
     recipe = cell.resolved_recipe
-    mean, std = channel_stats(setup.splits.train_x, setup.subsets.train_idx)
+    s = setup.splits
+    mean, std = channel_stats(s.train_x, setup.subsets.train_idx, release=s.release)
     return CellModule(
         setup.model,
         lr=recipe["lr"],
@@ -165,7 +166,8 @@ def build_loaders(setup: CellSetup) -> tuple[DeviceBatches, DeviceBatches | None
     cell, s, dev = setup.cell, setup.splits, setup.device
     train_idx, val_idx = setup.subsets.train_idx, setup.subsets.val_idx
     pad = max(1, cell.img_size // 8) if cell.augment else 0
-    how = {"device": dev, "stream": streams(cell, s, setup.subsets, dev), "release": s.release}
+    stream = streams(cell, s, setup.subsets, dev)
+    how = {"device": dev, "stream": stream, "release": s.release, "maps": s.maps}
     train = batches(
         s.train_x,
         s.train_y,
