@@ -64,10 +64,11 @@ def _analyze(study_dir, bootstrap, seed, families) -> dict:
             f"{int(main['val_error'].isna().sum())} records without val_error: where a cell has "
             "none, its size is picked on test error"
         )
-    n_test = _n_test(main, fams)
+    n_test = _set_sizes(main, fams, "n_test")
     result, _ = fits.fit_families(
         main, fams, "size", "n_train", "fit_error", "family", bootstrap, seed,
         group_orders=orders, score_col="val_error", n_test=n_test,
+        n_val=_set_sizes(main, fams, "n_val"),
     )  # fmt: skip
     notes += result.pop("notes")
     for fam in fams:
@@ -107,11 +108,12 @@ def _analyze(study_dir, bootstrap, seed, families) -> dict:
     return doc
 
 
-def _n_test(main, fams) -> dict:
-    """Each family's test-set size (the binomial noise of one-seed cells), when records say it."""
+def _set_sizes(main, fams, col: str) -> dict:
+    """Each family's test- or validation-set size (``col``: n_test, n_val), when records say it:
+    the binomial noise of one-seed cells."""
     out = {}
     for fam in fams:
-        v = main.loc[main["family"] == fam, "n_test"].dropna()
+        v = main.loc[main["family"] == fam, col].dropna()
         if len(v):
             out[fam] = int(v.median())
     return out

@@ -11,7 +11,8 @@
   in fewer than 5% of resamples).
 
 No crossing is searched for farther than a decade from the data. One seeded bootstrap gives the
-crossing's CI, the gap's slope CI and the lead's CI together.
+crossing's CI, the gap's slope CI and the lead's CI together; where a family measured several
+sizes at an n, each resample re-picks its size there (:mod:`bench.analysis.repick`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import math
 
 import numpy as np
 
-from bench.analysis import gap, resample, scaling
+from bench.analysis import gap, repick, resample, scaling
 
 
 def measured_range(envs: dict, pair) -> tuple[float, float, list[str]]:
@@ -39,14 +40,16 @@ def _means(env) -> dict:
     return {x: float(np.mean(ys)) for x, _, ys in env}
 
 
-def _resample(envs, fits, pair, n_test, n_boot, seed, x_lo, x_hi, bracket) -> dict:
+def _resample(envs, fits, pair, draws, n_boot, seed, x_lo, x_hi, bracket) -> dict:
     """Per resample: the picked crossing (nan: none within a decade), the gap's slope and
-    value at the largest shared n, and family b's minus family a's error there."""
+    value at the largest shared n, family b's minus family a's error there, and the sizes
+    picked per family."""
     rng = np.random.default_rng(seed)
-    draws = [resample.resampler(envs[f], n_test.get(f), fits[f]) for f in pair]
     out = {"x": [], "slope": [], "gap_hi": [], "lead": [], "gaps": []}
+    picks = []
     for _ in range(n_boot):
-        drawn = [d(rng) for d in draws]
+        drawn, picked = zip(*(d(rng) for d in draws), strict=True)
+        picks.append(picked)
         refits = []
         for f, dr in zip(pair, drawn, strict=True):
             bx, by = resample.points(envs[f], dr)
@@ -62,7 +65,25 @@ def _resample(envs, fits, pair, n_test, n_boot, seed, x_lo, x_hi, bracket) -> di
         out["slope"].append(math.nan if t is None else t[0])
         out["gap_hi"].append(math.nan if t is None else t[1])
         out["lead"].append(mb.get(x_hi, math.nan) - ma.get(x_hi, math.nan))
-    return {k: np.array(v, dtype=float) for k, v in out.items()}
+    return {k: np.array(v, dtype=float) for k, v in out.items()} | {"picks": picks}
+
+
+def size_picks(envs, pair, rivals: dict, picks: list) -> dict:
+    """Per family and n with several sizes: how many resamples picked each size."""
+    out = {}
+    for i, f in enumerate(pair):
+        riv = rivals.get(f) or {}
+        rows = []
+        for j, (x, g, _) in enumerate(envs[f]):
+            if len(riv.get(x, ())) < 2:
+                continue
+            counts = {str(c[0]): 0 for c in riv[x]}
+            for p in picks:
+                counts[str(p[i][j])] += 1
+            rows.append({"n": _num(x), "full_data": str(g), "resamples": counts})
+        if rows:
+            out[f] = rows
+    return out
 
 
 def _ci(values) -> list | None:
@@ -129,26 +150,39 @@ def _lower_bound(pair, envs, boot, x_hi, out) -> None:
         out["beyond"] = None
 
 
-def analyse_pair(envs, fits, pair, n_test: dict, n_boot: int, seed: int) -> dict:
-    """Everything fits.json says about the two families' crossing (see the module's kinds)."""
+def analyse_pair(
+    envs, fits, pair, n_test: dict, n_boot: int, seed: int, rivals=None, n_val=None
+) -> dict:
+    """Everything fits.json says about the two families' crossing (see the module's kinds).
+
+    ``rivals`` ({family: :data:`bench.analysis.repick.Rivals`}) re-picks each envelope's size per
+    resample where a family measured several sizes at an n (without it: the full-data pick, the
+    fixed-pick bootstrap); ``n_val`` ({family: validation-set size}) gives one-seed cells'
+    validation errors binomial noise.
+    """
+    rivals, n_val = rivals or {}, n_val or {}
     x_lo, x_hi, notes = measured_range(envs, pair)
     bracket = scaling.bracket_for(x_lo, x_hi)
     a, b = fits[pair[0]], fits[pair[1]]
     out = scaling.break_even(a, b, pair, x_lo, x_hi, bracket)
-    boot = (
-        _resample(envs, fits, pair, n_test, n_boot, seed, x_lo, x_hi, bracket) if n_boot else None
-    )
+    draws = [
+        repick.repicker(envs[f], rivals.get(f), n_test.get(f), fits[f], n_val.get(f)) for f in pair
+    ]
+    boot = _resample(envs, fits, pair, draws, n_boot, seed, x_lo, x_hi, bracket) if n_boot else None
     out.update(
         families=list(pair),
         measured_range=[_num(x_lo), _num(x_hi)],
         bracket=[_num(v) for v in bracket],
         n_resamples=n_boot,
-        method="; ".join(f"{f}: {resample.method(envs[f], n_test.get(f))}" for f in pair),
+        method=_method(envs, pair, n_test, rivals),
         notes=notes,
         ci=None,
         beyond=None,
     )
     if boot is not None:
+        picks = size_picks(envs, pair, rivals, boot.pop("picks"))
+        if picks:  # absent where every n has one size: such a study's fits.json is as it was
+            out["size_picks"] = picks
         crossed = np.isfinite(boot["x"])
         out["n_crossing"] = int(crossed.sum())
         out["resamples_crossing"] = {
@@ -166,6 +200,13 @@ def analyse_pair(envs, fits, pair, n_test: dict, n_boot: int, seed: int) -> dict
         _lower_bound(pair, envs, boot, x_hi, out)
     out["gap"] = gap_summary(envs, pair, boot)
     return dict(sorted(out.items()))
+
+
+def _method(envs, pair, n_test, rivals) -> str:
+    return "; ".join(
+        f"{f}: {resample.method(envs[f], n_test.get(f), repick.several(rivals.get(f)))}"
+        for f in pair
+    )
 
 
 def _num(v):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench.analysis import breakeven, identify, resample, scaling
+from bench.analysis import breakeven, identify, repick, resample, scaling
 
 DEFAULT_PAIR = ("resnet", "vit")
 
@@ -27,12 +27,16 @@ def fit_families(
     group_orders=None,
     score_col=None,
     n_test=None,
+    n_val=None,
+    repick_sizes=True,
 ):
     """Envelope fits per family and the break-even between the first two of ``families``.
 
     ``table`` has one row per measurement; rows with the same family, group and x are seeds.
     ``score_col`` (validation error in a study) picks each family's best group per x; ``n_test``
-    ({family: test-set size}) gives one-seed cells the test set's binomial noise.
+    ({family: test-set size}) gives one-seed cells the test set's binomial noise, ``n_val`` their
+    validation errors the validation set's. The bootstrap re-picks each family's size per resample
+    where it measured several at an x; ``repick_sizes=False`` keeps the full-data pick instead.
     Returns ``{"fits": {...}, "break_even": {...} or None, "notes": [...]}`` (JSON-ready) and the
     per-family envelopes [(x, group, seed values)], which the figures reuse.
     """
@@ -40,19 +44,23 @@ def fit_families(
     fits: dict = {}
     chosen: dict = {}
     envs: dict = {}
+    rivals: dict = {}
     n_test = n_test or {}
     for fam in families:
         rows = table[table[fam_col] == fam]
         groups = rows[group_col].tolist() if group_col else [""] * len(rows)
         xs = rows[x_col].to_numpy(float)
         seeds = scaling.group_seeds(groups, xs, rows[y_col].to_numpy(float))
-        score = None
+        score = vals = None
         if score_col and score_col in rows:
             vals = scaling.group_seeds(groups, xs, rows[score_col].to_numpy(float))
             score = {
                 k: float(np.nanmean(v)) if np.isfinite(v).any() else None for k, v in vals.items()
             }
-        env = envs[fam] = scaling.envelope(seeds, (group_orders or {}).get(fam), score)
+        order = (group_orders or {}).get(fam)
+        env = envs[fam] = scaling.envelope(seeds, order, score)
+        if repick_sizes:
+            rivals[fam] = repick.rivals(seeds, vals, order)
         fits[fam], fit = _family_entry(env, x_col, fam, notes, n_test.get(fam))
         if fit is not None:
             chosen[fam] = fit
@@ -70,7 +78,9 @@ def fit_families(
     else:
         if bootstrap == 0:
             notes.append("bootstrap skipped (--bootstrap 0): no interval for the break-even")
-        crossing = breakeven.analyse_pair(envs, chosen, pair, n_test, bootstrap, seed)
+        crossing = breakeven.analyse_pair(
+            envs, chosen, pair, n_test, bootstrap, seed, rivals=rivals, n_val=n_val
+        )
         notes += crossing.pop("notes")
     return {"fits": fits, "break_even": crossing, "notes": notes}, envs
 

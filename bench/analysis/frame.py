@@ -29,6 +29,7 @@ FRAME_COLUMNS = (
     "wall_s",
     "train_images_per_s",
     "n_test",
+    "n_val",
     "budget_scale",
     "calibration",
 )
@@ -67,6 +68,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     row["wall_s"] = timing.get("wall_s")
     row["train_images_per_s"] = timing.get("train_images_per_s")
     row["n_test"] = data.get("n_test")
+    row["n_val"] = data.get("n_val")
     # The budget as its rule reads ("epochs=60 within [1e5, 4e5] images"), else as configured.
     row["budget"] = (record.get("budget") or {}).get("rule") or _budget_text(record.get("config"))
     row["budget_scale"] = row.get("budget_scale") or 1.0
@@ -131,6 +133,7 @@ def load_study(study_dir) -> tuple[pd.DataFrame, int, list[str]]:
         notes.append(f"skipped {int(nonpos.sum())} records with test_error < 0 or n_train <= 0")
     frame = frame[~nonpos].copy()
     frame["n_test"] = pd.to_numeric(frame["n_test"], errors="coerce")
+    frame["n_val"] = pd.to_numeric(frame["n_val"], errors="coerce")
     frame["budget_scale"] = pd.to_numeric(frame["budget_scale"], errors="coerce").fillna(1.0)
     frame = _floor_zero_errors(frame, notes)
     frame["family"] = frame["family"].astype(str)

@@ -123,12 +123,31 @@ def _break_even_section(crossing: dict | None) -> list[str]:
                 + (f"; the others cross {where}" if where else "")
                 + f" ({crossing['method']})"
             )
+        lines += _pick_lines(crossing.get("size_picks") or {})
         if crossing.get("trend_crossing"):
             lines.append(
                 f"- the gap's straight-line trend reaches zero at n = "
                 f"{fmt_x(crossing['trend_crossing'])} (point estimate, far beyond the data)"
             )
     return lines + [""]
+
+
+def _pick_lines(picks: dict) -> list[str]:
+    """How often each size won the re-pick, per family, at the n where the pick ever changed."""
+    if not picks:
+        return []
+    lines = []
+    for fam, rows in picks.items():
+        changed = [r for r in rows if r["resamples"][r["full_data"]] < sum(r["resamples"].values())]
+        parts = [
+            f"n={fmt_x(r['n'])}: "
+            + ", ".join(f"{g} {c}" for g, c in r["resamples"].items())
+            + f" (full data: {r['full_data']})"
+            for r in changed
+        ]
+        if parts:
+            lines.append(f"- {fam}: size re-picked by validation error, " + "; ".join(parts))
+    return lines or ["- size re-picked by validation error: the full-data size in every resample"]
 
 
 def _figure_lines(figures: list[str]) -> list[str]:

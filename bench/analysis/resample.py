@@ -13,7 +13,9 @@ resample redraws each cell's values:
   lower bound on the uncertainty (the report says so);
 - with neither seeds nor a test-set size: log residuals of the fitted curve resampled.
 
-Which size is the envelope at each x stays as chosen on the full data (by validation error).
+This draws the cells of one fixed pick: the sizes chosen on the full data (by validation error).
+Where several sizes were measured at an x, :mod:`bench.analysis.repick` re-picks the size in every
+resample and uses these per-cell draws where only one size was measured.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ SEEDS = "seeds resampled within each cell"
 POOLED = "one-seed cells given the family's pooled seed-to-seed spread"
 BINOMIAL = "one seed per cell: the test set's binomial noise only (seed spread unknown)"
 RESIDUALS = "one seed per cell, no test-set size: log residuals of the fit resampled"
+REPICKED = "size re-picked per resample by validation error"
 
 
 def floor_error(y, n_test: int | None):
@@ -37,53 +40,66 @@ def floor_error(y, n_test: int | None):
     return np.maximum(y, 0.5 / n_test) if n_test else y
 
 
-def _pooled_deviations(env) -> np.ndarray | None:
+def widening(m: int) -> float:
+    """sqrt(m/(m-1)): a plain resample of m seeds has (m-1)/m of their variance."""
+    return math.sqrt(m / (m - 1))
+
+
+def pooled_deviations(env) -> np.ndarray | None:
+    """Widened log deviations of every seed of every several-seed cell, cell by cell in order."""
     pool = []
     for _, _, ys in env:
         if len(ys) > 1:
             logs = np.log(ys)
-            m = len(logs)
-            pool.append((logs - logs.mean()) * math.sqrt(m / (m - 1)))
+            pool.append((logs - logs.mean()) * widening(len(logs)))
     return np.concatenate(pool) if pool else None
 
 
-def method(env, n_test: int | None) -> str:
-    """How :func:`resampler` treats this envelope, in words."""
+def method(env, n_test: int | None, repicked: bool = False) -> str:
+    """How :func:`resampler` treats this envelope, in words (and whether its size is re-picked)."""
     multi = any(len(ys) > 1 for _, _, ys in env)
     single = any(len(ys) == 1 for _, _, ys in env)
     if multi:
-        return SEEDS + (f"; {POOLED}" if single else "")
-    return BINOMIAL if n_test else RESIDUALS
+        text = SEEDS + (f"; {POOLED}" if single else "")
+    else:
+        text = BINOMIAL if n_test else RESIDUALS
+    return text + (f"; {REPICKED}" if repicked else "")
 
 
-def resampler(env, n_test: int | None, fit: scaling.Fit | None) -> Callable:
-    """A function rng -> list of seed arrays, one per envelope cell, for one resample."""
-    pool = _pooled_deviations(env)
+def widened(ys: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The seeds at ``idx``, their spread about the cell's log mean widened (see the module)."""
+    logs = np.log(ys)
+    centre = logs.mean()
+    return np.exp(centre + (logs[idx] - centre) * widening(len(ys)))
+
+
+def cell_drawer(env, n_test: int | None, fit: scaling.Fit | None) -> Callable:
+    """A function (rng, one cell's seed values) -> that cell's values in one resample."""
+    pool = pooled_deviations(env)
     resid = None
     if pool is None and not n_test and fit is not None:
         x, y = scaling.envelope_points(env)
         resid = np.log(y) - np.log(scaling.predict(fit, x))
 
-    def draw(rng) -> list[np.ndarray]:
-        out = []
-        for _, _, ys in env:
-            m = len(ys)
-            if m > 1:
-                logs = np.log(ys)
-                centre = logs.mean()
-                picked = logs[rng.integers(0, m, m)]
-                out.append(np.exp(centre + (picked - centre) * math.sqrt(m / (m - 1))))
-            elif pool is not None:
-                out.append(ys * np.exp(pool[rng.integers(0, len(pool), 1)]))
-            elif n_test:
-                out.append(floor_error(rng.binomial(n_test, np.clip(ys, 0, 1)) / n_test, n_test))
-            elif resid is not None:
-                out.append(ys * np.exp(resid[rng.integers(0, len(resid), 1)]))
-            else:
-                out.append(ys)
-        return out
+    def draw(rng, ys) -> np.ndarray:
+        m = len(ys)
+        if m > 1:
+            return widened(ys, rng.integers(0, m, m))
+        if pool is not None:
+            return ys * np.exp(pool[rng.integers(0, len(pool), 1)])
+        if n_test:
+            return floor_error(rng.binomial(n_test, np.clip(ys, 0, 1)) / n_test, n_test)
+        if resid is not None:
+            return ys * np.exp(resid[rng.integers(0, len(resid), 1)])
+        return ys
 
     return draw
+
+
+def resampler(env, n_test: int | None, fit: scaling.Fit | None) -> Callable:
+    """A function rng -> list of seed arrays, one per envelope cell, for one resample."""
+    draw = cell_drawer(env, n_test, fit)
+    return lambda rng: [draw(rng, ys) for _, _, ys in env]
 
 
 def points(env, drawn: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +121,7 @@ def log_noise_var(env, n_test: int | None, fit: scaling.Fit | None) -> tuple[flo
     variance (per degree of freedom) when the points scatter more than it says: one seed's
     binomial noise alone would call a floor identified that the scatter does not pin.
     """
-    pool = _pooled_deviations(env)
+    pool = pooled_deviations(env)
     var, source = 0.0, "none"
     if pool is not None and len(pool) > 2:
         var, source = float(np.mean(pool**2)), "seed-to-seed spread"

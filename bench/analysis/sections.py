@@ -90,12 +90,22 @@ def facts(doc: dict) -> list[str]:
         f"control, {doc['records']['total']} found",
         f"- families: {', '.join(doc['families']) or 'none'}; seeds per cell: {seeds_txt}",
         f"- training-set sizes: {', '.join(f'{n:,}' for n in doc['n_train']) or 'none'}",
-        f"- bootstrap: {doc['bootstrap']['resamples']} resamples, seed {doc['bootstrap']['seed']}",
+        f"- bootstrap: {doc['bootstrap']['resamples']} resamples, seed {doc['bootstrap']['seed']}"
+        + _pick_text(doc),
         f"- calibration against published numbers: {doc['calibration']['text']}",
         "- recipe (from the records' config):",
     ]
     lines += [f"  - {r}" for r in doc["recipes"]] or ["  - none recorded"]
     return lines
+
+
+def _pick_text(doc: dict) -> str:
+    if not (doc.get("break_even") or {}).get("size_picks"):
+        return ""
+    return (
+        "; where several sizes were measured at an n, each resample re-picks the envelope's size "
+        "by validation error (the pick's own luck enters the intervals)"
+    )
 
 
 def missing(doc: dict) -> list[str]:
