@@ -60,8 +60,9 @@ def _val_pool(env, riv: Rivals) -> np.ndarray | None:
     for x, g, ys in env:
         if len(ys) > 1:
             vs = next(c[2] for c in riv[x] if c[0] == g)
+            centre = np.nanmean(vs) if np.isfinite(vs).any() else np.nan
             with np.errstate(invalid="ignore", divide="ignore"):
-                dev = (vs / np.nanmean(vs) - 1) * resample.widening(len(vs))
+                dev = (vs / centre - 1) * resample.widening(len(vs))
             pool.append(np.nan_to_num(dev, nan=0.0, posinf=0.0, neginf=0.0))
     return np.concatenate(pool) if pool else None
 
