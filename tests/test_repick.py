@@ -17,18 +17,18 @@ NS = (1000, 4000, 16000, 64000)
 TIED = 16000  # the n where the vit's two sizes tie on validation error
 
 
-def tied_study(folder, seeds=3):
+def tied_study(folder, seeds=3, n_val=None):
     """resnet: one size. vit: sizes xs and s at every n; s wins on validation error clearly
     except at TIED, where both validate at ~20% (seed noise) but xs tests 50% worse."""
     rng = np.random.default_rng(11)
     for n in NS:
         for s in range(seeds):
             err = float(resnet(n) * math.exp(rng.normal(0, 0.02)))
-            record(folder, "resnet", "s", n, s, err, params=4e6)
+            record(folder, "resnet", "s", n, s, err, params=4e6, n_val=n_val)
             for size, p, worse in (("s", 4e6, 1.0), ("xs", 1e6, 1.5)):
                 test = float(vit(n) * worse * math.exp(rng.normal(0, 0.02)))
                 val = 0.2 * math.exp(rng.normal(0, 0.03)) if n == TIED else test * 1.02
-                record(folder, "vit", size, n, s, test, val=val, params=p)
+                record(folder, "vit", size, n, s, test, val=val, params=p, n_val=n_val)
     return folder
 
 
@@ -96,6 +96,14 @@ def test_one_size_per_n_gives_the_fixed_pick_numbers(tmp_path, seeds):
     assert doc["break_even"] == fixed["break_even"] and fixed["break_even"]["ci"]
     assert "size_picks" not in doc["break_even"]
     assert "re-picks" not in (folder / "report.md").read_text()
+
+
+@pytest.mark.parametrize("n_val, both", [(2000, True), (None, False)])
+def test_one_seed_studies_re_pick_with_the_records_validation_set_size(tmp_path, n_val, both):
+    doc = analyze(tied_study(tmp_path, seeds=1, n_val=n_val), bootstrap=60)
+    counts = next(r for r in doc["break_even"]["size_picks"]["vit"] if r["n"] == TIED)
+    # without a validation-set size a one-seed validation error stays as measured
+    assert (min(counts["resamples"].values()) > 0) is both
 
 
 # ------------------------------------------------------------------------------ the draw

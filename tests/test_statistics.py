@@ -141,7 +141,18 @@ def test_m4_is_not_fitted_without_enough_n_and_says_why():
 
 # ------------------------------------------------------------------------------ studies on disk
 def record(
-    folder, family, size, n, seed, err, val=None, params=1e6, scale=1.0, n_test=10_000, **cfg
+    folder,
+    family,
+    size,
+    n,
+    seed,
+    err,
+    val=None,
+    params=1e6,
+    scale=1.0,
+    n_test=10_000,
+    n_val=None,
+    **cfg,
 ):
     config = {"family": family, "size": size, "n_train": n, "seed": seed, "budget_scale": scale}
     config.update(cfg)
@@ -154,7 +165,7 @@ def record(
             "status": "completed",
             "error": None,
             "config": config,
-            "data": {"n_train": n, "n_test": n_test},
+            "data": {"n_train": n, "n_test": n_test} | ({"n_val": n_val} if n_val else {}),
             "params": int(params),
             "flops_per_image": 2.0 * params,
             "train_flops": 6.0 * params * n * 30 * scale,

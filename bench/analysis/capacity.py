@@ -4,6 +4,7 @@
   rung of family b (the ViT) the n at which it equals family a (the ResNet) of N parameters, for N
   across a's ladder. A seeded bootstrap (seeds resampled per cell, both joint fits refitted) gives
   a 95% band. Crossings are searched only within a decade of the measured n, as for the envelope.
+  Every size enters the joint fit, so no size is picked here and none is re-picked per resample.
 - At matched compute: each family's frontier (the lowest error reached at or below a training
   FLOP count) and the compute at which the leading frontier changes, if it does.
 """
