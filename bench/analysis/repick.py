@@ -11,15 +11,17 @@ that group's resampled test errors. One group's values at one x (a cell) are dra
   from the same runs); test values widened about their log mean as the fixed pick widens them
   (:func:`bench.analysis.resample.widened`), validation values by the same factor about their
   plain mean (the pick compares plain means, and a 0% validation error has no log);
-- one seed, where the envelope pools seed deviations: one pooled run drawn for both, its log
-  deviation for the test error and its relative validation deviation for the validation error;
+- one seed, where the envelope pools seed deviations (from its several-seed cells, as the fixed
+  pick pools them): one pooled run drawn for both, its log deviation for the test error and its
+  relative validation deviation for the validation error;
 - one seed otherwise: the test error as the fixed pick draws it (the test set's binomial noise,
   or fit residuals); the validation error as Binomial(n_val, err) / n_val when the validation-set
   size is known, else as measured.
 
 A group without validation values is ranked by its resampled test errors, as the full-data pick
-ranks it. Where only one group was measured at an x the draw is the fixed pick's, call for call:
-a study with one size per x gets the same numbers for the same bootstrap seed.
+ranks it. The fitted curves stay on the full-data pick; only the intervals change. Where only one
+group was measured at an x the draw is the fixed pick's, call for call: a study with one size per
+x gets the same numbers for the same bootstrap seed.
 """
 
 from __future__ import annotations
