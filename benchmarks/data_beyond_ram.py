@@ -6,7 +6,7 @@ images at 64 px, ~2.5 GB), then trains the same model through the project's Ligh
 each in its own process so that each has its own peak RSS:
 
 - ``memory``: a training subset that fits (``--n_memory``) on the device whole (today's path);
-- ``stream``: the whole set, ``data_in_memory=never``: batches gathered from the memory map by
+- ``stream``: the whole set, ``data_in_memory=never``: each batch's rows read from the cache file by
   the prefetch thread. Before each stream run the set's pages are dropped from the kernel's page
   cache (``posix_fadvise``), so it starts cold, reading from the disk.
 

@@ -116,11 +116,11 @@ def _break_even_section(crossing: dict | None) -> list[str]:
         if crossing.get("p_no_crossing") is not None:
             never = crossing["n_resamples"] - crossing["n_crossing"]
             sides = crossing.get("resamples_crossing") or {}
-            where = ", ".join(f"{v} {k} the measured range" for k, v in sides.items() if v)
+            where = ", ".join(f"{v} of them {k} the measured range" for k, v in sides.items() if v)
             lines.append(
                 f"- bootstrap: {never} of {crossing['n_resamples']} resamples do not cross within "
                 f"that range"
-                + (f"; the others cross {where}" if where else "")
+                + (f"; the others cross, {where}" if where else "")
                 + f" ({crossing['method']})"
             )
         lines += _pick_lines(crossing.get("size_picks") or {})
