@@ -1,0 +1,110 @@
+"""A killed pack resumes from its members' own checkpoints and ends as an uninterrupted one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.cell.checkpoints import load_run
+from bench.cell.packed import PACK_LAST, PACK_PREV, Pack, train_packed
+from bench.cell.train import prepare
+from tests.test_packing import tiny
+
+STEPS, EVALS = 24, 4  # a validation (and a checkpoint) every 6 steps; ~5 batches an epoch
+
+
+class Killed(Exception):
+    """Stands for the SIGTERM at a chunk's deadline."""
+
+
+def cells(study: str, recipe: str = "basic"):
+    kw = dict(steps=STEPS, evals=EVALS, study=study, recipe=recipe, grad_clip=0.5)
+    return [tiny("resnet", 96, 0, **kw), tiny("resnet", 160, 1, **kw)]
+
+
+def train(group) -> list[dict]:
+    dirs = [c.folder.checkpoints(c.run_id) for c in group]
+    return train_packed([prepare(c) for c in group], dirs)
+
+
+SAVE = Pack._save
+
+
+def killed_after(monkeypatch, step: int) -> None:
+    """Packs die right after writing their checkpoints at ``step`` (until :func:`revived`)."""
+    save = SAVE
+
+    def save_then_die(self, at, opt, sched):
+        out = save(self, at, opt, sched)
+        if at == step:
+            raise Killed(f"step {at}")
+        return out
+
+    monkeypatch.setattr(Pack, "_save", save_then_die)
+
+
+def revived(monkeypatch) -> None:
+    monkeypatch.setattr(Pack, "_save", SAVE)  # not undo(): that would leave in_tmp's folder too
+
+
+@pytest.fixture(scope="module", params=["basic", "strong"])
+def recipe(request) -> str:
+    return request.param  # strong: TrivialAugment, erasing, mixup/cutmix: generators to restore
+
+
+def test_killed_pack_resumes_to_the_uninterrupted_result(in_tmp, monkeypatch, recipe):
+    whole = train(cells("whole", recipe))
+    killed_after(monkeypatch, 12)
+    with pytest.raises(Killed):
+        train(cells("k", recipe))
+    revived(monkeypatch)
+    assert not list(in_tmp.glob("results/k/runs/*.json"))
+    resumed = train(cells("k", recipe))
+    for r, w in zip(resumed, whole, strict=True):
+        assert r["run_id"] == w["run_id"] and r["status"] == "completed"
+        assert [a["resumed_from_step"] for a in r["attempts"]] == [None, 12]
+        assert r["timing"]["wall_s"] == pytest.approx(sum(a["wall_s"] for a in r["attempts"]))
+        for k in ("test_error", "test_loss", "val_error", "train_loss", "steps", "epochs"):
+            assert r["metrics"][k] == pytest.approx(w["metrics"][k], rel=1e-5, abs=1e-6), k
+
+
+def test_a_members_checkpoint_is_its_own_state(in_tmp, monkeypatch):
+    group = cells("own")
+    killed_after(monkeypatch, 12)
+    with pytest.raises(Killed):
+        train(group)
+    for c in group:
+        ckpt = torch.load(c.folder.checkpoints(c.run_id) / PACK_LAST, weights_only=False)
+        assert ckpt["global_step"] == 12 and ckpt["bench"]["run_id"] == c.run_id
+        single = prepare(c).model.state_dict()
+        assert {k.removeprefix("model."): v.shape for k, v in ckpt["state_dict"].items()} == {
+            k: v.shape for k, v in single.items()
+        }
+        params = dict(prepare(c).model.named_parameters())
+        for name, share in ckpt["optimizer_states"][0]["state"].items():
+            assert all(v.shape == params[name].shape for v in share["sliced"].values()), name
+        assert len(ckpt["bench_pack"]["losses"]) == 12
+        _, cell, _, model = load_run(c.folder.checkpoints(c.run_id) / PACK_LAST)
+        assert cell.run_id == c.run_id and model is not None
+
+
+@pytest.mark.parametrize(
+    "lose, resumed_from",
+    [
+        ("one member's last", 6),  # the members' checkpoints meet at the step before
+        ("one member's last and prev", None),  # a member with none: the pack starts again
+    ],
+)
+def test_members_resume_only_at_a_step_they_all_have(in_tmp, monkeypatch, lose, resumed_from):
+    group = cells("mixed")
+    killed_after(monkeypatch, 12)
+    with pytest.raises(Killed):
+        train(group)
+    revived(monkeypatch)
+    folder = group[1].folder.checkpoints(group[1].run_id)
+    (folder / PACK_LAST).unlink()
+    if "prev" in lose:
+        (folder / PACK_PREV).unlink()
+    for r in train(group):
+        assert r["status"] == "completed" and r["metrics"]["steps"] == STEPS
+        assert r["attempts"][-1]["resumed_from_step"] == resumed_from
