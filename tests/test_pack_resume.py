@@ -8,13 +8,21 @@ import torch
 from bench.cell.checkpoints import load_run
 from bench.cell.packed import PACK_LAST, PACK_PREV, Pack, train_packed
 from bench.cell.train import prepare
+from bench.study.jobs import grid_jobs
+from bench.study.sweep_config import load_sweep
+from bench.study.worker import work
 from tests.test_packing import tiny
+from tests.test_worker import records_of, write_sweep
 
 STEPS, EVALS = 24, 4  # a validation (and a checkpoint) every 6 steps; ~5 batches an epoch
 
 
 class Killed(Exception):
     """Stands for the SIGTERM at a chunk's deadline."""
+
+
+class Terminated(BaseException):
+    """The same in a worker, which trains a failed pack's cells alone: nothing there catches it."""
 
 
 def cells(study: str, recipe: str = "basic"):
@@ -30,14 +38,14 @@ def train(group) -> list[dict]:
 SAVE = Pack._save
 
 
-def killed_after(monkeypatch, step: int) -> None:
+def killed_after(monkeypatch, step: int, death: type[BaseException] = Killed) -> None:
     """Packs die right after writing their checkpoints at ``step`` (until :func:`revived`)."""
     save = SAVE
 
     def save_then_die(self, at, opt, sched):
         out = save(self, at, opt, sched)
         if at == step:
-            raise Killed(f"step {at}")
+            raise death(f"step {at}")
         return out
 
     monkeypatch.setattr(Pack, "_save", save_then_die)
@@ -108,3 +116,22 @@ def test_members_resume_only_at_a_step_they_all_have(in_tmp, monkeypatch, lose, 
     for r in train(group):
         assert r["status"] == "completed" and r["metrics"]["steps"] == STEPS
         assert r["attempts"][-1]["resumed_from_step"] == resumed_from
+
+
+def test_a_worker_packs_killed_members_again_and_resumes_a_lone_one_as_a_pack_of_one(
+    in_tmp, monkeypatch
+):
+    sweep = load_sweep(str(write_sweep(in_tmp, seeds=[0, 1], steps=16, evals=4)))
+    jobs = grid_jobs(sweep, None, "disabled")
+    killed_after(monkeypatch, 8, Terminated)
+    with pytest.raises(Terminated):
+        work(jobs, pack=2)
+    revived(monkeypatch)
+    assert work(jobs[:1], pack=2) == 0  # its pack mate is not among the jobs: a pack of one
+    assert work(jobs, pack=2) == 0  # the other, with the first one done
+    got = records_of(jobs[0].records_dir)
+    assert set(got) == {j.run_id for j in jobs}
+    for r in got.values():
+        assert r["status"] == "completed" and r["metrics"]["steps"] == 16
+        assert r["execution"]["mode"] == "packed" and r["execution"]["pack"] == 1
+        assert [a["resumed_from_step"] for a in r["attempts"]] == [None, 8]

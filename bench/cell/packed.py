@@ -136,7 +136,7 @@ def _readable(run_id: str, ckpt_dir: Path, total: int) -> dict[int, dict]:
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=False)
             ok = ckpt["bench"]["run_id"] == run_id and ckpt["bench_pack"]["total_steps"] == total
-        except Exception:
+        except Exception:  # a torn or foreign file costs its step, never the pack
             ckpt, ok = None, False
         if ok:
             out[int(ckpt["global_step"])] = ckpt
