@@ -127,20 +127,23 @@ def test_members_resume_only_at_a_step_they_all_have(in_tmp, monkeypatch, lose, 
         assert r["attempts"][-1]["resumed_from_step"] == resumed_from
 
 
-def test_a_worker_packs_killed_members_again_and_resumes_a_lone_one_as_a_pack_of_one(
-    in_tmp, monkeypatch
-):
-    sweep = load_sweep(str(write_sweep(in_tmp, seeds=[0, 1], steps=16, evals=4)))
+def test_a_worker_resumes_killed_members_apart_from_fresh_cells(in_tmp, monkeypatch):
+    sweep = load_sweep(str(write_sweep(in_tmp, seeds=[0, 1, 2], steps=16, evals=4)))
     jobs = grid_jobs(sweep, None, "disabled")
     killed_after(monkeypatch, 8, Terminated)
     with pytest.raises(Terminated):
-        work(jobs, pack=2)
+        work(jobs, pack=2)  # seeds 0 and 1 packed, killed after their checkpoints at step 8
     revived(monkeypatch)
-    assert work(jobs[:1], pack=2) == 0  # its pack mate is not among the jobs: a pack of one
-    assert work(jobs, pack=2) == 0  # the other, with the first one done
+    assert work(jobs[:1], pack=3) == 0  # its pack mate is not among the jobs: a pack of one
+    assert work(jobs, pack=3) == 0  # seed 1 resumes, seed 2 has nothing to resume: apart
     got = records_of(jobs[0].records_dir)
     assert set(got) == {j.run_id for j in jobs}
-    for r in got.values():
+    for job in jobs:
+        r = got[job.run_id]
         assert r["status"] == "completed" and r["metrics"]["steps"] == 16
-        assert r["execution"]["mode"] == "packed" and r["execution"]["pack"] == 1
-        assert [a["resumed_from_step"] for a in r["attempts"]] == [None, 8]
+        resumed = [a["resumed_from_step"] for a in r["attempts"]]
+        if job is jobs[2]:
+            assert r["execution"]["mode"] == "worker" and resumed == [None]
+        else:
+            assert r["execution"]["mode"] == "packed" and r["execution"]["pack"] == 1
+            assert resumed == [None, 8]

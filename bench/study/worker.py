@@ -12,8 +12,9 @@ The rules of :mod:`bench.study.runner` hold: a worker takes a cell's lock before
 releases it after its record is written, skips cells that are done or locked (revisiting the
 locked ones), and a killed worker leaves its cells without a record, so a rerun resumes them from
 their checkpoints. A cell with a checkpoint to resume from is trained alone, never packed; a
-killed pack's members (``pack-last.ckpt``) are packed again and resume together, and one that
-finds itself without pack mates resumes as a pack of one rather than starting again.
+killed pack's members (``pack-last.ckpt``) are packed again, never with fresh cells, and resume
+together; one that finds itself without pack mates resumes as a pack of one rather than alone
+from the start.
 """
 
 from __future__ import annotations
@@ -121,7 +122,10 @@ class CellWorker:
         subgroups: dict[tuple, list] = {}
         for job, cell in rest:
             setup = prepare(cell, self.splits(cell))
-            subgroups.setdefault(pack_key(setup), []).append((job, cell, setup))
+            # a killed pack's members apart from fresh cells: a pack with a member that has no
+            # checkpoint starts from step 0, and the others' progress would be lost with it
+            key = (pack_key(setup), _pack_resumable(cell))
+            subgroups.setdefault(key, []).append((job, cell, setup))
         for members in subgroups.values():
             if len(members) == 1 and not _pack_resumable(members[0][1]):
                 self.run_alone(*members[0])
