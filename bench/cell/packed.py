@@ -378,9 +378,10 @@ class Pack:
         torch.set_rng_state(rng["torch"])  # one global state, the same in every member's file
         if rng["cuda"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(rng["cuda"])
-        _set_gen(_policy(m.train.transform), rng["policy"], m.train.device)
+        # a tensor's device, as the generators compare theirs with (cuda:0, not cuda)
+        _set_gen(_policy(m.train.transform), rng["policy"], m.train.y.device)
         mix = self.mixes[m.index]
-        _set_gen(mix, rng["erase"], self.device)
+        _set_gen(mix, rng["erase"], self.scale.device)
         if mix is not None and rng["mix"] is not None:
             mix.np_state = rng["mix"]
 
