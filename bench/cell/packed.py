@@ -9,12 +9,35 @@ follows :class:`bench.cell.module.CellModule` step for step (train-loss windows,
 checks, validation every ``steps // evals`` steps, the strictly best validation error picks the
 test checkpoint), so a packed cell's record matches the one it would have had alone.
 
-A packed group keeps no resumable checkpoint: a group that is killed trains again from the start.
+A killed pack resumes. At each validation (and at the end of training) every member's own
+resumable state goes to its own checkpoint folder, the one a single cell of its run_id uses::
+
+    ckpt_dir/pack-last.ckpt   the member at the pack's latest validation
+    ckpt_dir/pack-prev.ckpt   the one before it: the fallback when pack-last.ckpt is damaged
+
+each written beside its name and renamed (:func:`bench.cell.resume.write_atomic`). It holds the
+member's slice of the stacked parameters and buffers (``state_dict``, with the ``model.`` prefix
+of a Lightning checkpoint, so :mod:`bench.cell.checkpoints` loads it), its slice of the optimizer
+state and the scheduler's, ``global_step``, its loss window, and under ``bench_pack`` its
+per-step losses, W&B history, status, best validation error and best weights, and the random
+state that the data order cannot replay (the augmentation policy's and batch mixing's generators,
+torch's global one for drop-path). The data order is replayed as a resumed single cell's is:
+:meth:`DeviceBatches.skip_epoch` per finished epoch, then the current epoch's batches drawn and
+dropped. A member's file is not a Lightning checkpoint (Lightning resumes from its own loop
+state, which the pack has not got), so a single-cell run ignores it and starts that cell afresh;
+the names differ from ``last.ckpt`` so that it never tries.
+
+Members of one stack share one step, so a pack resumes from the latest step at which every
+member has a readable checkpoint of its own (from pack-last or pack-prev); when there is none
+(a member without one, or steps that do not meet) the whole pack starts from step 0, never a mix.
+Each member's ``attempts.json`` counts the pack's attempts and the step each resumed from.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +46,17 @@ import torch
 import torch.nn.functional as F
 
 from bench.cell import tracking
+from bench.cell.augment import ImagePolicy
 from bench.cell.batches import channel_stats
 from bench.cell.checkpoints import MODEL_PREFIX
 from bench.cell.module import make_optimizer, warmup_cosine
-from bench.cell.resume import Attempts
+from bench.cell.resume import Attempts, write_atomic
 from bench.cell.stacked import StackedModels
 from bench.cell.train import CellSetup, batch_augment, build_loaders, build_record
 from bench.clock import utc_now
 from bench.results import records
+
+PACK_LAST, PACK_PREV = "pack-last.ckpt", "pack-prev.ckpt"
 
 
 def pack_key(setup: CellSetup) -> tuple:
@@ -69,6 +95,90 @@ def _cycle(batches):
         yield from batches
 
 
+def _from_step(batches, skip: int):
+    """Endless batches from position ``skip``: what a run that had trained ``skip`` steps would
+    draw next. Finished epochs are skipped without making them (``skip_epoch``) and the current
+    one's first batches made and dropped, at once, so the generators restored after this call
+    are not drawn from again by the replay."""
+    epochs, pos = divmod(skip, len(batches))
+    for _ in range(epochs):
+        batches.skip_epoch()
+    it = iter(batches)
+    for _ in range(pos):
+        next(it)
+    return itertools.chain(it, _cycle(batches))
+
+
+def pick_pack_resume(members: list[Member], ckpt_dirs, total: int) -> tuple[int, list] | None:
+    """(step, each member's checkpoint) at the latest step every member has one of its own
+    for, else None: the pack then starts from step 0 (members of a stack share one step)."""
+    if ckpt_dirs is None:
+        return None
+    found = [
+        _readable(m.setup.cell.run_id, d, total) for m, d in zip(members, ckpt_dirs, strict=True)
+    ]
+    common = set.intersection(*(set(f) for f in found))
+    if not common:
+        if any(found):
+            print("pack: its members' checkpoints share no step; starting from 0", file=sys.stderr)
+        return None
+    step = max(common)
+    return step, [f[step] for f in found]
+
+
+def _readable(run_id: str, ckpt_dir: Path, total: int) -> dict[int, dict]:
+    """{step: checkpoint} of this member's pack checkpoints that load and are its own."""
+    out = {}
+    for name in (PACK_PREV, PACK_LAST):
+        path = ckpt_dir / name
+        if not path.exists():
+            continue
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            ok = ckpt["bench"]["run_id"] == run_id and ckpt["bench_pack"]["total_steps"] == total
+        except Exception:  # a torn or foreign file costs its step, never the pack
+            ckpt, ok = None, False
+        if ok:
+            out[int(ckpt["global_step"])] = ckpt
+        else:
+            print(f"warning: {run_id}: {path} is damaged or not its own; not used", file=sys.stderr)
+    return out
+
+
+def _policy(transform) -> ImagePolicy | None:
+    """The per-image policy in a training transform: itself, or one step of a chain of them."""
+    if isinstance(transform, ImagePolicy):
+        return transform
+    for cell in getattr(transform, "__closure__", None) or ():
+        steps = cell.cell_contents
+        if isinstance(steps, list):
+            return next((t for t in steps if isinstance(t, ImagePolicy)), None)
+    return None
+
+
+def _gen_state(holder) -> torch.Tensor | None:
+    """The state of ``holder.g``, a generator made at its first draw (None before it)."""
+    g = getattr(holder, "g", None)
+    return g.get_state() if g is not None else None
+
+
+def _set_gen(holder, state, device) -> None:
+    if holder is None:
+        return
+    holder.g = None  # never drawn from when saved: made afresh from its seed at the first draw
+    if state is not None:
+        holder.g = torch.Generator(device=device)
+        holder.g.set_state(state)
+
+
+def _prefixed(state: dict) -> dict:
+    return {MODEL_PREFIX + k: v.cpu() for k, v in state.items()}
+
+
+def _to(state: dict | None, device) -> dict | None:
+    return {k: v.to(device) for k, v in state.items()} if state is not None else None
+
+
 def _norm(members: list[Member], device) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-member (scale, shift) [k, 1, 3, 1, 1]: uint8 -> normalised float, as CellModule does."""
     scales, shifts = [], []
@@ -81,9 +191,12 @@ def _norm(members: list[Member], device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Pack:
-    """Train, validate and test k compatible cells together (see the module docstring)."""
+    """Train, validate and test k compatible cells together (see the module docstring).
 
-    def __init__(self, setups: list[CellSetup]):
+    ``ckpt_dirs``: the members' checkpoint folders, written at each validation and resumed from
+    (None: no checkpoints); ``attempts``: their ``attempts.json``, told the step resumed from."""
+
+    def __init__(self, setups: list[CellSetup], ckpt_dirs=None, attempts=None):
         keys = {pack_key(s) for s in setups}
         if len(keys) != 1:
             raise ValueError("cells of a pack must share architecture, recipe, steps and batch")
@@ -101,6 +214,11 @@ class Pack:
         )
         self.bf16 = precision == "bf16"
         self.train_s = 0.0
+        self.ckpt_dirs = [Path(d) for d in ckpt_dirs] if ckpt_dirs is not None else None
+        self.attempts = attempts
+        self.start = 0  # the step this attempt resumed from
+        self.window, self.count = None, 0  # the train-loss window: per member sums, its length
+        self.step_losses: list[torch.Tensor] = []  # this attempt's per-step losses [k]
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -115,43 +233,157 @@ class Pack:
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, warmup_cosine(total, int(cell.warmup * total))
         )
+        iters = self._resume(opt, sched)
         log_every = max(1, min(50, total // 20))
         interval = max(1, total // cell.evals) if self.members[0].val is not None else None
-        iters = [_cycle(m.train) for m in self.members]
-        window, count, step_losses = None, 0, []
+        saved = self.start
         self.stacked.train(True)
         t0 = time.perf_counter()
-        for step in range(1, total + 1):
-            x, y = self._batch([next(it) for it in iters])
-            with self.autocast():
-                logits = self.stacked(x)
-            losses = self._losses(logits, y)
-            opt.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            if cell.grad_clip:
-                self.stacked.clip_grad_norms_(cell.grad_clip)
-            opt.step()
-            sched.step()
-            detached = losses.detach().float()
-            step_losses.append(detached)
-            window = detached if window is None else window + detached
-            count += 1
+        done = all(m.status != "completed" for m in self.members)  # all diverged before a kill
+        for step in range(self.start + 1, self.start if done else total + 1):
+            self._step([next(it) for it in iters], opt, sched)
             if step % log_every == 0 or step == total:
-                self._flush(step, window / count, opt.param_groups[0]["lr"], t0)
-                window, count = None, 0
+                self._flush(step, self.window / self.count, opt.param_groups[0]["lr"], t0)
+                self.window, self.count = None, 0
                 if all(m.status != "completed" for m in self.members):
                     break
             if interval and step % interval == 0:
                 t_val = time.perf_counter()
                 self._validate(step)
+                saved = self._save(step, opt, sched)
                 t0 += time.perf_counter() - t_val  # validation time is not training time
         _sync(self.device)
         self.train_s = time.perf_counter() - t0
-        per_step = torch.stack(step_losses).T.tolist() if step_losses else [[]] * self.k
+        self._finish(opt, sched, saved)
+
+    def _step(self, pairs: list, opt, sched) -> None:
+        x, y = self._batch(pairs)
+        with self.autocast():
+            logits = self.stacked(x)
+        losses = self._losses(logits, y)
+        opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        if self.cell.grad_clip:
+            self.stacked.clip_grad_norms_(self.cell.grad_clip)
+        opt.step()
+        sched.step()
+        detached = losses.detach().float()
+        self.step_losses.append(detached)
+        self.window = detached if self.window is None else self.window + detached
+        self.count += 1
+
+    def _finish(self, opt, sched, saved: int) -> None:
+        """Each member's losses and final weights; its last checkpoint when training ended
+        after the last validation (a kill while testing then resumes with nothing to train)."""
+        self.trained = len(self.step_losses)  # by this attempt: its throughput's steps
+        self.steps = self.start + self.trained
+        if self.steps > saved:
+            self._save(self.steps, opt, sched)
+        new = torch.stack(self.step_losses).T.tolist() if self.step_losses else [[]] * self.k
         for m in self.members:
-            m.losses = per_step[m.index]
+            m.losses = m.losses + new[m.index]
             m.final_state = self.stacked.member_state(m.index)
-        self.steps = len(step_losses)
+
+    # ------------------------------------------------------------------ resumable checkpoints
+    def _save(self, step: int, opt, sched) -> int:
+        """Every member's own state at ``step``, into its own folder (see the module docstring)."""
+        if self.ckpt_dirs is None:
+            return step
+        window = self.window.tolist() if self.window is not None else [None] * self.k
+        losses = torch.stack(self.step_losses).T.tolist() if self.step_losses else [[]] * self.k
+        for m, d in zip(self.members, self.ckpt_dirs, strict=True):
+            ckpt = self._member_ckpt(m, step, opt, sched, window[m.index], losses[m.index])
+            write_atomic(d / PACK_LAST, lambda tmp, c=ckpt: torch.save(c, tmp), d / PACK_PREV)
+        if self.attempts is not None:
+            for a in self.attempts:
+                a.tick()
+        return step
+
+    def _member_ckpt(self, m: Member, step: int, opt, sched, window, losses) -> dict:
+        s = m.setup
+        best = {k: v.cpu() for k, v in m.best_state.items()} if m.best_state is not None else None
+        return {
+            "global_step": step,
+            "state_dict": _prefixed(self.stacked.member_state(m.index)),
+            "optimizer_states": [self.stacked.member_optimizer(opt, m.index)],
+            "lr_schedulers": [sched.state_dict()],
+            "bench": {
+                "cell": s.cell.to_dict(),
+                "arch": dict(vars(s.arch)),
+                "run_id": s.cell.run_id,
+            },
+            "bench_window": {
+                "loss_sum": window,
+                "loss_count": self.count,
+                "last_train_loss": m.last_loss,
+            },
+            "bench_pack": {
+                "total_steps": self.total,
+                "losses": m.losses + losses,
+                "history": m.history,
+                "status": m.status,
+                "error": m.error,
+                "best_val": m.best_val,
+                "best_state": best,
+                "rng": self._rng(m),
+            },
+        }
+
+    def _rng(self, m: Member) -> dict:
+        """The random state the data order's replay does not restore."""
+        policy, mix = _policy(m.train.transform), self.mixes[m.index]
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+            "policy": _gen_state(policy),
+            "erase": _gen_state(mix),
+            "mix": mix.np_state if mix is not None else None,
+        }
+
+    def _resume(self, opt, sched) -> list:
+        """The members' training batches, from the step their checkpoints agree on (0 without)."""
+        found = pick_pack_resume(self.members, self.ckpt_dirs, self.total)
+        if found is not None:
+            self.start, ckpts = found
+            self._load(ckpts, opt, sched)
+            names = ", ".join(m.setup.cell.run_id for m in self.members)
+            print(f"pack of {names}: resuming from step {self.start}", file=sys.stderr)
+        if self.attempts is not None:
+            for a in self.attempts:
+                a.current["resumed_from_step"] = self.start if found is not None else None
+                a.tick()
+        iters = [_from_step(m.train, self.start) for m in self.members]
+        if found is not None:  # after the replay, which drew from the policy's generator too
+            for m, c in zip(self.members, ckpts, strict=True):
+                self._load_rng(m, c["bench_pack"]["rng"])
+        return iters
+
+    def _load(self, ckpts: list[dict], opt, sched) -> None:
+        n = len(MODEL_PREFIX)
+        for m, c in zip(self.members, ckpts, strict=True):
+            self.stacked.load_member(m.index, {k[n:]: v for k, v in c["state_dict"].items()})
+            p, w = c["bench_pack"], c["bench_window"]
+            m.losses, m.history = list(p["losses"]), list(p["history"])
+            m.status, m.error, m.best_val = p["status"], p["error"], p["best_val"]
+            m.best_state = _to(p["best_state"], self.device)
+            m.last_loss = w["last_train_loss"]
+        self.stacked.load_optimizer(opt, [c["optimizer_states"][0] for c in ckpts])
+        sched.load_state_dict(ckpts[0]["lr_schedulers"][0])
+        w = [c["bench_window"] for c in ckpts]
+        self.count = w[0]["loss_count"]
+        if self.count:
+            self.window = torch.tensor([x["loss_sum"] for x in w], device=self.device)
+
+    def _load_rng(self, m: Member, rng: dict) -> None:
+        torch.set_rng_state(rng["torch"])  # one global state, the same in every member's file
+        if rng["cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        # a tensor's device, as the generators compare theirs with (cuda:0, not cuda)
+        _set_gen(_policy(m.train.transform), rng["policy"], m.train.y.device)
+        mix = self.mixes[m.index]
+        _set_gen(mix, rng["erase"], self.scale.device)
+        if mix is not None and rng["mix"] is not None:
+            mix.np_state = rng["mix"]
 
     def _batch(self, pairs: list) -> tuple[torch.Tensor, torch.Tensor]:
         """The k members' batches, normalised, each through its own erasing and mixup/cutmix."""
@@ -239,7 +471,9 @@ class Pack:
             "train_loss": m.last_loss,
             "epochs": self.steps / max(1, len(m.train)),
             "steps": self.steps,
-            "train_images_per_s": self.steps * self.batch / self.train_s if self.train_s else None,
+            "train_images_per_s": self.trained * self.batch / self.train_s
+            if self.train_s
+            else None,
             "checkpoint": path,
         }
 
@@ -249,7 +483,7 @@ def save_checkpoint(m: Member, ckpt_dir: Path) -> str:
     state = m.best_state if m.best_state is not None else m.final_state
     s = m.setup
     ckpt = {
-        "state_dict": {MODEL_PREFIX + k: v.cpu() for k, v in state.items()},
+        "state_dict": _prefixed(state),
         "bench": {"cell": s.cell.to_dict(), "arch": dict(vars(s.arch)), "run_id": s.cell.run_id},
     }
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -265,30 +499,29 @@ def train_packed(
 ) -> list[dict]:
     """Train the pack, then write each member's record and W&B run (its history replayed)."""
     created = utc_now()
-    t0 = time.perf_counter()
-    pack = Pack(setups)
+    pack = Pack(setups, ckpt_dirs)
+    pack.attempts = [Attempts(d) for d in ckpt_dirs]  # once the pack is built: see run_packed
     pack.fit()
     pack.test()
-    wall = time.perf_counter() - t0
     execution = {"mode": "packed", "pack": pack.k, **(execution or {})}
     execution["pack_images_per_s"] = round(
-        pack.k * pack.steps * pack.batch / max(pack.train_s, 1e-9), 1
+        pack.k * pack.trained * pack.batch / max(pack.train_s, 1e-9), 1
     )
     out = []
-    for m, ckpt_dir in zip(pack.members, ckpt_dirs, strict=True):
-        out.append(_record_member(pack, m, ckpt_dir, wall, created, execution))
+    members = zip(pack.members, ckpt_dirs, pack.attempts, strict=True)
+    for m, ckpt_dir, attempts in members:
+        out.append(_record_member(pack, m, ckpt_dir, attempts, created, execution))
     return out
 
 
-def _record_member(pack: Pack, m: Member, ckpt_dir, wall, created, execution) -> dict:
+def _record_member(pack: Pack, m: Member, ckpt_dir, attempts, created, execution) -> dict:
     setup = m.setup
     logger = tracking.make_logger(setup.cell, setup.params)
     if logger is not None:
         for step, metrics in m.history:
             logger.log_metrics(metrics, step=step)
     outcome = pack.outcome(m, ckpt_dir)
-    attempts = Attempts(ckpt_dir)  # one attempt, the pack's: a killed pack trains from the start
-    attempts.current["wall_s"] = round(wall, 3)
+    attempts.tick()  # this attempt's wall time: its building, training, test and records
     record = build_record(setup, m.status, m.error, outcome, attempts, created, logger)
     record["execution"] = dict(execution)
     records.write_record(record, setup.cell.folder.records_dir)

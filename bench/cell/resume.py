@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -35,10 +36,17 @@ LAST, PREV, BEST, ATTEMPTS = "last.ckpt", "prev.ckpt", "best.ckpt", "attempts.js
 def save_atomic(trainer: pl.Trainer, path: Path, keep_previous: Path | None = None) -> None:
     """``trainer``'s checkpoint at ``path``: temp file beside it, fsync, rename. With
     ``keep_previous`` the file it replaces is kept there."""
+    write_atomic(path, trainer.save_checkpoint, keep_previous)
+
+
+def write_atomic(
+    path: Path, write: Callable[[Path], None], keep_previous: Path | None = None
+) -> None:
+    """``write(tmp)`` beside ``path``, fsynced and renamed onto it (see :func:`save_atomic`)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(tmp)
+        write(tmp)
         _fsync(tmp)
         if keep_previous is not None and path.exists():
             os.replace(path, keep_previous)

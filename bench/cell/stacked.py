@@ -83,6 +83,49 @@ class StackedModels:
         for k in self.state_keys:
             both[k][i].copy_(state[k])
 
+    # ------------------------------------------------------------------ optimizer state
+    def member_optimizer(self, opt: torch.optim.Optimizer, i: int) -> dict:
+        """Member ``i``'s share of ``opt``'s state, by parameter name: its slice of each
+        parameter-shaped tensor (moments, momentum), the shared rest (AdamW's step count) as is,
+        and the groups' hyperparameters (the scheduled lr among them)."""
+        state = {}
+        for name, p in self.params.items():
+            if p in opt.state:
+                own = {
+                    k: v[i].detach().cpu().clone()
+                    for k, v in opt.state[p].items()
+                    if _stacked(v, p)
+                }
+                shared = {k: _copy(v) for k, v in opt.state[p].items() if not _stacked(v, p)}
+                state[name] = {"sliced": own, "shared": shared}
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+        return {"state": state, "param_groups": groups}
+
+    def load_optimizer(self, opt: torch.optim.Optimizer, members: list[dict]) -> None:
+        """``opt``'s state from the members' shares (:meth:`member_optimizer`, in member order);
+        the shared values and hyperparameters are the first member's (equal at one step)."""
+        names = {id(p): n for n, p in self.params.items()}
+        order = [names[id(p)] for g in opt.param_groups for p in g["params"]]
+        state = {}
+        for idx, name in enumerate(order):
+            shares = [m["state"][name] for m in members if name in m["state"]]
+            if len(shares) == len(members):
+                own = {
+                    k: torch.stack([s["sliced"][k] for s in shares]) for k in shares[0]["sliced"]
+                }
+                state[idx] = {**shares[0]["shared"], **own}
+        saved = members[0]["param_groups"]
+        groups = [{**g, **s} for g, s in zip(opt.state_dict()["param_groups"], saved, strict=True)]
+        opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _stacked(v, p: torch.Tensor) -> bool:
+    return torch.is_tensor(v) and v.shape == p.shape
+
+
+def _copy(v):
+    return v.detach().cpu().clone() if torch.is_tensor(v) else v
+
 
 def _decays(name: str, p: torch.Tensor) -> bool:
     return not (p.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "reg_token")))

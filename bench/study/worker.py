@@ -11,7 +11,10 @@ turn out to share architecture, steps and batch) as one batched model (:mod:`ben
 The rules of :mod:`bench.study.runner` hold: a worker takes a cell's lock before training it and
 releases it after its record is written, skips cells that are done or locked (revisiting the
 locked ones), and a killed worker leaves its cells without a record, so a rerun resumes them from
-their checkpoints. A cell with a checkpoint to resume from is trained alone, never packed.
+their checkpoints. A cell with a checkpoint to resume from is trained alone, never packed; a
+killed pack's members (``pack-last.ckpt``) are packed again, never with fresh cells, and resume
+together; one that finds itself without pack mates resumes as a pack of one rather than alone
+from the start.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 from bench.cell.config import Cell, build_parser, parse_cell_args
 from bench.cell.datasets import Splits, load_splits
 from bench.cell.finetune import finetune_phase
-from bench.cell.packed import pack_key, train_packed
+from bench.cell.packed import PACK_LAST, PACK_PREV, pack_key, train_packed
 from bench.cell.run import executed_as
 from bench.cell.train import already_done, fresh_checkpoints, pick_device, prepare, train_and_record
 from bench.clock import fmt_duration, utc_now
@@ -119,9 +122,12 @@ class CellWorker:
         subgroups: dict[tuple, list] = {}
         for job, cell in rest:
             setup = prepare(cell, self.splits(cell))
-            subgroups.setdefault(pack_key(setup), []).append((job, cell, setup))
+            # a killed pack's members apart from fresh cells: a pack with a member that has no
+            # checkpoint starts from step 0, and the others' progress would be lost with it
+            key = (pack_key(setup), _pack_resumable(cell))
+            subgroups.setdefault(key, []).append((job, cell, setup))
         for members in subgroups.values():
-            if len(members) == 1:
+            if len(members) == 1 and not _pack_resumable(members[0][1]):
                 self.run_alone(*members[0])
             else:
                 self.run_packed(members)
@@ -148,6 +154,11 @@ class CellWorker:
 
 def _resumable(cell: Cell) -> bool:
     return (cell.folder.checkpoints(cell.run_id) / "last.ckpt").exists()
+
+
+def _pack_resumable(cell: Cell) -> bool:
+    folder = cell.folder.checkpoints(cell.run_id)
+    return (folder / PACK_LAST).exists() or (folder / PACK_PREV).exists()
 
 
 # ---------------------------------------------------------------------- one worker's loop
