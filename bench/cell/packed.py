@@ -149,11 +149,7 @@ def _policy(transform) -> ImagePolicy | None:
     """The per-image policy in a training transform: itself, or one step of a chain of them."""
     if isinstance(transform, ImagePolicy):
         return transform
-    for cell in getattr(transform, "__closure__", None) or ():
-        steps = cell.cell_contents
-        if isinstance(steps, list):
-            return next((t for t in steps if isinstance(t, ImagePolicy)), None)
-    return None
+    return next((t for t in getattr(transform, "steps", ()) if isinstance(t, ImagePolicy)), None)
 
 
 def _gen_state(holder) -> torch.Tensor | None:

@@ -199,18 +199,24 @@ def tile_permutation(cell: Cell) -> PatchPermutation | None:
     return PatchPermutation(cell.img_size, cell.permute_patches, pixels=cell.permute_pixels)
 
 
+class Chain:
+    """Transforms applied in order; ``steps`` names them (a resumed pack finds its policy there)."""
+
+    def __init__(self, steps: list[Callable]):
+        self.steps = steps
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for t in self.steps:
+            x = t(x)
+        return x
+
+
 def chain(*transforms: Callable | None) -> Callable | None:
     """The transforms that are set, applied in order (None when none is)."""
     steps = [t for t in transforms if t is not None]
     if len(steps) <= 1:
         return steps[0] if steps else None
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        for t in steps:
-            x = t(x)
-        return x
-
-    return run
+    return Chain(steps)
 
 
 def image_policy(cell: Cell) -> ImagePolicy | None:
