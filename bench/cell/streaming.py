@@ -72,17 +72,16 @@ class StreamedBatches(DeviceBatches):
             out = torch.empty(
                 (len(rows), *self.x.shape[1:]), dtype=self.x.dtype, pin_memory=self.pin
             )
-            if self.source is not None:
+            if self.source is not None:  # nothing mapped: nothing to release
                 self.source.read_into(rows.numpy(), out.numpy())
-                yield out
-                continue
-            # numpy, not torch.index_select: a torch op in this thread starts a second OpenMP team
-            # that competes with the training step's threads (on a CPU, 0.75x instead of ~0.95x)
-            np.take(self.x.numpy(), rows.numpy(), axis=0, out=out.numpy())
-            read += out.nbytes
-            if self.release is not None and read >= RELEASE_BYTES:
-                self.release()
-                read = 0
+            else:
+                # numpy, not torch.index_select: a torch op in this thread starts a second OpenMP
+                # team that competes with the training step's threads (CPU: 0.75x, not ~0.95x)
+                np.take(self.x.numpy(), rows.numpy(), axis=0, out=out.numpy())
+                read += out.nbytes
+                if self.release is not None and read >= RELEASE_BYTES:
+                    self.release()
+                    read = 0
             yield out
 
 
