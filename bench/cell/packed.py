@@ -24,12 +24,16 @@ state that the data order cannot replay (the augmentation policy's and batch mix
 torch's global one for drop-path). The data order is replayed as a resumed single cell's is:
 :meth:`DeviceBatches.skip_epoch` per finished epoch, then the current epoch's batches drawn and
 dropped. A member's file is not a Lightning checkpoint (Lightning resumes from its own loop
-state, which the pack has not got), so a single-cell run ignores it and starts that cell afresh;
-the names differ from ``last.ckpt`` so that it never tries.
+state, which the pack has not got), and the names differ from ``last.ckpt`` so that Lightning
+never tries. A single-cell run of a killed member (``bench run``, a worker's cell trained alone)
+resumes it instead as a pack of one (:func:`resume_lone_member`) when its pack checkpoints are
+later than its ``last.ckpt``; at the same step ``last.ckpt`` wins, and ``force`` starts afresh.
 
 Members of one stack share one step, so a pack resumes from the latest step at which every
 member has a readable checkpoint of its own (from pack-last or pack-prev); when there is none
 (a member without one, or steps that do not meet) the whole pack starts from step 0, never a mix.
+A worker therefore packs killed members by the step they resume from (:func:`resume_step`), so
+the members of two killed packs that stopped at different steps each resume with their own.
 Each member's ``attempts.json`` counts the pack's attempts and the step each resumed from.
 """
 
@@ -50,7 +54,7 @@ from bench.cell.augment import ImagePolicy
 from bench.cell.batches import channel_stats
 from bench.cell.checkpoints import MODEL_PREFIX
 from bench.cell.module import make_optimizer, warmup_cosine
-from bench.cell.resume import Attempts, write_atomic
+from bench.cell.resume import LAST, PREV, Attempts, readable_step, write_atomic
 from bench.cell.stacked import StackedModels
 from bench.cell.train import CellSetup, batch_augment, build_loaders, build_record
 from bench.clock import utc_now
@@ -143,6 +147,50 @@ def _readable(run_id: str, ckpt_dir: Path, total: int) -> dict[int, dict]:
         else:
             print(f"warning: {run_id}: {path} is damaged or not its own; not used", file=sys.stderr)
     return out
+
+
+def resume_step(setup: CellSetup, ckpt_dir: Path) -> int | None:
+    """The latest step a member's own readable pack checkpoints hold, else None."""
+    found = _readable(setup.cell.run_id, Path(ckpt_dir), setup.total_steps)
+    return max(found) if found else None
+
+
+def lone_member_step(setup: CellSetup, ckpt_dir: Path) -> int | None:
+    """The step a killed pack member run on its own resumes from as a pack of one, or None:
+    it trains as a single cell. Its pack checkpoints are used only when they are later than the
+    single cell's own (last.ckpt, else prev.ckpt); at the same step the single cell's win, as the
+    path every single cell takes. ``force`` retrains from step 0; fine-tune cells are never packed.
+    """
+    cell = setup.cell
+    if cell.force or cell.finetune_img_size:
+        return None
+    step = resume_step(setup, ckpt_dir)
+    if step is None or step <= _single_step(Path(ckpt_dir)):
+        return None
+    return step
+
+
+def _single_step(ckpt_dir: Path) -> int:
+    """The step a single-cell run resumes from (:func:`bench.cell.resume.pick_resume`), -1: none."""
+    for name in (LAST, PREV):
+        step = readable_step(ckpt_dir / name) if (ckpt_dir / name).exists() else None
+        if step is not None:
+            return step
+    return -1
+
+
+def resume_lone_member(setup: CellSetup, ckpt_dir: Path, execution: dict) -> dict | None:
+    """A killed pack member trained on as a pack of one, and its record (``execution`` added to
+    it); None when :func:`lone_member_step` says it trains as a single cell."""
+    step = lone_member_step(setup, ckpt_dir)
+    if step is None:
+        return None
+    print(
+        f"{setup.cell.run_id}: resuming a killed pack member at step {step} (a pack of one)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return train_packed([setup], [Path(ckpt_dir)], execution)[0]
 
 
 def _policy(transform) -> ImagePolicy | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from bench.cell.config import Cell, build_parser, parse_cell_args
 from bench.cell.finetune import finetune_phase
+from bench.cell.packed import resume_lone_member
 from bench.cell.preflight import check_results_dir
 from bench.cell.train import (
     EXIT_CODES,
@@ -26,12 +27,18 @@ def run_cell(cell: Cell) -> dict | None:
         return None
     ckpt_dir = fresh_checkpoints(cell)
     setup = prepare(cell)
+    # a killed --pack grid rerun without it: its members' progress is in their pack checkpoints
+    resumed = resume_lone_member(setup, ckpt_dir, {"via": "bench run"})
+    if resumed is not None:
+        return resumed
     phase = finetune_phase if cell.finetune_img_size else None
     return train_and_record(setup, ckpt_dir, phase=phase, annotate=executed_as("process"))
 
 
 def executed_as(mode: str, **more) -> Annotate:
-    """How the cell was run, into its record: ``process`` (one ``bench run``), ``worker``, ``packed``."""
+    """How the cell was run, into its record: ``process`` (one ``bench run``), ``worker``, ``packed``.
+    A killed pack member that ``bench run`` resumes as a pack of one (:func:`resume_lone_member`)
+    is recorded by the pack as ``{mode: packed, pack: 1, via: bench run}``."""
 
     def annotate(record: dict, outcome: dict) -> None:
         record["execution"] = {"mode": mode, "pack": 1, **more}

@@ -14,7 +14,8 @@ locked ones), and a killed worker leaves its cells without a record, so a rerun 
 their checkpoints. A cell with a checkpoint to resume from is trained alone, never packed; a
 killed pack's members (``pack-last.ckpt``) are packed again, never with fresh cells, and resume
 together; one that finds itself without pack mates resumes as a pack of one rather than alone
-from the start.
+from the start, and so does a cell trained alone whose pack checkpoints are later than its
+``last.ckpt``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 from bench.cell.config import Cell, build_parser, parse_cell_args
 from bench.cell.datasets import Splits, load_splits
 from bench.cell.finetune import finetune_phase
-from bench.cell.packed import PACK_LAST, PACK_PREV, pack_key, train_packed
+from bench.cell.packed import PACK_LAST, PACK_PREV, pack_key, resume_lone_member, train_packed
 from bench.cell.run import executed_as
 from bench.cell.train import already_done, fresh_checkpoints, pick_device, prepare, train_and_record
 from bench.clock import fmt_duration, utc_now
@@ -101,16 +102,22 @@ class CellWorker:
             )
         return self.datasets[key]
 
-    def run_alone(self, job: Job, cell: Cell, setup=None) -> None:
+    def run_alone(self, job: Job, cell: Cell, setup=None, pack_resume: bool = True) -> None:
+        """One cell as a single cell, or as a pack of one when it is a killed pack member
+        (``pack_resume`` off: never, as after its pack failed to run)."""
         with output_to(job.log_path):
             print(f"=== {utc_now()} {os.uname().nodename} pid {os.getpid()} ({self.name})")
             if already_done(cell):
                 return
             ckpt_dir = fresh_checkpoints(cell)
             setup = setup or prepare(cell, self.splits(cell))
-            phase = finetune_phase if cell.finetune_img_size else None
-            mark = executed_as("worker", worker_cell=self.trained + 1)
-            train_and_record(setup, ckpt_dir, phase=phase, annotate=mark)
+            resumed = pack_resume and resume_lone_member(
+                setup, ckpt_dir, {"worker_cell": self.trained + 1}
+            )
+            if not resumed:
+                phase = finetune_phase if cell.finetune_img_size else None
+                mark = executed_as("worker", worker_cell=self.trained + 1)
+                train_and_record(setup, ckpt_dir, phase=phase, annotate=mark)
         self.trained += 1
 
     def run_group(self, group: list[tuple[Job, Cell]]) -> None:
@@ -148,8 +155,8 @@ class CellWorker:
             self.trained += len(members)
         except Exception as e:  # a pack that cannot run (memory, an op without vmap) runs alone
             self.say(f"pack failed ({e.__class__.__name__}: {e}); training its cells alone")
-            for job, cell, _ in members:
-                self.run_alone(job, cell)
+            for job, cell, _ in members:  # from their last.ckpt or step 0: the pack path failed
+                self.run_alone(job, cell, pack_resume=False)
 
 
 def _resumable(cell: Cell) -> bool:
