@@ -13,9 +13,10 @@ releases it after its record is written, skips cells that are done or locked (re
 locked ones), and a killed worker leaves its cells without a record, so a rerun resumes them from
 their checkpoints. A cell with a checkpoint to resume from is trained alone, never packed; a
 killed pack's members (``pack-last.ckpt``) are packed again, never with fresh cells, and resume
-together; one that finds itself without pack mates resumes as a pack of one rather than alone
-from the start, and so does a cell trained alone whose pack checkpoints are later than its
-``last.ckpt``.
+together; members are packed by the step they resume from, so those of two killed packs that
+stopped at different steps form two packs, each resuming at its own step. One that finds itself
+without pack mates resumes as a pack of one rather than alone from the start, and so does a cell
+trained alone whose pack checkpoints are later than its ``last.ckpt``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pathlib import Path
 from bench.cell.config import Cell, build_parser, parse_cell_args
 from bench.cell.datasets import Splits, load_splits
 from bench.cell.finetune import finetune_phase
-from bench.cell.packed import PACK_LAST, PACK_PREV, pack_key, resume_lone_member, train_packed
+from bench.cell.packed import pack_key, resume_lone_member, resume_step, train_packed
 from bench.cell.run import executed_as
 from bench.cell.train import already_done, fresh_checkpoints, pick_device, prepare, train_and_record
 from bench.clock import fmt_duration, utc_now
@@ -129,12 +130,12 @@ class CellWorker:
         subgroups: dict[tuple, list] = {}
         for job, cell in rest:
             setup = prepare(cell, self.splits(cell))
-            # a killed pack's members apart from fresh cells: a pack with a member that has no
-            # checkpoint starts from step 0, and the others' progress would be lost with it
-            key = (pack_key(setup), _pack_resumable(cell))
-            subgroups.setdefault(key, []).append((job, cell, setup))
-        for members in subgroups.values():
-            if len(members) == 1 and not _pack_resumable(members[0][1]):
+            # killed packs' members by the step they resume from, apart from fresh cells (None):
+            # a pack whose members' steps do not meet starts from step 0, losing all of them
+            step = resume_step(setup, cell.folder.checkpoints(cell.run_id))
+            subgroups.setdefault((pack_key(setup), step), []).append((job, cell, setup))
+        for (_, step), members in subgroups.items():
+            if len(members) == 1 and step is None:
                 self.run_alone(*members[0])
             else:
                 self.run_packed(members)
@@ -161,11 +162,6 @@ class CellWorker:
 
 def _resumable(cell: Cell) -> bool:
     return (cell.folder.checkpoints(cell.run_id) / "last.ckpt").exists()
-
-
-def _pack_resumable(cell: Cell) -> bool:
-    folder = cell.folder.checkpoints(cell.run_id)
-    return (folder / PACK_LAST).exists() or (folder / PACK_PREV).exists()
 
 
 # ---------------------------------------------------------------------- one worker's loop
