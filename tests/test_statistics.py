@@ -337,3 +337,34 @@ def test_a_positive_control_claims_a_crossing_only_inside_the_data():
     assert "and the pixels inside every tile" not in ahead
     pixels = {**doc("inside", [0.1, 0.0, -0.1], x=3000.0), "pixels_permuted": True}
     assert "and the pixels inside every tile by another" in sections.title(pixels)[0]
+
+
+def _family_rows(errors: dict, scale: float) -> list[dict]:
+    return [
+        {
+            "family": fam,
+            "size": "xs",
+            "n_train": 30000,
+            "test_error": err + noise,
+            "n_test": 10000,
+            "budget_scale": scale,
+        }
+        for fam, err in errors.items()
+        for noise in (-0.002, 0.0, 0.002)
+    ]
+
+
+@pytest.mark.parametrize("vit_2x, changes", [(0.37, True), (0.41, False)])
+def test_the_control_says_when_more_training_changes_the_leader(vit_2x, changes):
+    main = pd.DataFrame(_family_rows({"resnet": 0.438, "vit": 0.442}, 1.0))
+    ctrl = pd.DataFrame(_family_rows({"resnet": 0.402, "vit": vit_2x}, 2.0))
+    out = control.compare(main, ctrl)
+    (row,) = out["leaders"]
+    assert row["leader_base"] == "resnet" and row["changes"] is changes
+    assert row["leader_scaled"] == ("vit" if changes else "resnet")
+    text = "\n".join(sections.control({"control": out}))
+    assert ("**the leader changes with the budget**" in text) is changes
+    assert ("cannot place the break-even" in text) is changes
+    doc = {"control": out, "break_even": {"kind": "no_trend"}, "positive_control": 4, "study": "c"}
+    shows = " ".join(sections.title(doc))
+    assert ("the budget, not the data, hides the crossing" in shows) is changes

@@ -70,7 +70,41 @@ def compare(main: pd.DataFrame, control: pd.DataFrame) -> dict | None:
         )
         rows.append(row)
     judged = [r for r in rows if "compute_bound" in r]
-    return {"cells": rows, "compute_bound": _verdict(judged), "largest_n": _at_largest(main, rows)}
+    return {
+        "cells": rows,
+        "compute_bound": _verdict(judged),
+        "largest_n": _at_largest(main, rows),
+        "leaders": leaders(main, control),
+    }
+
+
+def leaders(main: pd.DataFrame, control: pd.DataFrame) -> list[dict]:
+    """Who leads at each control n, at the study's budget and at the scaled one, over the sizes
+    the control trained: a leader that changes with the budget means the 1x cells are too starved
+    to say which family is ahead there, let alone where they cross."""
+    rows = []
+    for (n, scale), cells in control.groupby(["n_train", "budget_scale"], sort=True):
+        twins = main[(main["n_train"] == n) & main["size"].isin(cells["size"].unique())]
+        base, scaled = _best_per_family(twins), _best_per_family(cells)
+        if len(scaled) < 2 or set(base) != set(scaled):
+            continue
+        rows.append(
+            {
+                "n_train": int(n),
+                "budget_scale": float(scale),
+                "base": base,
+                "scaled": scaled,
+                "leader_base": min(base, key=base.get),
+                "leader_scaled": min(scaled, key=scaled.get),
+            }
+        )
+    return [{**r, "changes": r["leader_base"] != r["leader_scaled"]} for r in rows]
+
+
+def _best_per_family(cells: pd.DataFrame) -> dict[str, float]:
+    """Each family's lowest mean test error over its sizes (the envelope at one n)."""
+    means = cells.groupby(["family", "size"])["test_error"].mean()
+    return {f: round6(float(v)) for f, v in means.groupby(level="family").min().items()}
 
 
 def _verdict(judged: list[dict]) -> bool | None:

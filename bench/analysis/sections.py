@@ -52,10 +52,11 @@ def _control_shows(doc: dict) -> str:
             f"What it shows: the harness finds a crossing inside the measured range at "
             f"n = {be['x']:,.0f} ({be['below']} ahead below, {be['above']} above)."
         )
+    flip = _vit_ahead_when_trained_longer(doc)
     points = (be.get("gap") or {}).get("points") or []
     signs = {p["log_ratio"] > 0 for p in points}
     if not points or len(signs) != 1:
-        return "What it shows: no crossing the fits can place within the data."
+        return "What it shows: no crossing the fits can place within the data" + flip + "."
     b, a = be["gap"]["families"]  # log_ratio = log(err_b / err_a): positive, a is ahead
     win = a if signs.pop() else b
     shown = f"the {win} is ahead at every n measured ({points[0]['n']:,} to {points[-1]['n']:,})"
@@ -70,6 +71,21 @@ def _control_shows(doc: dict) -> str:
     return (
         f"What it shows: {shown}{outside}. The permutation did not take the {win}'s lead away "
         "in this range, so this control does not show the harness finding a crossing."
+    )
+
+
+def _vit_ahead_when_trained_longer(doc: dict) -> str:
+    """The convergence control's word on a control whose leader changes to the ViT with more
+    training: the crossing is then hidden by the budget, not absent."""
+    rows = [r for r in (doc.get("control") or {}).get("leaders", []) if r["changes"]]
+    rows = [r for r in rows if r["leader_scaled"] == "vit"]
+    if not rows:
+        return ""
+    ns = ", ".join(f"{r['n_train']:,}" for r in rows)
+    return (
+        f" at its budget; trained {rows[0]['budget_scale']:g}x as long, the vit leads at "
+        f"n = {ns}, where the {rows[0]['leader_base']} led: the budget, not the data, hides "
+        "the crossing (see the convergence control)"
     )
 
 
@@ -230,6 +246,7 @@ def control(doc: dict) -> list[str]:
             f"({r['scaled_seeds']}); gain {100 * r['gain']:+.2f} points against a spread of "
             f"{100 * r['spread']:.2f} ({r['spread_from']}): {verdict}"
         )
+    lines += [_leader_line(r) for r in ctrl.get("leaders", [])]
     where = "at the largest n" if ctrl["largest_n"] else "not at the largest n"
     if ctrl["compute_bound"] is None:
         verdict = "no verdict (no 1x twins)"
@@ -237,4 +254,22 @@ def control(doc: dict) -> list[str]:
         verdict = "the cells are compute-bound: more training lowers their error beyond the noise"
     else:
         verdict = "the cells are not compute-bound: 2x training changes them within the noise"
+    changed = [r["n_train"] for r in ctrl.get("leaders", []) if r["changes"]]
+    if changed:
+        verdict += (
+            f"; the leader changes with the budget at n = {', '.join(f'{n:,}' for n in changed)}, "
+            "so the 1x cells cannot place the break-even"
+        )
     return lines + [f"- verdict ({where}): {verdict}", ""]
+
+
+def _leader_line(r: dict) -> str:
+    """Who leads at one control n at 1x and at the scaled budget, and by how much."""
+
+    def lead(errs: dict, scale: str) -> str:
+        first, second = sorted(errs, key=errs.get)[:2]
+        return f"at {scale} the {first} leads by {100 * (errs[second] - errs[first]):.2f} points"
+
+    same = "**the leader changes with the budget**" if r["changes"] else "the same leader"
+    scaled = lead(r["scaled"], f"{r['budget_scale']:g}x")
+    return f"- n={r['n_train']:,}: {lead(r['base'], '1x')}, {scaled}: {same}"
