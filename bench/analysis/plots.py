@@ -106,6 +106,25 @@ def _plot_fit(ax, grid, fam, f, color, bracket=None):
     )  # fmt: skip
 
 
+def _plot_control(ax, doc, fam, color):
+    """Hollow markers: the convergence control's cells (mean over seeds), beside the 1x curve, so
+    a gap between them shows in the figure what the report says in words."""
+    for scale in sorted({r["budget_scale"] for r in _control_cells(doc, fam)}):
+        rows = sorted(
+            (r for r in _control_cells(doc, fam) if r["budget_scale"] == scale),
+            key=lambda r: r["n_train"],
+        )
+        ax.plot(
+            [r["n_train"] for r in rows], [r["scaled_error"] for r in rows], ls="none",
+            marker=FAMILY_MARKERS.get(fam, "D"), ms=9, mfc="none", mew=2, color=color, zorder=5,
+            label=f"{fam} at {scale:g}x budget (convergence control)",
+        )  # fmt: skip
+
+
+def _control_cells(doc, fam) -> list[dict]:
+    return [r for r in (doc.get("control") or {}).get("cells", []) if r["family"] == fam]
+
+
 def _corner(ax, text):
     ax.text(0.99, 0.98, text, transform=ax.transAxes, ha="right", va="top", fontsize=9)
 
@@ -151,6 +170,7 @@ def _error_vs_n(summary, doc, orders, path):
         _plot_sizes(ax, summary, fam, orders.get(fam, []), color)
         _plot_envelope(ax, summary, fam, f, color)
         _plot_fit(ax, grid, fam, f, color, (be or {}).get("bracket"))
+        _plot_control(ax, doc, fam, color)
     _mark_break_even(ax, be, x_lo, x_hi)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -177,6 +197,7 @@ def _legend_in_order(ax):
             return (1, "", 0, label)
         fam = label.split(" ")[0]
         rank = 1 if " envelope" in label else 2 if " fit (" in label else 0
+        rank = 3 if "x budget" in label else rank
         return (0, fam, rank, "")
 
     items = sorted(zip(handles, labels, strict=True), key=key)
