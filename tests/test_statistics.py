@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy.optimize import brentq
 
-from bench.analysis import breakeven, control, identify, scaling, sections
+from bench.analysis import breakeven, claims, control, identify, scaling, sections
 from bench.analysis.analyze import analyze
 from bench.cli import main
 from bench.results.records import write_record
@@ -368,3 +368,8 @@ def test_the_control_says_when_more_training_changes_the_leader(vit_2x, changes)
     doc = {"control": out, "break_even": {"kind": "no_trend"}, "positive_control": 4, "study": "c"}
     shows = " ".join(sections.title(doc))
     assert ("the budget, not the data, hides the crossing" in shows) is changes
+    env = {"envelope": [{"x": 30000, "count": 3}]}
+    largest = {"winner": "resnet", "loser": "vit", "n_train": 30000, "margin": 0.004}
+    doc.update(winners={"largest": largest}, fits={"resnet": env, "vit": env})
+    turned = "but trained 2x as long the vit leads there by 3.2 points" in claims.headline(doc)
+    assert turned is changes

@@ -104,7 +104,7 @@ def headline(doc: dict) -> str:
     seeds = f"{ld['seeds']} seed" + ("s" if ld["seeds"] != 1 else "")
     text = (
         f"the {ld['leader']} leads by {ld['points']:.1f} points{ci_txt} at n = {ld['n_train']:,} "
-        f"({seeds})"
+        f"({seeds})" + _budget_turns(ctrl, ld)
     )
     if calibrated and converged and be.get("kind") in ("inside", "extrapolated"):
         return text + f"; break-even at n = {be['x']:,.0f} ({be['kind']})"
@@ -112,6 +112,20 @@ def headline(doc: dict) -> str:
         w for w, ok in (("calibration", calibrated), ("convergence control", converged)) if not ok
     ]
     return text + f"; no break-even claim until the study meets its {' and '.join(missing)}"
+
+
+def _budget_turns(ctrl: dict, ld: dict) -> str:
+    """The convergence control's word when more training hands the lead to the other family at
+    the headline's n: the measured lead is then the budget's, and the headline says so."""
+    for r in ctrl.get("leaders", []):
+        if r["n_train"] == ld["n_train"] and r["leader_scaled"] != ld["leader"]:
+            errs = r["scaled"]
+            win, lose = r["leader_scaled"], ld["leader"]
+            return (
+                f", but trained {r['budget_scale']:g}x as long the {win} leads there by "
+                f"{100 * (errs[lose] - errs[win]):.1f} points"
+            )
+    return ""
 
 
 def seed_warning(seeds: dict) -> str | None:
