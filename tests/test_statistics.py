@@ -290,6 +290,18 @@ def test_missing_cells_are_listed_from_the_records_or_the_sweep(tmp_path):
     assert doc["grid"]["source"] == "the sweeps sweep.yaml, ladder.yaml"
     assert "resnet xxs n=4,000 seed 2" in doc["grid"]["missing"]
 
+    # a convergence-control sweep (budget_scale 2) is counted apart, against the 2x records
+    (folder / "sweeps" / "control.yaml").write_text(
+        "parameters:\n  family: {values: [vit, resnet]}\n  size: {value: s}\n"
+        "  n_train: {value: 64000}\n  seed: {values: [0, 1, 2]}\n  budget_scale: {value: 2}\n"
+    )
+    record(folder, "vit", "s", 64000, 0, float(vit(64000)) * 0.9, params=4e6, scale=2.0)
+    doc = analyze(folder, bootstrap=0)
+    assert doc["grid"]["expected"] == 66
+    ctrl = doc["control_grid"]
+    assert (ctrl["expected"], ctrl["held"]) == (6, 1) and "vit s n=64,000 seed 1" in ctrl["missing"]
+    assert "- convergence control: 1 of 6 cells" in (folder / "report.md").read_text()
+
 
 def test_few_seeds_and_the_positive_control_are_said_first(tmp_path, capsys):
     folder = small_study(tmp_path, seeds=1)

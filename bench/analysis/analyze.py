@@ -82,6 +82,7 @@ def _analyze(study_dir, bootstrap, seed, families) -> dict:
         "records": {"total": n_records, "used": int(len(main)), "control": int(len(ctrl))},
         "cells": int(len(summary)),
         "grid": grid,
+        "control_grid": cells.coverage(folder.study_dir, ctrl, control=True),
         "seeds_per_cell": cells.seeds_per_cell(summary),
         "families": fams,
         "sizes": {f: orders.get(f, []) for f in fams},

@@ -63,9 +63,19 @@ def _resolve_all(values: list, present: list[int]) -> list:
     return out
 
 
-def expected_grid(study_dir: Path, frame: pd.DataFrame) -> tuple[list[tuple], str]:
-    """Every (family, size, n_train, seed) the study should hold, and where that list came from."""
-    paths = sweep_files(study_dir)
+def _scaled(path: Path) -> bool:
+    """Whether a sweep trains at another budget_scale than 1: a convergence control's sweep."""
+    return any(float(v) != 1.0 for v in _sweep_values(path).get("budget_scale", [1]))
+
+
+def expected_grid(
+    study_dir: Path, frame: pd.DataFrame, control: bool = False
+) -> tuple[list[tuple], str]:
+    """Every (family, size, n_train, seed) the study should hold, and where that list came from;
+    ``control``: the cells its convergence-control sweeps (budget_scale != 1) should hold."""
+    paths = [p for p in sweep_files(study_dir) if _scaled(p) is control]
+    if control and not paths:
+        return [], "no convergence-control sweep"
     present = {k: sorted(frame[k].unique().tolist()) if len(frame) else [] for k in KEYS}
     if not paths:
         grid = set(itertools.product(*(present[k] for k in KEYS)))
@@ -104,10 +114,11 @@ def missing_cells(expected: list[tuple], frame: pd.DataFrame) -> list[str]:
     ]
 
 
-def coverage(study_dir: Path, frame: pd.DataFrame) -> dict:
+def coverage(study_dir: Path, frame: pd.DataFrame, control: bool = False) -> dict:
     """{held, expected, missing: [...], by_model: [...], source}: how much of its grid a study
-    holds; ``by_model`` says the same per family and size, one line each."""
-    expected, source = expected_grid(Path(study_dir), frame)
+    holds (``control``: of its convergence-control sweeps' grid, ``frame`` their records);
+    ``by_model`` says the same per family and size, one line each."""
+    expected, source = expected_grid(Path(study_dir), frame, control)
     missing = missing_cells(expected, frame)
     return {
         "expected": len(expected),

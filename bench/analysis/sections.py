@@ -74,6 +74,18 @@ def _control_shows(doc: dict) -> str:
     )
 
 
+def _control_grid(doc: dict) -> list[str]:
+    """The convergence control's own coverage, with its missing cells named."""
+    grid = doc.get("control_grid") or {}
+    if not grid.get("expected"):
+        return []
+    missing = f"; missing: {', '.join(grid['missing'])}" if grid["missing"] else ""
+    return [
+        f"- convergence control: {grid['held']} of {grid['expected']} cells "
+        f"(from {grid['source']}){missing}"
+    ]
+
+
 def _vit_ahead_when_trained_longer(doc: dict) -> str:
     """The convergence control's word on a control whose leader changes to the ViT with more
     training: the crossing is then hidden by the budget, not absent."""
@@ -102,6 +114,7 @@ def facts(doc: dict) -> list[str]:
     lines += [
         f"- cells: {grid['held']} of {grid['expected']} cells of the grid (family x size x "
         f"n_train x seed; grid from {grid['source']})",
+        *_control_grid(doc),
         f"- records: {doc['records']['used']} fitted, {doc['records']['control']} convergence "
         f"control, {doc['records']['total']} found",
         f"- families: {', '.join(doc['families']) or 'none'}; seeds per cell: {seeds_txt}",
