@@ -299,8 +299,17 @@ def test_missing_cells_are_listed_from_the_records_or_the_sweep(tmp_path):
     doc = analyze(folder, bootstrap=0)
     assert doc["grid"]["expected"] == 66
     ctrl = doc["control_grid"]
-    assert (ctrl["expected"], ctrl["held"]) == (6, 1) and "vit s n=64,000 seed 1" in ctrl["missing"]
+    assert (ctrl["expected"], ctrl["held"]) == (6, 1)
+    assert "vit s n=64,000 seed 1 at 2x" in ctrl["missing"]
     assert "- convergence control: 1 of 6 cells" in (folder / "report.md").read_text()
+    # a 4x check of the 2x arm trains seed 0 again: the 2x record does not stand in for it
+    (folder / "sweeps" / "control4.yaml").write_text(
+        "parameters:\n  family: {values: [vit, resnet]}\n  size: {value: s}\n"
+        "  n_train: {value: 64000}\n  seed: {value: 0}\n  budget_scale: {value: 4}\n"
+    )
+    ctrl = analyze(folder, bootstrap=0)["control_grid"]
+    assert (ctrl["expected"], ctrl["held"]) == (8, 1)
+    assert "vit s n=64,000 seed 0 at 4x" in ctrl["missing"]
 
 
 def test_few_seeds_and_the_positive_control_are_said_first(tmp_path, capsys):
@@ -385,3 +394,54 @@ def test_the_control_says_when_more_training_changes_the_leader(vit_2x, changes)
     doc.update(winners={"largest": largest}, fits={"resnet": env, "vit": env})
     turned = "but trained 2x as long the vit leads there by 3.2 points" in claims.headline(doc)
     assert turned is changes
+
+
+def test_a_control_over_enough_n_is_fitted_as_its_own_grid(tmp_path):
+    # At 1x the vit is starved (50% worse everywhere); trained 2x as long over four n, the true
+    # curves cross near n = 70k, inside the arm's range.
+    rng = np.random.default_rng(3)
+    for fam, f, starved in (("resnet", resnet, 1.0), ("vit", vit, 1.5)):
+        for n in (4000, 16000, 64000, 256000):
+            for s in range(3):
+                noise = math.exp(rng.normal(0, 0.01))
+                err = float(f(n)) * noise
+                record(tmp_path, fam, "s", n, s, err * starved, permute_patches=4)
+                record(tmp_path, fam, "s", n, s, err, scale=2.0, permute_patches=4)
+    doc = analyze(tmp_path, bootstrap=50)
+    (arm,) = doc["scaled_arms"]
+    assert arm["budget_scale"] == 2.0 and arm["cells"] == 24
+    be = arm["break_even"]
+    assert be["kind"] == "inside" and 0.5 < be["x"] / true_crossing(resnet, vit) < 2
+    assert doc["break_even"]["kind"] != "inside"  # the 1x grid alone places no crossing
+    claim = f"trained 2x as long, the fitted envelopes cross at n = {be['x']:,.0f}"
+    assert claim in doc["headline"]
+    report = (tmp_path / "report.md").read_text()
+    assert "## Break-even at the 2x budget" in report and claim in report.splitlines()[2]
+    assert (tmp_path / "figures" / "error_vs_n.png").exists()
+
+
+def test_a_control_at_one_n_is_not_fitted_as_a_grid(tmp_path):
+    folder = small_study(tmp_path, seeds=1)
+    for s in range(3):
+        record(folder, "vit", "s", 64000, s, float(vit(64000)) * 0.8, params=4e6, scale=2.0)
+        record(folder, "resnet", "s", 64000, s, float(resnet(64000)), params=4e6, scale=2.0)
+    doc = analyze(folder, bootstrap=0)
+    assert doc["scaled_arms"] == [] and "trained 2x as long, the fitted" not in doc["headline"]
+    assert "## Break-even at the 2x budget" not in (folder / "report.md").read_text()
+
+
+def test_a_longer_control_checks_the_shorter_arm():
+    main = pd.DataFrame(_family_rows({"resnet": 0.438, "vit": 0.442}, 1.0))
+    arm = pd.DataFrame(_family_rows({"resnet": 0.402, "vit": 0.370}, 2.0))
+    longer = pd.DataFrame(_family_rows({"resnet": 0.401, "vit": 0.340}, 4.0))
+    out = control.compare(main, pd.concat([arm, longer], ignore_index=True))
+    four = {r["family"]: r for r in out["cells"] if r["budget_scale"] == 4.0}
+    assert four["vit"]["base_scale"] == 2.0 and four["vit"]["gain"] == pytest.approx(0.03)
+    assert four["vit"]["compute_bound"] and not four["resnet"]["compute_bound"]
+    assert out["compute_bound"] is True  # the 1x verdict, from the 2x cells
+    (verdict,) = out["arms"]
+    assert verdict["base_scale"] == 2.0 and verdict["compute_bound"] is True
+    text = "\n".join(sections.control({"control": out}))
+    assert "at 2x (3 seeds), " in text and "verdict on the 2x cells (n = 30,000)" in text
+    assert "the 4x cells are better beyond the noise" in text
+    assert [r["base_scale"] for r in out["leaders"]] == [1.0, 2.0]

@@ -28,7 +28,8 @@ SHIPPED = {
     "cifar10-permuted.yaml": 36,
     "cifar10-cpu-permuted.yaml": 12,
     "cifar10-cpu-scrambled.yaml": 24,
-    "cifar10-cpu-scrambled-control.yaml": 12,
+    "cifar10-cpu-scrambled-control.yaml": 24,
+    "cifar10-cpu-scrambled-control-4x.yaml": 4,
 }
 
 

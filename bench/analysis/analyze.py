@@ -16,7 +16,18 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.analysis import capacity, cells, claims, control, fits, plots, report, scaling, wandb_run
+from bench.analysis import (
+    capacity,
+    cells,
+    claims,
+    control,
+    fits,
+    plots,
+    report,
+    scaled_arm,
+    scaling,
+    wandb_run,
+)
 from bench.analysis.frame import load_study, select_families, size_orders, summarize
 from bench.errors import ArgumentParser, BenchError
 from bench.results.layout import StudyDir
@@ -64,11 +75,11 @@ def _analyze(study_dir, bootstrap, seed, families) -> dict:
             f"{int(main['val_error'].isna().sum())} records without val_error: where a cell has "
             "none, its size is picked on test error"
         )
-    n_test = _set_sizes(main, fams, "n_test")
+    n_test, n_val = _set_sizes(main, fams, "n_test"), _set_sizes(main, fams, "n_val")
     result, _ = fits.fit_families(
         main, fams, "size", "n_train", "fit_error", "family", bootstrap, seed,
         group_orders=orders, score_col="val_error", n_test=n_test,
-        n_val=_set_sizes(main, fams, "n_val"),
+        n_val=n_val,
     )  # fmt: skip
     notes += result.pop("notes")
     for fam in fams:
@@ -93,6 +104,9 @@ def _analyze(study_dir, bootstrap, seed, families) -> dict:
         "break_even": crossing,
         "winners": fits.winners(result["fits"], pair),
         "control": control.compare(main, ctrl),
+        "scaled_arms": scaled_arm.fit_arms(
+            ctrl, pair, size_orders(ctrl) if len(ctrl) else {}, bootstrap, seed, n_test, n_val
+        ),  # fmt: skip
         "recipes": claims.recipes(frame),
         "calibration": claims.calibration(frame),
         "positive_control": claims.positive_control(frame),

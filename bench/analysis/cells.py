@@ -18,6 +18,8 @@ import yaml
 from bench.errors import BenchError
 
 KEYS = ("family", "size", "n_train", "seed")
+# A control cell is also keyed by its budget: a 4x check of a 2x arm trains the same seeds again.
+CONTROL_KEYS = (*KEYS, "budget_scale")
 
 
 def split_control(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -76,22 +78,23 @@ def expected_grid(
     paths = [p for p in sweep_files(study_dir) if _scaled(p) is control]
     if control and not paths:
         return [], "no convergence-control sweep"
-    present = {k: sorted(frame[k].unique().tolist()) if len(frame) else [] for k in KEYS}
+    keys = CONTROL_KEYS if control else KEYS
+    present = {k: sorted(frame[k].unique().tolist()) if len(frame) else [] for k in keys}
     if not paths:
-        grid = set(itertools.product(*(present[k] for k in KEYS)))
+        grid = set(itertools.product(*(present[k] for k in keys)))
         source = "the distinct values in the records"
     else:
-        grid = set().union(*(_sweep_grid(p, present) for p in paths))
+        grid = set().union(*(_sweep_grid(p, present, keys) for p in paths))
         source = "the sweep" + ("s " if len(paths) > 1 else " ") + ", ".join(p.name for p in paths)
     return sorted({tuple(map(_plain, c)) for c in grid}, key=_order), source
 
 
-def _sweep_grid(path: Path, present: dict[str, list]) -> set[tuple]:
+def _sweep_grid(path: Path, present: dict[str, list], keys=KEYS) -> set[tuple]:
     values = _sweep_values(path)
-    for k in KEYS:  # a key the sweep leaves to the default: whatever the records show
+    for k in keys:  # a key the sweep leaves to the default: whatever the records show
         values.setdefault(k, present[k] or [0])
     values["n_train"] = _resolve_all(values["n_train"], present["n_train"])
-    return set(itertools.product(*(values[k] for k in KEYS)))
+    return set(itertools.product(*(values[k] for k in keys)))
 
 
 def _plain(v):
@@ -102,16 +105,27 @@ def _order(cell):
     return tuple((0, v, "") if isinstance(v, int) else (1, 0, str(v)) for v in cell)
 
 
+def _held(frame: pd.DataFrame, expected: list[tuple]) -> set[tuple]:
+    """The cells the records hold, keyed like ``expected`` (with budget_scale for a control)."""
+    width = len(expected[0]) if expected else len(KEYS)
+    cols = list(CONTROL_KEYS[:width])
+    if not len(frame):
+        return set()
+    return {tuple(map(_plain, r)) for r in frame[cols].itertuples(index=False)}
+
+
+def _label(cell: tuple) -> str:
+    fam, size, n, seed, *scale = cell
+    n_txt = f"{n:,}" if isinstance(n, int) else str(n)
+    at = f" at {float(scale[0]):g}x" if scale else ""
+    return f"{fam} {size} n={n_txt} seed {seed}{at}"
+
+
 def missing_cells(expected: list[tuple], frame: pd.DataFrame) -> list[str]:
-    """The cells of ``expected`` with no completed record, as 'family size n=N seed S'."""
-    have = {tuple(map(_plain, r)) for r in frame[list(KEYS)].itertuples(index=False)}
-    return [
-        f"{fam} {size} n={n:,} seed {seed}"
-        if isinstance(n, int)
-        else f"{fam} {size} n={n} seed {seed}"
-        for fam, size, n, seed in expected
-        if (fam, size, n, seed) not in have
-    ]
+    """The cells of ``expected`` with no completed record, as 'family size n=N seed S'
+    (and 'at 4x' for a control cell)."""
+    have = _held(frame, expected)
+    return [_label(cell) for cell in expected if cell not in have]
 
 
 def coverage(study_dir: Path, frame: pd.DataFrame, control: bool = False) -> dict:
@@ -130,14 +144,15 @@ def coverage(study_dir: Path, frame: pd.DataFrame, control: bool = False) -> dic
 
 
 def _by_model(expected: list[tuple], frame: pd.DataFrame) -> list[str]:
-    have = {tuple(map(_plain, r)) for r in frame[list(KEYS)].itertuples(index=False)}
+    have = _held(frame, expected)
     groups: dict = {}
     for cell in expected:
         if cell not in have:
-            fam, size, n, seed = cell
-            groups.setdefault((fam, size), {}).setdefault(n, []).append(seed)
+            fam, size, n, seed, *scale = cell
+            model = (fam, size) + ((f"at {float(scale[0]):g}x",) if scale else ())
+            groups.setdefault(model, {}).setdefault(n, []).append(seed)
     lines = []
-    for (fam, size), by_n in groups.items():
+    for model, by_n in groups.items():
         parts = [f"n={n:,}" if isinstance(n, int) else f"n={n}" for n in by_n]
         seeds = sorted({tuple(v) for v in by_n.values()})
         if len(seeds) == 1:
@@ -147,7 +162,7 @@ def _by_model(expected: list[tuple], frame: pd.DataFrame) -> list[str]:
                 f"{p} (seeds {', '.join(map(str, by_n[n]))})"
                 for p, n in zip(parts, by_n, strict=True)
             )
-        lines.append(f"{fam} {size}: {text}")
+        lines.append(f"{' '.join(model)}: {text}")
     return lines
 
 

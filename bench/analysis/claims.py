@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bench.analysis import control, scaled_arm
+from bench.analysis.formats import ci_text, fmt_x, leader
 from bench.analysis.scaling import round6
 
 # Config fields that describe how a cell was trained (shown when present in the records).
@@ -106,6 +108,8 @@ def headline(doc: dict) -> str:
         f"the {ld['leader']} leads by {ld['points']:.1f} points{ci_txt} at n = {ld['n_train']:,} "
         f"({seeds})" + _budget_turns(ctrl, ld)
     )
+    arm = arm_crossing_text(scaled_arm.crossing_of(doc.get("scaled_arms") or []))
+    text += f"; {arm}" if arm else ""
     if calibrated and converged and be.get("kind") in ("inside", "extrapolated"):
         return text + f"; break-even at n = {be['x']:,.0f} ({be['kind']})"
     missing = [
@@ -117,15 +121,23 @@ def headline(doc: dict) -> str:
 def _budget_turns(ctrl: dict, ld: dict) -> str:
     """The convergence control's word when more training hands the lead to the other family at
     the headline's n: the measured lead is then the budget's, and the headline says so."""
-    for r in ctrl.get("leaders", []):
+    for r in control.first_leaders(ctrl):
         if r["n_train"] == ld["n_train"] and r["leader_scaled"] != ld["leader"]:
-            errs = r["scaled"]
-            win, lose = r["leader_scaled"], ld["leader"]
-            return (
-                f", but trained {r['budget_scale']:g}x as long the {win} leads there by "
-                f"{100 * (errs[lose] - errs[win]):.1f} points"
-            )
+            win, points = leader(r["scaled"])
+            scale = f"{r['budget_scale']:g}x"
+            return f", but trained {scale} as long the {win} leads there by {points:.1f} points"
     return ""
+
+
+def arm_crossing_text(cross: dict | None) -> str:
+    """The break-even of the longer-trained arm (:mod:`scaled_arm`), as a clause; '' when none."""
+    if not cross:
+        return ""
+    where = "inside its measured range" if cross["kind"] == "inside" else "extrapolated"
+    return (
+        f"trained {cross['budget_scale']:g}x as long, the fitted envelopes cross at "
+        f"n = {fmt_x(cross['x'])}{ci_text(cross.get('ci'), cross['bracket'])}, {where}"
+    )
 
 
 def seed_warning(seeds: dict) -> str | None:

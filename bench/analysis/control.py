@@ -1,11 +1,13 @@
 """The convergence control: are the largest-n cells limited by their training budget?
 
 A study may train some cells again at ``budget_scale`` 2 (twice the images seen). Each such
-cell is compared with its twin at the study's budget (same family, size, n_train). The cell is
-compute-bound when the 2x cell's mean error is lower than the 1x cell's by more than the seed
-spread: the 1x cell's seed standard deviation when it has several seeds, else the pooled
-seed-to-seed deviation of the study, else (one seed everywhere) the binomial standard deviation
-of the difference of two test-set errors, sqrt(2 err (1 - err) / n_test).
+cell is compared with its twin at the next lower budget the study holds for it (same family,
+size, n_train): the study's own 1x cell, or, for a 4x cell beside a 2x arm, the 2x cell, so a
+longer control checks the shorter one. The lower cell is compute-bound when the longer one's
+mean error is lower by more than the seed spread: the lower cell's seed standard deviation when
+it has several seeds, else the pooled seed-to-seed deviation of the study, else (one seed
+everywhere) the binomial standard deviation of the difference of two test-set errors,
+sqrt(2 err (1 - err) / n_test).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def compare(main: pd.DataFrame, control: pd.DataFrame) -> dict | None:
     pooled = _pooled_std(main)
     rows = []
     for (fam, size, n, scale), cell in control.groupby([*KEY, "budget_scale"], sort=True):
-        twin = main[(main["family"] == fam) & (main["size"] == size) & (main["n_train"] == n)]
+        base_scale, twin = _twin(main, control, (fam, size, n), scale)
         row = {
             "family": fam,
             "size": size,
@@ -61,6 +63,7 @@ def compare(main: pd.DataFrame, control: pd.DataFrame) -> dict | None:
         base = float(twin["test_error"].mean())
         gain = base - float(cell["test_error"].mean())
         row.update(
+            base_scale=base_scale,
             base_error=round6(base),
             base_seeds=int(len(twin)),
             gain=round6(gain),
@@ -72,25 +75,52 @@ def compare(main: pd.DataFrame, control: pd.DataFrame) -> dict | None:
     judged = [r for r in rows if "compute_bound" in r]
     return {
         "cells": rows,
-        "compute_bound": _verdict(judged),
+        "compute_bound": _verdict([r for r in judged if r["base_scale"] == 1.0]),
+        "arms": _arm_verdicts(judged),
         "largest_n": _at_largest(main, rows),
         "leaders": leaders(main, control),
     }
 
 
+def _twin(main, control, key, scale) -> tuple[float, pd.DataFrame]:
+    """The cells of ``key`` (family, size, n_train) at the largest budget below ``scale``: a
+    lower control arm when the study holds one, else the study's own 1x cells."""
+    lower = control[(control["budget_scale"] < scale) & _at(control, key)]
+    if len(lower):
+        below = float(lower["budget_scale"].max())
+        return below, lower[lower["budget_scale"] == below]
+    return 1.0, main[_at(main, key)]
+
+
+def _at(frame: pd.DataFrame, key) -> pd.Series:
+    mask = pd.Series(True, index=frame.index)
+    for col, value in zip(KEY, key, strict=True):
+        mask &= frame[col] == value
+    return mask
+
+
 def leaders(main: pd.DataFrame, control: pd.DataFrame) -> list[dict]:
-    """Who leads at each control n, at the study's budget and at the scaled one, over the sizes
-    the control trained: a leader that changes with the budget means the 1x cells are too starved
-    to say which family is ahead there, let alone where they cross."""
+    """Who leads at each control n, at the next lower budget and at the scaled one, over the
+    sizes the control trained: a leader that changes with the budget means the lower-budget cells
+    are too starved to say which family is ahead there, let alone where they cross."""
     rows = []
     for (n, scale), cells in control.groupby(["n_train", "budget_scale"], sort=True):
-        twins = main[(main["n_train"] == n) & main["size"].isin(cells["size"].unique())]
+        sizes = cells["size"].unique()
+        lower = control[(control["n_train"] == n) & (control["budget_scale"] < scale)]
+        lower = lower[lower["size"].isin(sizes)]
+        base_scale = float(lower["budget_scale"].max()) if len(lower) else 1.0
+        twins = (
+            lower[lower["budget_scale"] == base_scale]
+            if len(lower)
+            else main[(main["n_train"] == n) & main["size"].isin(sizes)]
+        )
         base, scaled = _best_per_family(twins), _best_per_family(cells)
         if len(scaled) < 2 or set(base) != set(scaled):
             continue
         rows.append(
             {
                 "n_train": int(n),
+                "base_scale": base_scale,
                 "budget_scale": float(scale),
                 "base": base,
                 "scaled": scaled,
@@ -107,6 +137,23 @@ def _best_per_family(cells: pd.DataFrame) -> dict[str, float]:
     return {f: round6(float(v)) for f, v in means.groupby(level="family").min().items()}
 
 
+def _arm_verdicts(judged: list[dict]) -> list[dict]:
+    """A longer control's word on a shorter control arm: is the arm itself compute-bound?"""
+    scales = sorted({r["base_scale"] for r in judged} - {1.0})
+    out = []
+    for scale in scales:
+        rows = [r for r in judged if r["base_scale"] == scale]
+        out.append(
+            {
+                "base_scale": scale,
+                "budget_scale": max(r["budget_scale"] for r in rows),
+                "n_train": sorted({r["n_train"] for r in rows}),
+                "compute_bound": _verdict(rows),
+            }
+        )
+    return out
+
+
 def _verdict(judged: list[dict]) -> bool | None:
     if not judged:
         return None
@@ -116,3 +163,8 @@ def _verdict(judged: list[dict]) -> bool | None:
 def _at_largest(main: pd.DataFrame, rows: list[dict]) -> bool:
     """Whether the control covers the study's largest n (where starvation would show first)."""
     return bool(len(main)) and any(r["n_train"] == int(main["n_train"].max()) for r in rows)
+
+
+def first_leaders(ctrl: dict) -> list[dict]:
+    """The leader rows that compare the study's own 1x cells with a control arm."""
+    return [r for r in ctrl.get("leaders", []) if r.get("base_scale", 1.0) == 1.0]

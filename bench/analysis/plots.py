@@ -15,7 +15,7 @@ import seaborn as sns
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from bench.analysis import scaling
+from bench.analysis import scaled_arm, scaling
 from bench.analysis.capacity import pareto_frontier
 from bench.analysis.plot_style import (
     FAMILY_MARKERS,
@@ -93,7 +93,7 @@ def _plot_envelope(ax, summary, fam, f, color):
     )  # fmt: skip
 
 
-def _plot_fit(ax, grid, fam, f, color, bracket=None):
+def _plot_fit(ax, grid, fam, f, color, bracket=None, ls="--", label=None):
     """The fitted curve, drawn no farther than the break-even search (a decade past the data)."""
     if not f.get("params"):
         return
@@ -101,9 +101,25 @@ def _plot_fit(ax, grid, fam, f, color, bracket=None):
         grid = grid[(grid >= bracket[0]) & (grid <= bracket[1])]
     fit = scaling.Fit.from_dict({"form": f["form"], "params": f["params"]})
     ax.plot(
-        grid, scaling.predict(fit, grid), "--", lw=1.8, color=color, zorder=3,
-        label=f"{fam} fit ({f['form']})",
+        grid, scaling.predict(fit, grid), ls=ls, lw=1.8, color=color, zorder=3,
+        label=label or f"{fam} fit ({f['form']})",
     )  # fmt: skip
+
+
+def _plot_arms(ax, grid, doc, fam, color):
+    """Dotted: the fit of a convergence control that spans enough n to be its own grid."""
+    for arm in doc.get("scaled_arms") or []:
+        f = arm["fits"].get(fam) or {}
+        be = arm.get("break_even") or {}
+        label = f"{fam} fit at {arm['budget_scale']:g}x budget ({f.get('form')})"
+        _plot_fit(ax, grid, fam, f, color, be.get("bracket"), ls=":", label=label)
+
+
+def _mark_arm_crossing(ax, doc, x_lo, x_hi):
+    cross = scaled_arm.crossing_of(doc.get("scaled_arms") or [])
+    if cross and x_lo <= cross["x"] <= x_hi:
+        label = f"break-even at {cross['budget_scale']:g}x budget n* = {cross['x']:,.0f}"
+        ax.axvline(cross["x"], color="0.35", lw=1.5, ls="-.", label=label)
 
 
 def _plot_control(ax, doc, fam, color):
@@ -171,7 +187,9 @@ def _error_vs_n(summary, doc, orders, path):
         _plot_envelope(ax, summary, fam, f, color)
         _plot_fit(ax, grid, fam, f, color, (be or {}).get("bracket"))
         _plot_control(ax, doc, fam, color)
+        _plot_arms(ax, grid, doc, fam, color)
     _mark_break_even(ax, be, x_lo, x_hi)
+    _mark_arm_crossing(ax, doc, x_lo, x_hi)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(x_lo, x_hi)

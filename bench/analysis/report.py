@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.analysis import sections
+from bench.analysis.formats import ci_text, fmt_params, fmt_x, pct
 from bench.analysis.frame import LADDER
 from bench.results.records import iter_records
 
@@ -27,34 +28,7 @@ WHERE = {
 }
 
 
-# ---------------------------------------------------------------------- small formatters
-def fmt_x(v) -> str:
-    if v is None:
-        return "?"
-    v = float(v)
-    if 1 <= abs(v) < 1e7:
-        return f"{v:,.0f}"
-    return f"{v:.3g}"
-
-
-def fmt_params(params: dict | None) -> str:
-    if not params:
-        return "-"
-    return ", ".join(f"{k}={v:.4g}" for k, v in params.items())
-
-
-def pct(v) -> str:
-    return "-" if v is None or pd.isna(v) else f"{100 * float(v):.2f}"
-
-
 # ---------------------------------------------------------------------- the break-even line
-def _ci_text(ci, bracket) -> str:
-    if not ci:
-        return ""
-    hi = fmt_x(ci[1]) if ci[1] is not None else f"beyond {fmt_x(bracket[1])}"
-    return f" (95% CI {fmt_x(ci[0])}..{hi})"
-
-
 def describe_break_even(crossing: dict | None, x_name: str = "n") -> str:
     """One line, as far as the data carry it: a crossing inside the range or at most a decade
     beyond it, else the lower bound the gap's trend allows, else that the trend does not close it."""
@@ -69,7 +43,7 @@ def describe_break_even(crossing: dict | None, x_name: str = "n") -> str:
         )
         return (
             f"break-even: {x_name}* = {fmt_x(crossing['x'])}"
-            f"{_ci_text(crossing.get('ci'), crossing['bracket'])}, {where}; "
+            f"{ci_text(crossing.get('ci'), crossing['bracket'])}, {where}; "
             f"{crossing['below']} lower below, {crossing['above']} lower above"
         )
     hi = crossing["measured_range"][1]
@@ -95,14 +69,53 @@ def render_report(doc: dict, summary: pd.DataFrame) -> str:
     lines += sections.capacity(doc)
     lines += sections.compute(doc)
     lines += sections.control(doc)
+    lines += _scaled_arm_sections(doc)
     lines += _winner_lines(doc)
     lines += sections.missing(doc)
     lines += _figure_lines(doc["figures"])
     return "\n".join(lines)
 
 
-def _break_even_section(crossing: dict | None) -> list[str]:
-    lines = ["## Break-even", "", describe_break_even(crossing).replace("break-even: ", "- ", 1)]
+def _scaled_arm_sections(doc: dict) -> list[str]:
+    """The convergence control fitted as its own grid, where it spans enough n."""
+    lines = []
+    for arm in doc.get("scaled_arms") or []:
+        scale = f"{arm['budget_scale']:g}x"
+        intro = [
+            f"The convergence control's {arm['cells']} cells span n = "
+            f"{', '.join(f'{n:,}' for n in arm['n_train'])}: fitted as a second grid, "
+            f"trained {scale} as long, with the same envelopes, bootstrap and break-even rules. "
+            + _arm_convergence(doc, arm["budget_scale"]),
+            "",
+        ]
+        intro += [
+            f"- {fam}: {f['form'] or 'no fit'}, {fmt_params(f['params'])}"
+            + (f"; **at bound**: {', '.join(f['at_bound'])}" if f.get("at_bound") else "")
+            for fam, f in arm["fits"].items()
+        ]
+        gap = (arm["break_even"] or {}).get("gap")
+        intro += sections.slope_lines(gap) if gap else []
+        heading = f"## Break-even at the {scale} budget (the convergence control as a grid)"
+        lines += _break_even_section(arm["break_even"], heading, intro + [""])
+    return lines
+
+
+def _arm_convergence(doc: dict, scale: float) -> str:
+    """What a longer control says about the arm's own convergence, or that nothing checks it."""
+    verdicts = [a for a in (doc.get("control") or {}).get("arms", []) if a["base_scale"] == scale]
+    if not verdicts:
+        return f"Nothing checks these cells' own convergence (that takes a {2 * scale:g}x control)."
+    v = verdicts[0]
+    ns = ", ".join(f"{n:,}" for n in v["n_train"])
+    word = "**still compute-bound**" if v["compute_bound"] else "not compute-bound"
+    return f"Their own convergence, checked at {v['budget_scale']:g}x at n = {ns}: {word}."
+
+
+def _break_even_section(
+    crossing: dict | None, heading: str = "## Break-even", intro: list[str] = ()
+) -> list[str]:
+    line = describe_break_even(crossing).replace("break-even: ", "- ", 1)
+    lines = [heading, "", *intro, line]
     if crossing is not None:
         lo, hi = crossing["measured_range"]
         b_lo, b_hi = crossing["bracket"]

@@ -6,18 +6,9 @@ report together.
 
 from __future__ import annotations
 
-from bench.analysis import claims
-
-
-def _x(v) -> str:
-    if v is None:
-        return "?"
-    v = float(v)
-    return f"{v:,.0f}" if 1 <= abs(v) < 1e7 else f"{v:.3g}"
-
-
-def _pct(v) -> str:
-    return "-" if v is None else f"{100 * float(v):.2f}"
+from bench.analysis import claims, scaled_arm
+from bench.analysis import control as control_rows
+from bench.analysis.formats import fmt_x, leader, pct
 
 
 def _figure(doc: dict, name: str) -> list[str]:
@@ -53,6 +44,8 @@ def _control_shows(doc: dict) -> str:
             f"n = {be['x']:,.0f} ({be['below']} ahead below, {be['above']} above)."
         )
     flip = _vit_ahead_when_trained_longer(doc)
+    arm = claims.arm_crossing_text(scaled_arm.crossing_of(doc.get("scaled_arms") or []))
+    flip += f"; {arm}" if arm else ""
     points = (be.get("gap") or {}).get("points") or []
     signs = {p["log_ratio"] > 0 for p in points}
     if not points or len(signs) != 1:
@@ -68,6 +61,8 @@ def _control_shows(doc: dict) -> str:
         if be.get("kind") == "extrapolated"
         else ""
     )
+    if arm:
+        return f"What it shows: {shown}{outside} at its budget; {arm}."
     return (
         f"What it shows: {shown}{outside}. The permutation did not take the {win}'s lead away "
         "in this range, so this control does not show the harness finding a crossing."
@@ -89,7 +84,7 @@ def _control_grid(doc: dict) -> list[str]:
 def _vit_ahead_when_trained_longer(doc: dict) -> str:
     """The convergence control's word on a control whose leader changes to the ViT with more
     training: the crossing is then hidden by the budget, not absent."""
-    rows = [r for r in (doc.get("control") or {}).get("leaders", []) if r["changes"]]
+    rows = [r for r in control_rows.first_leaders(doc.get("control") or {}) if r["changes"]]
     rows = [r for r in rows if r["leader_scaled"] == "vit"]
     if not rows:
         return ""
@@ -164,12 +159,18 @@ def gap(doc: dict) -> list[str]:
         + " is ahead. "
         + ", ".join(f"n = {p['n']:,}: {p['log_ratio']:+.3f}" for p in g["points"]),
     ]
-    if g["slope_per_decade"] is not None:
-        ci = g.get("slope_ci")
-        ci_txt = f" (95% CI {ci[0]:+.3f} to {ci[1]:+.3f})" if ci else ""
-        closing = _direction(g["slope_per_decade"], ci, a, b)
-        lines.append(f"- slope: {g['slope_per_decade']:+.3f} per decade of n{ci_txt}; {closing}")
-    return lines + _figure(doc, "gap_vs_n.png") + [""]
+    return lines + slope_lines(g) + _figure(doc, "gap_vs_n.png") + [""]
+
+
+def slope_lines(g: dict) -> list[str]:
+    """The gap's trend per decade of n with its interval, and which family it favours."""
+    if g["slope_per_decade"] is None:
+        return []
+    b, a = g["families"]
+    ci = g.get("slope_ci")
+    ci_txt = f" (95% CI {ci[0]:+.3f} to {ci[1]:+.3f})" if ci else ""
+    closing = _direction(g["slope_per_decade"], ci, a, b)
+    return [f"- slope: {g['slope_per_decade']:+.3f} per decade of n{ci_txt}; {closing}"]
 
 
 def _direction(slope: float, ci, a: str, b: str) -> str:
@@ -189,7 +190,7 @@ def capacity(doc: dict) -> list[str]:
     lo, hi = cap["bracket"]
     lines += [
         f"n at which each {b} rung equals a {a} of N parameters, from the joint fits "
-        f"err(N, n); searched in n = {_x(lo)}..{_x(hi)} (a decade beyond the data); 95% band "
+        f"err(N, n); searched in n = {fmt_x(lo)}..{fmt_x(hi)} (a decade beyond the data); 95% band "
         f"from {cap['n_resamples']} resamples. '-' : no crossing there.",
         "",
         f"| {b} rung | " + " | ".join(f"{a} {s} ({p / 1e6:.2g}M)" for s, p in _sizes(cap)) + " |",
@@ -212,8 +213,8 @@ def _nstar(rung, i) -> str:
     if v is None:
         return "-"
     if not ci:
-        return _x(v)
-    return f"{_x(v)} ({_x(ci[0])}..{_x(ci[1]) if ci[1] else 'open'})"
+        return fmt_x(v)
+    return f"{fmt_x(v)} ({fmt_x(ci[0])}..{fmt_x(ci[1]) if ci[1] else 'open'})"
 
 
 def compute(doc: dict) -> list[str]:
@@ -234,7 +235,7 @@ def compute(doc: dict) -> list[str]:
     fams = [f for f in m if f not in ("flops", "leader")]
     lines.append(
         f"- at the most compute measured ({m['flops']:.3g} FLOPs): "
-        + ", ".join(f"{f} {_pct(m[f])}%" for f in fams)
+        + ", ".join(f"{f} {pct(m[f])}%" for f in fams)
     )
     return lines + _figure(doc, "error_vs_compute.png") + [""]
 
@@ -254,8 +255,9 @@ def control(doc: dict) -> list[str]:
             continue
         verdict = "**compute-bound**" if r["compute_bound"] else "not compute-bound"
         lines.append(
-            f"- {r['family']} {r['size']} n={r['n_train']:,}: {_pct(r['base_error'])}% at 1x "
-            f"({r['base_seeds']} seeds), {_pct(r['scaled_error'])}% at {r['budget_scale']:g}x "
+            f"- {r['family']} {r['size']} n={r['n_train']:,}: {pct(r['base_error'])}% at "
+            f"{r.get('base_scale', 1.0):g}x "
+            f"({r['base_seeds']} seeds), {pct(r['scaled_error'])}% at {r['budget_scale']:g}x "
             f"({r['scaled_seeds']}); gain {100 * r['gain']:+.2f} points against a spread of "
             f"{100 * r['spread']:.2f} ({r['spread_from']}): {verdict}"
         )
@@ -267,22 +269,38 @@ def control(doc: dict) -> list[str]:
         verdict = "the cells are compute-bound: more training lowers their error beyond the noise"
     else:
         verdict = "the cells are not compute-bound: 2x training changes them within the noise"
-    changed = [r["n_train"] for r in ctrl.get("leaders", []) if r["changes"]]
+    changed = [r["n_train"] for r in control_rows.first_leaders(ctrl) if r["changes"]]
     if changed:
         verdict += (
             f"; the leader changes with the budget at n = {', '.join(f'{n:,}' for n in changed)}, "
             "so the 1x cells cannot place the break-even"
         )
-    return lines + [f"- verdict ({where}): {verdict}", ""]
+    return lines + [f"- verdict ({where}): {verdict}", *map(_arm_verdict, ctrl.get("arms", [])), ""]
+
+
+def _arm_verdict(arm: dict) -> str:
+    """A longer control's verdict on a shorter control arm."""
+    ns = ", ".join(f"{n:,}" for n in arm["n_train"])
+    base, top = f"{arm['base_scale']:g}x", f"{arm['budget_scale']:g}x"
+    if arm["compute_bound"]:
+        return (
+            f"- verdict on the {base} cells (n = {ns}): compute-bound as well: the {top} cells "
+            f"are better beyond the noise, so the {base} cells are not converged either"
+        )
+    return (
+        f"- verdict on the {base} cells (n = {ns}): not compute-bound: {top} training changes "
+        "them within the noise"
+    )
 
 
 def _leader_line(r: dict) -> str:
     """Who leads at one control n at 1x and at the scaled budget, and by how much."""
 
     def lead(errs: dict, scale: str) -> str:
-        first, second = sorted(errs, key=errs.get)[:2]
-        return f"at {scale} the {first} leads by {100 * (errs[second] - errs[first]):.2f} points"
+        win, points = leader(errs)
+        return f"at {scale} the {win} leads by {points:.2f} points"
 
     same = "**the leader changes with the budget**" if r["changes"] else "the same leader"
     scaled = lead(r["scaled"], f"{r['budget_scale']:g}x")
-    return f"- n={r['n_train']:,}: {lead(r['base'], '1x')}, {scaled}: {same}"
+    base = lead(r["base"], f"{r.get('base_scale', 1.0):g}x")
+    return f"- n={r['n_train']:,}: {base}, {scaled}: {same}"

@@ -1,0 +1,41 @@
+"""How numbers read in the report: training-set sizes, error percentages, intervals, leads."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def fmt_x(v) -> str:
+    """A training-set size (or any count): grouped digits, or 3 significant figures when huge."""
+    if v is None:
+        return "?"
+    v = float(v)
+    if 1 <= abs(v) < 1e7:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def pct(v) -> str:
+    """An error rate as a percentage with two decimals; '-' when unknown."""
+    return "-" if v is None or pd.isna(v) else f"{100 * float(v):.2f}"
+
+
+def ci_text(ci, bracket) -> str:
+    """' (95% CI lo..hi)' for a crossing; an open upper end reads 'beyond' the search bracket."""
+    if not ci:
+        return ""
+    hi = fmt_x(ci[1]) if ci[1] is not None else f"beyond {fmt_x(bracket[1])}"
+    return f" (95% CI {fmt_x(ci[0])}..{hi})"
+
+
+def leader(errors: dict[str, float]) -> tuple[str, float]:
+    """The family with the lowest error and its lead over the next one, in points."""
+    first, second = sorted(errors, key=errors.get)[:2]
+    return first, 100 * (errors[second] - errors[first])
+
+
+def fmt_params(params: dict | None) -> str:
+    """A fit's parameters as 'name=value' pairs, 4 significant figures."""
+    if not params:
+        return "-"
+    return ", ".join(f"{k}={v:.4g}" for k, v in params.items())
