@@ -418,6 +418,10 @@ def test_a_control_over_enough_n_is_fitted_as_its_own_grid(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "## Break-even at the 2x budget" in report and claim in report.splitlines()[2]
     assert (tmp_path / "figures" / "error_vs_n.png").exists()
+    # a 4x check that finds the 2x arm still improving at its largest n qualifies the claim
+    record(tmp_path, "vit", "s", 256000, 0, float(vit(256000)) * 0.8, scale=4.0)
+    headline = analyze(tmp_path, bootstrap=0)["headline"]
+    assert "(but those cells are still compute-bound at n = 256,000)" in headline
 
 
 def test_a_control_at_one_n_is_not_fitted_as_a_grid(tmp_path):
@@ -442,6 +446,6 @@ def test_a_longer_control_checks_the_shorter_arm():
     (verdict,) = out["arms"]
     assert verdict["base_scale"] == 2.0 and verdict["compute_bound"] is True
     text = "\n".join(sections.control({"control": out}))
-    assert "at 2x (3 seeds), " in text and "verdict on the 2x cells (n = 30,000)" in text
+    assert "at 2x (3 seeds), " in text and "verdict on the 2x cells (n = 30,000): compute-bound as well at n = 30,000" in text
     assert "the 4x cells are better beyond the noise" in text
     assert [r["base_scale"] for r in out["leaders"]] == [1.0, 2.0]

@@ -108,7 +108,7 @@ def headline(doc: dict) -> str:
         f"the {ld['leader']} leads by {ld['points']:.1f} points{ci_txt} at n = {ld['n_train']:,} "
         f"({seeds})" + _budget_turns(ctrl, ld)
     )
-    arm = arm_crossing_text(scaled_arm.crossing_of(doc.get("scaled_arms") or []))
+    arm = arm_crossing_text(doc)
     text += f"; {arm}" if arm else ""
     if calibrated and converged and be.get("kind") in ("inside", "extrapolated"):
         return text + f"; break-even at n = {be['x']:,.0f} ({be['kind']})"
@@ -129,15 +129,23 @@ def _budget_turns(ctrl: dict, ld: dict) -> str:
     return ""
 
 
-def arm_crossing_text(cross: dict | None) -> str:
-    """The break-even of the longer-trained arm (:mod:`scaled_arm`), as a clause; '' when none."""
+def arm_crossing_text(doc: dict) -> str:
+    """The break-even of the longest-trained arm that places one (:mod:`scaled_arm`), as a
+    clause, with what a still longer control says of that arm's own convergence; '' when none."""
+    cross = scaled_arm.crossing_of(doc.get("scaled_arms") or [])
     if not cross:
         return ""
     where = "inside its measured range" if cross["kind"] == "inside" else "extrapolated"
-    return (
+    text = (
         f"trained {cross['budget_scale']:g}x as long, the fitted envelopes cross at "
         f"n = {fmt_x(cross['x'])}{ci_text(cross.get('ci'), cross['bracket'])}, {where}"
     )
+    arms = (doc.get("control") or {}).get("arms", [])
+    checked = [a for a in arms if a["base_scale"] == cross["budget_scale"]]
+    if checked and checked[0]["compute_bound"]:
+        ns = ", ".join(f"{n:,}" for n in checked[0]["bound_n"])
+        text += f" (but those cells are still compute-bound at n = {ns})"
+    return text
 
 
 def seed_warning(seeds: dict) -> str | None:

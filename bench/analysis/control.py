@@ -148,6 +148,7 @@ def _arm_verdicts(judged: list[dict]) -> list[dict]:
                 "base_scale": scale,
                 "budget_scale": max(r["budget_scale"] for r in rows),
                 "n_train": sorted({r["n_train"] for r in rows}),
+                "bound_n": sorted({r["n_train"] for r in rows if r["compute_bound"]}),
                 "compute_bound": _verdict(rows),
             }
         )

@@ -6,7 +6,7 @@ report together.
 
 from __future__ import annotations
 
-from bench.analysis import claims, scaled_arm
+from bench.analysis import claims
 from bench.analysis import control as control_rows
 from bench.analysis.formats import fmt_x, leader, pct
 
@@ -44,7 +44,7 @@ def _control_shows(doc: dict) -> str:
             f"n = {be['x']:,.0f} ({be['below']} ahead below, {be['above']} above)."
         )
     flip = _vit_ahead_when_trained_longer(doc)
-    arm = claims.arm_crossing_text(scaled_arm.crossing_of(doc.get("scaled_arms") or []))
+    arm = claims.arm_crossing_text(doc)
     flip += f"; {arm}" if arm else ""
     points = (be.get("gap") or {}).get("points") or []
     signs = {p["log_ratio"] > 0 for p in points}
@@ -283,9 +283,11 @@ def _arm_verdict(arm: dict) -> str:
     ns = ", ".join(f"{n:,}" for n in arm["n_train"])
     base, top = f"{arm['base_scale']:g}x", f"{arm['budget_scale']:g}x"
     if arm["compute_bound"]:
+        bound = ", ".join(f"{n:,}" for n in arm["bound_n"])
         return (
-            f"- verdict on the {base} cells (n = {ns}): compute-bound as well: the {top} cells "
-            f"are better beyond the noise, so the {base} cells are not converged either"
+            f"- verdict on the {base} cells (n = {ns}): compute-bound as well at n = {bound}: "
+            f"the {top} cells are better beyond the noise, so the {base} cells are not converged "
+            "there either"
         )
     return (
         f"- verdict on the {base} cells (n = {ns}): not compute-bound: {top} training changes "
