@@ -14,6 +14,8 @@ import pytest
 
 from bench.cell.progress import parse_step
 from bench.study.display import cell_fraction, plan_eta
+from bench.study.jobs import grid_jobs
+from bench.study.sweep_config import load_sweep
 from tests.conftest import TINY
 from tests.test_grid import make_grid
 
@@ -103,15 +105,34 @@ def test_a_cells_progress_is_read_from_its_log(tmp_path):
 
 def test_the_grid_eta_is_planned_and_never_a_false_zero():
     # nothing known: no ETA rather than 0s
-    assert plan_eta([(5.0, None)], queued=3, walls=[], slots=2) is None
+    assert plan_eta([(5.0, None, None)], [None] * 3, done=[], slots=2) is None
     # a running cell past the typical wall, without a progress line: unknown, not 0s
-    assert plan_eta([(120.0, None)], queued=0, walls=[60.0], slots=1) is None
+    assert plan_eta([(120.0, None, None)], [], done=[(60.0, None)], slots=1) is None
     # its own progress says how long it has left: 40s done at 25% -> 120s left
-    assert plan_eta([(40.0, 0.25)], queued=0, walls=[60.0], slots=1) == pytest.approx(120.0)
+    assert plan_eta([(40.0, 0.25, None)], [], done=[(60.0, None)], slots=1) == pytest.approx(120)
     # the last long cell is not divided by the slots it does not use
-    assert plan_eta([(10.0, 0.1)], queued=0, walls=[], slots=8) == pytest.approx(90.0)
-    # queued cells take the average wall, laid out on the free slots: 2 slots, 4 cells of 60s
-    assert plan_eta([], queued=4, walls=[60.0, 60.0], slots=2) == pytest.approx(120.0)
+    assert plan_eta([(10.0, 0.1, None)], [], done=[], slots=8) == pytest.approx(90.0)
+    # queued cells without a cost take the average wall, laid out on the free slots
+    assert plan_eta([], [None] * 4, done=[(60.0, None)] * 2, slots=2) == pytest.approx(120.0)
     # before any cell is done, the running cells' projected walls stand in for the average
-    assert plan_eta([(30.0, 0.5)], queued=1, walls=[], slots=1) == pytest.approx(90.0)
-    assert plan_eta([], queued=0, walls=[60.0], slots=2) == 0.0  # all done
+    assert plan_eta([(30.0, 0.5, None)], [None], done=[], slots=1) == pytest.approx(90.0)
+    assert plan_eta([], [], done=[(60.0, None)], slots=2) == 0.0  # all done
+
+
+def test_the_grid_eta_plans_each_queued_cell_by_its_budget():
+    # a budget that grows with n: a cell done at cost 1 took 60s, so cost 4 takes 240s
+    assert plan_eta([], [4.0, 1.0], done=[(60.0, 1.0)], slots=1) == pytest.approx(300.0)
+    assert plan_eta([], [4.0, 1.0, 1.0], done=[(60.0, 1.0)], slots=2) == pytest.approx(240.0)
+    # from a running cell's projection (20s at 25% of cost 2: 40s per unit), before any is done
+    assert plan_eta([(20.0, 0.25, 2.0)], [3.0], done=[], slots=1) == pytest.approx(180.0)
+    # a running cell without a progress line yet: its cost at the measured rate, less its time
+    assert plan_eta([(30.0, None, 2.0)], [], done=[(60.0, 1.0)], slots=1) == pytest.approx(90)
+
+
+def test_each_grid_cell_carries_its_work_for_the_eta(tmp_path):
+    jobs = grid_jobs(load_sweep("sweeps/cifar10-cpu-scrambled.yaml"), results_dir=str(tmp_path))
+    cost = {(j.params["family"], j.params["n_train"]): j.cost for j in jobs}
+    # the budget grows with n (100k images at 1k, capped at 400k at 30k) ...
+    assert cost[("vit", 30000)] == pytest.approx(4 * cost[("vit", 1000)], rel=0.01)
+    # ... and at one budget the slower model costs more
+    assert cost[("vit", 1000)] > cost[("resnet", 1000)]

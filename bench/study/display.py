@@ -1,9 +1,10 @@
 """How a runner shows where a grid stands: a live bar in a terminal, plain lines elsewhere.
 
 The ETA is planned, not extrapolated from cells per second: each running cell's time left comes
-from its own progress (the last ``step S/T`` in its log), each queued cell takes the average wall
-time of the cells done (or, before any is done, the running cells' projected walls), and they are
-laid out on the free slots. When nothing says how long a cell takes, the ETA is ``?``, never 0s.
+from its own progress (the last ``step S/T`` in its log), each queued cell takes its estimated
+work at the seconds per unit of work the cells done took (or, before any is done, the running
+cells' projections), and they are laid out on the free slots. When nothing says how long a cell
+takes, the ETA is ``?``, never 0s.
 """
 
 from __future__ import annotations
@@ -112,25 +113,42 @@ def cell_fraction(log: Path) -> float | None:
 
 
 def plan_eta(
-    running: list[tuple[float, float | None]], queued: int, walls: list[float], slots: int
+    running: list[tuple[float, float | None, float | None]],
+    queued: list[float | None],
+    done: list[tuple[float, float | None]],
+    slots: int,
 ) -> float | None:
-    """Seconds until the last cell ends: ``running`` holds (elapsed, fraction done or None) per
-    running cell, ``walls`` the wall times of cells done. None when nothing tells a cell's length."""
-    projected = [e / f for e, f in running if f]
-    sample = walls or projected
-    avg = sum(sample) / len(sample) if sample else None
+    """Seconds until the last cell ends. ``running``: (elapsed, fraction done or None, cost) per
+    running cell; ``queued``: each queued cell's cost, in queue order; ``done``: (wall, cost) of
+    the cells finished. A cost (:func:`bench.study.estimate.relative_cost`, None: unknown) is a
+    cell's work: its images seen at its model's relative speed. The seconds per unit of cost that
+    the cells done took (before any is done: the running cells' projections) turn a queued cell's
+    cost into its time, so a grid whose budgets grow with n is planned cell by cell, not as so many
+    average cells; a cell without a cost takes the average wall. None when nothing tells a cell's
+    length."""
+    projected = [(e / f, c) for e, f, c in running if f]
+    sample = done or projected
+    avg = sum(w for w, _ in sample) / len(sample) if sample else None
+    priced = [(w, c) for w, c in sample if c]
+    rate = sum(w for w, _ in priced) / sum(c for _, c in priced) if priced else None
+
+    def length(cost: float | None) -> float | None:
+        return cost * rate if cost and rate else avg
+
     left = []
-    for elapsed, f in running:
+    for elapsed, f, cost in running:
         if f:
             left.append(elapsed * (1 - f) / f)
-        elif avg is not None and avg > elapsed:
-            left.append(avg - elapsed)
-        else:  # no progress line and already longer than a typical cell: no honest guess
+            continue
+        total = length(cost)
+        if total is None or total <= elapsed:  # past its expected length, no progress line
             return None
-    if queued and avg is None:
+        left.append(total - elapsed)
+    lengths = [length(c) for c in queued]
+    if None in lengths:
         return None
     free = sorted(left) + [0.0] * max(0, slots - len(left))
     heapq.heapify(free)
-    for _ in range(queued):
-        heapq.heappush(free, heapq.heappop(free) + avg)
+    for v in lengths:
+        heapq.heappush(free, heapq.heappop(free) + v)
     return max(free) if free else 0.0

@@ -50,6 +50,14 @@ def cell_cost(cell: Cell) -> Cost:
     return Cost(1, images, images / rate)
 
 
+def relative_cost(cell: Cell) -> float | None:
+    """A cell's work in H200-seconds, for comparing cells on any machine (the grid's ETA);
+    None for a model without a measured rate."""
+    if (cell.family, cell.size) not in H200_IMAGES_PER_S:
+        return None
+    return cell_cost(cell).gpu_s
+
+
 def grid_cost(cells: list[Cell]) -> Cost:
     return sum((cell_cost(c) for c in cells), Cost(0, 0, 0.0))
 

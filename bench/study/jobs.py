@@ -12,6 +12,7 @@ from typing import Any
 from bench.cell.preflight import check_results_dir
 from bench.errors import BenchError
 from bench.results.records import DONE, iter_records
+from bench.study.estimate import relative_cost
 from bench.study.runner import Job
 from bench.study.sweep_config import (
     Sweep,
@@ -46,7 +47,12 @@ def make_job(
             f"{sweep.path}: ${{args_json_file}} is not supported by the local runner: use ${{args}}"
         )
     return Job(
-        params=params, run_id=cell.run_id, study=cell.study, folder=cell.folder, command=command
+        params=params,
+        run_id=cell.run_id,
+        study=cell.study,
+        folder=cell.folder,
+        command=command,
+        cost=relative_cost(cell),
     )
 
 

@@ -46,6 +46,7 @@ class Job:
     study: str
     folder: StudyDir
     command: list[str]
+    cost: float | None = None  # estimated work, for the ETA (estimate.relative_cost)
 
     @property
     def records_dir(self) -> Path:
@@ -206,7 +207,7 @@ class Runner:
         self.started_at = time.time()
         self.running: dict[str, Running] = {}
         self.outcome = Outcome()
-        self.walls: list[float] = []
+        self.walls: list[tuple[float, float | None]] = []  # (wall, cost) of each cell done
         self.queue: deque[Job] = deque()
         self.waiting: dict[
             str, tuple[Job, float]
@@ -227,7 +228,10 @@ class Runner:
             return  # reading the cells' logs for their progress only when it is drawn
         o = self.outcome
         now = time.time()
-        running = [(now - r.started, cell_fraction(r.job.log_path)) for r in self.running.values()]
+        running = [
+            (now - r.started, cell_fraction(r.job.log_path), r.job.cost)
+            for r in self.running.values()
+        ]
         state = GridState(
             done=len(o.completed) + len(o.skipped) + len(o.elsewhere),
             total=self.total,
@@ -235,7 +239,7 @@ class Runner:
             failed=len(o.failed),
             queued=len(self.queue),
             elapsed=now - self.started_at,
-            eta=plan_eta(running, len(self.queue), self.walls, self.n_slots),
+            eta=plan_eta(running, [j.cost for j in self.queue], self.walls, self.n_slots),
         )
         self.display.show(state)
 
@@ -317,7 +321,7 @@ class Runner:
         wall = time.time() - r.started
         if job.done():  # done is a record, whatever the exit code (a signal may follow it)
             self.outcome.completed.append(job.run_id)
-            self.walls.append(wall)
+            self.walls.append((wall, job.cost))
             self.say(f"done {job.run_id} in {fmt_duration(wall)}" + (f" (exit {rc})" if rc else ""))
         elif interrupted:
             self.outcome.interrupted.append(job.run_id)
