@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.cell.checkpoints import load_run
 from bench.cell.models import Arch, build_model, count_params, set_sincos_pos_embed
 from bench.cell.module import param_groups
+from bench.cli import main
 from tests.conftest import shipped_sweep_cells
 
 
@@ -74,9 +76,6 @@ def test_mean_pooling_uses_no_class_token():
 @pytest.mark.slow
 def test_sincos_and_mean_pooling_after_a_real_training_run(in_tmp):
     """bench run with pool=mean, pos_embed=sincos: trains, and the table is untouched."""
-    from bench.cell.checkpoints import load_run
-    from bench.cli import main
-
     args = [
         "run",
         "--dataset=synthetic",

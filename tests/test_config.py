@@ -3,6 +3,7 @@
 import pytest
 
 from bench.cell.config import Cell, build_parser, parse_cell_args
+from bench.cli import main
 from bench.errors import BenchError
 
 
@@ -64,8 +65,6 @@ def test_bad_fields_name_themselves(values, field):
 
 
 def test_help_lists_every_field_with_its_default(capsys):
-    from bench.cli import main
-
     with pytest.raises(SystemExit) as e:
         main(["run", "--help"])
     assert e.value.code == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image as PILImage
 
 from bench.cell.batches import DeviceBatches, channel_stats
 from bench.cell.config import Cell
@@ -177,8 +178,6 @@ datasets = pytest.importorskip("datasets")
 
 def hf_dataset(n_train=60, n_test=30, size=12):
     """A DatasetDict of real PNG-encoded images, a ClassLabel column and a class colour."""
-    from PIL import Image as PILImage
-
     rng = np.random.default_rng(0)
     features = datasets.Features(
         {"img": datasets.Image(), "fine_label": datasets.ClassLabel(names=["red", "green", "blue"])}

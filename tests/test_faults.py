@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -16,10 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bench.cell.config import Cell
 from bench.errors import StorageError
 from bench.results import records
+from bench.study.pull import PulledRun, record_from_run
 from tests.conftest import bench
 from tests.test_grid import grid, make_grid, start_grid, trained
 
@@ -127,8 +130,6 @@ def test_analyze_and_pull_read_records_through_the_same_reader(tmp_path):
 # ---------------------------------------------------------------------- bad input
 def _imagefolder(root: Path, train: dict[str, int]) -> str:
     """A tiny imagefolder: ``train`` maps class -> images; test/ has one image per class."""
-    from PIL import Image
-
     for split, counts in (("train", train), ("test", {c: 1 for c in train})):
         for cls, n in counts.items():
             (root / split / cls).mkdir(parents=True, exist_ok=True)
@@ -461,8 +462,6 @@ def test_analyze_and_fit_with_nothing_to_analyse_exit_2_and_write_nothing(
 
 
 def test_pull_skips_a_run_without_a_usable_config_and_says_so(tmp_path, capsys):
-    from bench.study.pull import PulledRun, record_from_run
-
     killed = PulledRun(source="wandb/offline-run-x", config={}, summary={}, state="crashed")
     assert record_from_run(killed) is None
     assert "skipping wandb/offline-run-x: its config has no 'study'" in capsys.readouterr().err
@@ -482,7 +481,6 @@ REAL = {
 def test_random_sigkills_of_a_grid_and_its_cells_lose_and_change_nothing(tmp_path):
     """20 SIGKILLs at random moments, of the runner (its cells die with it) or of one cell; then
     every cell is completed exactly once, with the metrics of an uninterrupted run."""
-    import random
 
     def study(folder: Path) -> Path:
         folder.mkdir()

@@ -12,7 +12,10 @@ from timm.layers import resample_abs_pos_embed
 
 from bench.analysis.report import finetune_report
 from bench.cell.checkpoints import load_run
-from bench.cell.models import Arch, build_model, set_resolution
+from bench.cell.config import Cell
+from bench.cell.finetune import finetune_phase
+from bench.cell.models import Arch, build_model, set_resolution, set_sincos_pos_embed
+from bench.cell.train import fit_and_test, prepare
 from bench.errors import BenchError
 from tests.conftest import bench, shipped_sweep_cells, working_dir
 
@@ -59,8 +62,6 @@ def test_resizing_a_smooth_grid_up_and_back_is_close_to_identity_and_keeps_the_c
 
 
 def test_set_resolution_interpolates_learned_and_recomputes_sincos():
-    from bench.cell.models import set_sincos_pos_embed
-
     learned = build_model(Arch("vit", 16, 10, embed_dim=32, depth=1, num_heads=2, patch_size=4))
     cls_row = learned.pos_embed[0, 0].detach().clone()
     arch = set_resolution(
@@ -157,10 +158,6 @@ def test_load_run_explains_missing_checkpoints(in_tmp):
 @pytest.mark.parametrize("size", [64, 32])
 def test_in_cell_phase_finetunes_or_continues_and_keeps_pretraining_numbers(size, in_tmp):
     """`finetune_img_size` after pre-training: 64 fine-tunes at 64 px, 32 continues at 32 px."""
-    from bench.cell.config import Cell
-    from bench.cell.finetune import finetune_phase
-    from bench.cell.train import fit_and_test, prepare
-
     cell = Cell.from_dict(
         dict(
             dataset="synthetic",

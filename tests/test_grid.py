@@ -20,6 +20,9 @@ import pytest
 import yaml
 
 from bench.results import records as results
+from bench.study.jobs import finished_runs
+from bench.study.runner import child_env
+from bench.study.sweep_config import load_sweep
 
 # Stands in for `bench run`: steps/10 seconds of "training"; seed 13 fails with a record of its
 # own (exit 1); seed 14 dies without a record (exit 3); seed 15 is killed right after writing its
@@ -270,9 +273,6 @@ def test_random_sweep_runs_count_cells_and_feeds_records_back(tmp_path):
     cfg = yaml.safe_load((tmp_path / "t.yaml").read_text())
     cfg["method"] = "bayes"
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
-    from bench.study.jobs import finished_runs
-    from bench.study.sweep_config import load_sweep
-
     runs = finished_runs(load_sweep(tmp_path / "t.yaml"), tmp_path / "results" / "t" / "runs")
     assert len(runs) == 3 and all("val/error" in r.summary_metrics for r in runs)
     p = grid("t.yaml", "--count", "2", cwd=tmp_path)
@@ -394,8 +394,6 @@ def test_real_grid_interrupted_then_rerun_keeps_completed_cells(tmp_path):
 
 
 def test_cpu_cells_share_the_cores(monkeypatch):
-    from bench.study.runner import child_env
-
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert child_env(None, 2)["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
     assert "OMP_NUM_THREADS" not in child_env(None, 1)

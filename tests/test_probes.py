@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.cell.config import Cell
+from bench.cell.models import Arch, build_model
+from bench.vit.probe import log_to_wandb
 from bench.vit.probes import (
     attention_map,
     filter_pca,
@@ -73,8 +76,6 @@ def test_attention_distance_of_a_fixed_offset_is_that_offset_in_pixels():
 
 def test_recomputed_attention_reproduces_timm_attention_output():
     """The hook's attention maps, applied to v, give exactly what timm's own module returns."""
-    from bench.cell.models import Arch, build_model
-
     torch.manual_seed(0)
     model = build_model(
         Arch("vit", 16, 10, embed_dim=32, depth=2, num_heads=4, patch_size=4)
@@ -187,9 +188,6 @@ def test_bench_probe_on_an_unknown_run_exits_2(in_tmp, capsys):
 @pytest.mark.slow
 def test_figures_go_to_the_runs_wandb_run_when_it_has_one(trained, tmp_path, monkeypatch):
     """An offline W&B run is resumed by id and gets the three figures; disabled: nothing."""
-    from bench.cell.config import Cell
-    from bench.vit.probe import log_to_wandb
-
     _, vit_record, _ = trained
     out = tmp_path / "probe"
     assert bench("probe", str(vit_record), f"--out={out}", "--n_images=4") == 0

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 from timm.layers import DropPath
+from torchvision.transforms.v2 import functional as TF
 
 from bench.cell import augment
 from bench.cell.augment import OPS, BatchMix, ImagePolicy, apply_ops, random_erase
@@ -58,8 +60,6 @@ def test_split_and_batched_paths_agree():
 
 
 def test_equalize_matches_torchvision():
-    from torchvision.transforms.v2 import functional as TF
-
     x = batch(3)
     ours = augment._equalize(x.float()).round().to(torch.uint8)
     assert torch.equal(ours, TF.equalize(x))
@@ -107,8 +107,6 @@ def test_mixup_targets_sum_to_one_and_are_seeded(odd):
 
 
 def test_mixing_leaves_global_numpy_state_alone():
-    import numpy as np
-
     np.random.seed(5)
     expected = np.random.rand()
     np.random.seed(5)

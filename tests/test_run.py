@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from bench.cell.config import Cell
+from bench.cell.datasets import load_splits
 from bench.results import records as results
 from tests.conftest import CIFAR, TINY, bench
+from tests.test_data import write_folder
 
 
 def only_record(folder: Path) -> dict:
@@ -110,8 +112,6 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, bad, named
 
 
 def test_unreadable_image_names_the_file(tmp_path):
-    from tests.test_data import write_folder
-
     root = write_folder(tmp_path / "imgs")
     (root / "test" / "cat" / "bad.png").write_bytes(b"\x89PNG broken")
     proc = run_cli(
@@ -187,8 +187,6 @@ def test_interrupted_cell_resumes_from_its_checkpoint(tmp_path):
     not (CIFAR / "train").is_dir(), reason=f"CIFAR-10 ImageFolder tree not found at {CIFAR}"
 )
 def test_cifar10_jpeg_tree_trains(in_tmp):
-    from bench.cell.datasets import load_splits
-
     cell = Cell(dataset="imagefolder", data_dir=str(CIFAR))
     splits = load_splits(cell)
     assert splits.train_x.shape == (50000, 3, 32, 32) and splits.test_x.shape == (10000, 3, 32, 32)

@@ -446,6 +446,9 @@ def test_a_longer_control_checks_the_shorter_arm():
     (verdict,) = out["arms"]
     assert verdict["base_scale"] == 2.0 and verdict["compute_bound"] is True
     text = "\n".join(sections.control({"control": out}))
-    assert "at 2x (3 seeds), " in text and "verdict on the 2x cells (n = 30,000): compute-bound as well at n = 30,000" in text
+    assert (
+        "at 2x (3 seeds), " in text
+        and "verdict on the 2x cells (n = 30,000): compute-bound as well at n = 30,000" in text
+    )
     assert "the 4x cells are better beyond the noise" in text
     assert [r["base_scale"] for r in out["leaders"]] == [1.0, 2.0]

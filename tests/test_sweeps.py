@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from wandb.wandb_agent import Agent
 
 from bench.cell.config import Cell
+from bench.results import records as results
 from bench.study.jobs import grid_jobs
 from bench.study.sweep import agent_lines
 from bench.study.sweep_config import expand, load_sweep, render_command
@@ -92,8 +94,6 @@ def test_shipped_studies_shape():
 
 
 def test_dry_run_says_which_cells_are_done(in_tmp, capsys):
-    from bench.results import records as results
-
     sweep = load_sweep(REPO / "sweeps" / "smoke.yaml")
     job = grid_jobs(sweep)[0]
     results.write_record(
@@ -152,8 +152,6 @@ def test_bad_yaml_is_one_line_and_exit_2(tmp_path, capsys, change, words):
 
 def test_rendered_command_equals_what_wandb_agent_runs(tmp_path, monkeypatch):
     """wandb's own Agent._command_run launches the process; its argv is our rendered command."""
-    from wandb.wandb_agent import Agent
-
     stub = tmp_path / "bin"
     stub.mkdir()
     (stub / "bench").write_text("#!/bin/sh\nexit 0\n")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from wandb.sdk.lib.config_util import save_config_file_from_dict
 
 from bench.analysis.wandb_run import analysis_run_id
 from bench.cell.artifacts import RemoteRef, artifact_name, parse_ref
@@ -290,8 +291,6 @@ def test_a_wandb_reference_without_credentials_is_one_line(command, in_tmp, monk
 # ---------------------------------------------------------------------- 6. --config config.yaml
 def wandb_config_yaml(path: Path, cell: Cell, **extra) -> Path:
     """A run's config.yaml as W&B writes it (wandb's own writer), from the config a cell logs."""
-    from wandb.sdk.lib.config_util import save_config_file_from_dict
-
     logged = {**cell.to_dict(), "run_id": cell.run_id, "params": 12345, **extra}
     wrapped = {k: {"desc": None, "value": v} for k, v in logged.items()}
     wrapped["_wandb"] = {"desc": None, "value": {"cli_version": "0.31.0", "t": {"1": [1, 5]}}}
