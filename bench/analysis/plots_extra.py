@@ -10,16 +10,38 @@ from bench.analysis.plot_style import compact_count, family_color, save
 
 
 def gap_vs_n(summary, doc, orders, path):
-    """log(err_b / err_a) per shared n, its straight-line trend in log n, and zero (equal)."""
+    """log(err_b / err_a) per shared n, its straight-line trend in log n, and zero (equal); a
+    control arm fitted as its own grid (:mod:`bench.analysis.scaled_arm`) beside it, hollow."""
     be = doc.get("break_even") or {}
     g = be.get("gap")
     if not g or len(g["points"]) < 2:
         return "needs two families measured at two or more shared n"
     b, a = g["families"]
-    xs = np.array([p["n"] for p in g["points"]], dtype=float)
-    ys = np.array([p["log_ratio"] for p in g["points"]])
+    color = family_color(b, doc["families"])
     fig, ax = plt.subplots(figsize=(8.0, 4.8))
     ax.axhline(0.0, color="0.3", lw=1.0, label="equal error (the break-even)")
+    arms = [arm for arm in doc.get("scaled_arms") or [] if (arm["break_even"] or {}).get("gap")]
+    at = " at the study's budget" if arms else ""
+    _gap_series(ax, g, color, f"measured gap{at} (95% bootstrap interval)", "--", True, "trend")
+    for arm in arms:
+        scale = f"{arm['budget_scale']:g}x"
+        gap = arm["break_even"]["gap"]
+        _gap_series(ax, gap, color, f"gap at {scale} budget", ":", False, f"trend at {scale}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training images n (log scale)")
+    ax.set_ylabel(f"log(err_{b} / err_{a})\n(> 0: {a} ahead)")
+    ax.set_title(f"The gap between {b} and {a} — {doc['study']}")
+    ax.legend(loc="best", frameon=False)
+    save(fig, path)
+    return None
+
+
+def _gap_series(ax, g, color, label, ls, filled, trend):
+    """One budget's gap points with their intervals, and its trend line."""
+    if len(g["points"]) < 2:
+        return
+    xs = np.array([p["n"] for p in g["points"]], dtype=float)
+    ys = np.array([p["log_ratio"] for p in g["points"]])
     cis = [p.get("ci") or [y, y] for p, y in zip(g["points"], ys, strict=True)]
     yerr = np.array(
         [
@@ -28,8 +50,8 @@ def gap_vs_n(summary, doc, orders, path):
         ]
     )
     ax.errorbar(
-        xs, ys, yerr=np.maximum(yerr, 0), fmt="o", ms=8, capsize=4,
-        color=family_color(b, doc["families"]), label="measured gap (95% bootstrap interval)",
+        xs, ys, yerr=np.maximum(yerr, 0), fmt="o", ms=8, capsize=4, color=color,
+        mfc=color if filled else "none", mew=2, label=label,
     )  # fmt: skip
     t = np.log10(xs)
     slope, icpt = np.polyfit(t, ys, 1)
@@ -37,16 +59,9 @@ def gap_vs_n(summary, doc, orders, path):
     ci = g.get("slope_ci")
     ci_txt = f" (95% CI {ci[0]:+.3f} to {ci[1]:+.3f})" if ci else ""
     ax.plot(
-        10**line_t, icpt + slope * line_t, "--", color="0.2",
-        label=f"trend: {slope:+.3f} per decade{ci_txt}",
+        10**line_t, icpt + slope * line_t, ls=ls, color="0.2",
+        label=f"{trend}: {slope:+.3f} per decade{ci_txt}",
     )  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_xlabel("training images n (log scale)")
-    ax.set_ylabel(f"log(err_{b} / err_{a})\n(> 0: {a} ahead)")
-    ax.set_title(f"The gap between {b} and {a} — {doc['study']}")
-    ax.legend(loc="best", frameon=False)
-    save(fig, path)
-    return None
 
 
 def break_even_vs_params(summary, doc, orders, path):
