@@ -161,7 +161,7 @@ def synthetic(
 
 def digits(img_size: int) -> Splits:
     """scikit-learn's 1,797 real 8x8 handwritten digits, upsampled to RGB; fixed 20% test split."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # only this dataset pays scikit-learn's import
 
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32)[:, None] * (255.0 / 16.0)
@@ -178,7 +178,7 @@ def digits(img_size: int) -> Splits:
 
 def cifar(name: str, root: str, img_size: int) -> Splits:
     """torchvision's CIFAR-10/100, downloaded into ``root`` when it is not there."""
-    import torchvision
+    import torchvision  # only torchvision's downloaders pay its import
 
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
     try:
