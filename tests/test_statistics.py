@@ -413,7 +413,7 @@ def test_a_control_over_enough_n_is_fitted_as_its_own_grid(tmp_path):
     be = arm["break_even"]
     assert be["kind"] == "inside" and 0.5 < be["x"] / true_crossing(resnet, vit) < 2
     assert doc["break_even"]["kind"] != "inside"  # the 1x grid alone places no crossing
-    claim = f"trained 2x as long, the fitted envelopes cross at n = {be['x']:,.0f}"
+    claim = f"the fitted envelopes cross at n = {be['x']:,.0f}"
     assert claim in doc["headline"]
     report = (tmp_path / "report.md").read_text()
     assert "## Break-even at the 2x budget" in report and claim in report.splitlines()[2]

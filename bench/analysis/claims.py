@@ -108,7 +108,7 @@ def headline(doc: dict) -> str:
         f"the {ld['leader']} leads by {ld['points']:.1f} points{ci_txt} at n = {ld['n_train']:,} "
         f"({seeds})" + _budget_turns(ctrl, ld)
     )
-    arm = arm_crossing_text(doc)
+    arm = arm_crossing_text(doc, after=text)
     text += f"; {arm}" if arm else ""
     if calibrated and converged and be.get("kind") in ("inside", "extrapolated"):
         return text + f"; break-even at n = {be['x']:,.0f} ({be['kind']})"
@@ -129,15 +129,18 @@ def _budget_turns(ctrl: dict, ld: dict) -> str:
     return ""
 
 
-def arm_crossing_text(doc: dict) -> str:
+def arm_crossing_text(doc: dict, after: str = "") -> str:
     """The break-even of the longest-trained arm that places one (:mod:`scaled_arm`), as a
-    clause, with what a still longer control says of that arm's own convergence; '' when none."""
+    clause, with what a still longer control says of that arm's own convergence; '' when none.
+    ``after``: the clause before it, which may already have named the budget."""
     cross = scaled_arm.crossing_of(doc.get("scaled_arms") or [])
     if not cross:
         return ""
     where = "inside its measured range" if cross["kind"] == "inside" else "extrapolated"
+    scale = f"{cross['budget_scale']:g}x"
+    lead = "at that budget" if f"trained {scale} as long" in after else f"trained {scale} as long,"
     text = (
-        f"trained {cross['budget_scale']:g}x as long, the fitted envelopes cross at "
+        f"{lead} the fitted envelopes cross at "
         f"n = {fmt_x(cross['x'])}{ci_text(cross.get('ci'), cross['bracket'])}, {where}"
     )
     arms = (doc.get("control") or {}).get("arms", [])

@@ -145,8 +145,9 @@ def _corner(ax, text):
     ax.text(0.99, 0.98, text, transform=ax.transAxes, ha="right", va="top", fontsize=9)
 
 
-def _mark_break_even(ax, be, x_lo, x_hi):
-    """The crossing and its CI, or the lower bound / the statement that none is in sight."""
+def _mark_break_even(ax, be, x_lo, x_hi, budget=""):
+    """The crossing and its CI, or the lower bound / the statement that none is in sight
+    (``budget``: which budget's, where a control arm has its own)."""
     if not be:
         return
     if be.get("x"):
@@ -166,12 +167,14 @@ def _mark_break_even(ax, be, x_lo, x_hi):
         return
     hi = be["measured_range"][1]
     if be.get("kind") == "lower_bound":
-        _corner(ax, f"{be['leader']} still ahead at n = {hi:,.0f};\n"
+        _corner(ax, f"{budget}{be['leader']} still ahead at n = {hi:,.0f};\n"
                 f"crossing beyond n = {be['beyond']:,.0f} (95%)")  # fmt: skip
         if x_lo <= be["beyond"] <= x_hi:
             ax.axvline(be["beyond"], color="0.2", lw=1.2, ls=":", label="break-even lower bound")
     else:
-        _corner(ax, f"{be['leader']} ahead at n = {hi:,.0f};\nthe trend does not close the gap")
+        _corner(
+            ax, f"{budget}{be['leader']} ahead at n = {hi:,.0f};\nthe trend does not close the gap"
+        )
 
 
 def _error_vs_n(summary, doc, orders, path):
@@ -188,7 +191,8 @@ def _error_vs_n(summary, doc, orders, path):
         _plot_fit(ax, grid, fam, f, color, (be or {}).get("bracket"))
         _plot_control(ax, doc, fam, color)
         _plot_arms(ax, grid, doc, fam, color)
-    _mark_break_even(ax, be, x_lo, x_hi)
+    budget = "at the study's budget, " if doc.get("scaled_arms") else ""
+    _mark_break_even(ax, be, x_lo, x_hi, budget)
     _mark_arm_crossing(ax, doc, x_lo, x_hi)
     ax.set_xscale("log")
     ax.set_yscale("log")

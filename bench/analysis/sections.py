@@ -44,7 +44,7 @@ def _control_shows(doc: dict) -> str:
             f"n = {be['x']:,.0f} ({be['below']} ahead below, {be['above']} above)."
         )
     flip = _vit_ahead_when_trained_longer(doc)
-    arm = claims.arm_crossing_text(doc)
+    arm = claims.arm_crossing_text(doc, after=flip)
     flip += f"; {arm}" if arm else ""
     points = (be.get("gap") or {}).get("points") or []
     signs = {p["log_ratio"] > 0 for p in points}
