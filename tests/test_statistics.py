@@ -442,6 +442,7 @@ def test_a_longer_control_checks_the_shorter_arm():
     four = {r["family"]: r for r in out["cells"] if r["budget_scale"] == 4.0}
     assert four["vit"]["base_scale"] == 2.0 and four["vit"]["gain"] == pytest.approx(0.03)
     assert four["vit"]["compute_bound"] and not four["resnet"]["compute_bound"]
+    assert four["vit"]["spread_from"] == "seed std of the 2x cell (3 seeds)"
     assert out["compute_bound"] is True  # the 1x verdict, from the 2x cells
     (verdict,) = out["arms"]
     assert verdict["base_scale"] == 2.0 and verdict["compute_bound"] is True

@@ -27,9 +27,10 @@ def _pooled_std(main: pd.DataFrame) -> float | None:
     return float(math.sqrt(var.mean())) if len(var) else None
 
 
-def _spread(twin: pd.DataFrame, pooled: float | None) -> tuple[float, str]:
+def _spread(twin: pd.DataFrame, pooled: float | None, scale: float) -> tuple[float, str]:
     if len(twin) > 1:
-        return float(twin["test_error"].std(ddof=1)), f"seed std of the 1x cell ({len(twin)} seeds)"
+        std = float(twin["test_error"].std(ddof=1))
+        return std, f"seed std of the {scale:g}x cell ({len(twin)} seeds)"
     if pooled is not None:
         return pooled, "pooled seed std of the study"
     err = float(twin["test_error"].mean())
@@ -59,7 +60,7 @@ def compare(main: pd.DataFrame, control: pd.DataFrame) -> dict | None:
         if not len(twin):
             rows.append({**row, "verdict": "no 1x twin"})
             continue
-        spread, source = _spread(twin, pooled)
+        spread, source = _spread(twin, pooled, base_scale)
         base = float(twin["test_error"].mean())
         gain = base - float(cell["test_error"].mean())
         row.update(

@@ -125,15 +125,18 @@ def _mark_arm_crossing(ax, doc, x_lo, x_hi):
 def _plot_control(ax, doc, fam, color):
     """Hollow markers: the convergence control's cells (mean over seeds), beside the 1x curve, so
     a gap between them shows in the figure what the report says in words."""
-    for scale in sorted({r["budget_scale"] for r in _control_cells(doc, fam)}):
+    scales = sorted({r["budget_scale"] for r in _control_cells(doc, fam)})
+    for i, scale in enumerate(scales):
         rows = sorted(
             (r for r in _control_cells(doc, fam) if r["budget_scale"] == scale),
             key=lambda r: r["n_train"],
         )
+        # hollow for the first control budget, half-filled for a longer one that checks it
+        fill = {"mfc": "none"} if i == 0 else {"fillstyle": "bottom", "mfcalt": "white"}
         ax.plot(
             [r["n_train"] for r in rows], [r["scaled_error"] for r in rows], ls="none",
-            marker=FAMILY_MARKERS.get(fam, "D"), ms=9, mfc="none", mew=2, color=color, zorder=5,
-            label=f"{fam} at {scale:g}x budget (convergence control)",
+            marker=FAMILY_MARKERS.get(fam, "D"), ms=9, mew=2, color=color, zorder=5,
+            label=f"{fam} at {scale:g}x budget (convergence control)", **fill,
         )  # fmt: skip
 
 
