@@ -107,7 +107,12 @@ def _arm_convergence(doc: dict, scale: float) -> str:
         return f"Nothing checks these cells' own convergence (that takes a {2 * scale:g}x control)."
     v = verdicts[0]
     ns = ", ".join(f"{n:,}" for n in v["n_train"])
-    word = "**still compute-bound**" if v["compute_bound"] else "not compute-bound"
+    if v["compute_bound"]:
+        bound = v.get("bound_n", v["n_train"])
+        where = "" if bound == v["n_train"] else " at n = " + ", ".join(f"{n:,}" for n in bound)
+        word = f"**still compute-bound**{where}"
+    else:
+        word = "not compute-bound"
     return f"Their own convergence, checked at {v['budget_scale']:g}x at n = {ns}: {word}."
 
 
