@@ -234,6 +234,7 @@ def save_jobs(jobs: list[Job], path: Path) -> None:
             "study_dir": str(j.folder.study_dir),
             "records_dir": str(j.folder.records_dir),
             "command": j.command,
+            "cost": j.cost,
         }
         for j in jobs
     ]
@@ -249,6 +250,7 @@ def load_jobs(path: str | Path) -> list[Job]:
             r["study"],
             StudyDir(Path(r["study_dir"]), Path(r["records_dir"])),
             r["command"],
+            r.get("cost"),
         )
         for r in rows
     ]
