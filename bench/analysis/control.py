@@ -48,7 +48,8 @@ def compare(main: pd.DataFrame, control: pd.DataFrame) -> dict | None:
     pooled = _pooled_std(main)
     rows = []
     for (fam, size, n, scale), cell in control.groupby([*KEY, "budget_scale"], sort=True):
-        base_scale, twin = _twin(main, control, (fam, size, n), scale)
+        key = (fam, size, n)
+        base_scale, twin = _below(main, control, scale, lambda f, key=key: _at(f, key))
         row = {
             "family": fam,
             "size": size,
@@ -83,14 +84,14 @@ def compare(main: pd.DataFrame, control: pd.DataFrame) -> dict | None:
     }
 
 
-def _twin(main, control, key, scale) -> tuple[float, pd.DataFrame]:
-    """The cells of ``key`` (family, size, n_train) at the largest budget below ``scale``: a
+def _below(main, control, scale, pick) -> tuple[float, pd.DataFrame]:
+    """The cells ``pick`` (a frame -> mask) selects at the largest budget below ``scale``: a
     lower control arm when the study holds one, else the study's own 1x cells."""
-    lower = control[(control["budget_scale"] < scale) & _at(control, key)]
+    lower = control[(control["budget_scale"] < scale) & pick(control)]
     if len(lower):
         below = float(lower["budget_scale"].max())
         return below, lower[lower["budget_scale"] == below]
-    return 1.0, main[_at(main, key)]
+    return 1.0, main[pick(main)]
 
 
 def _at(frame: pd.DataFrame, key) -> pd.Series:
@@ -107,13 +108,8 @@ def leaders(main: pd.DataFrame, control: pd.DataFrame) -> list[dict]:
     rows = []
     for (n, scale), cells in control.groupby(["n_train", "budget_scale"], sort=True):
         sizes = cells["size"].unique()
-        lower = control[(control["n_train"] == n) & (control["budget_scale"] < scale)]
-        lower = lower[lower["size"].isin(sizes)]
-        base_scale = float(lower["budget_scale"].max()) if len(lower) else 1.0
-        twins = (
-            lower[lower["budget_scale"] == base_scale]
-            if len(lower)
-            else main[(main["n_train"] == n) & main["size"].isin(sizes)]
+        base_scale, twins = _below(
+            main, control, scale, lambda f, n=n, s=sizes: (f["n_train"] == n) & f["size"].isin(s)
         )
         base, scaled = _best_per_family(twins), _best_per_family(cells)
         if len(scaled) < 2 or set(base) != set(scaled):
