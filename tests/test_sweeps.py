@@ -33,6 +33,7 @@ SHIPPED = {
     "cifar10-cpu-scrambled-control.yaml": 24,
     "cifar10-cpu-scrambled-control-4x.yaml": 4,
     "cifar10-cpu-scrambled-control-4x-seeds.yaml": 4,
+    "cifar10-cpu-scrambled-control-4x-arm.yaml": 18,
 }
 
 
