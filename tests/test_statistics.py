@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy.optimize import brentq
 
-from bench.analysis import breakeven, claims, control, identify, scaling, sections
+from bench.analysis import breakeven, claims, control, identify, scaled_arm, scaling, sections
 from bench.analysis.analyze import analyze
 from bench.cli import main
 from bench.results.records import write_record
@@ -422,6 +422,43 @@ def test_a_control_over_enough_n_is_fitted_as_its_own_grid(tmp_path):
     record(tmp_path, "vit", "s", 256000, 0, float(vit(256000)) * 0.8, scale=4.0)
     headline = analyze(tmp_path, bootstrap=0)["headline"]
     assert "(but those cells are still compute-bound at n = 256,000)" in headline
+    # a 4x arm over three n is a third grid: compared with the 2x arm's crossing, and drawn
+    for fam, f in (("resnet", resnet), ("vit", vit)):
+        for n in (16000, 64000, 256000):
+            for s in range(3):
+                record(tmp_path, fam, "s", n, s, float(f(n)) * (0.99 + 0.002 * s), scale=4.0)
+    figures = [tmp_path / "figures" / name for name in ("error_vs_n.png", "gap_vs_n.png")]
+    for fig in figures:
+        fig.unlink()
+    doc = analyze(tmp_path, bootstrap=50)
+    assert [a["budget_scale"] for a in doc["scaled_arms"]] == [2.0, 4.0]
+    assert "trained 4x as long, the fitted envelopes cross" in doc["headline"]
+    assert "the 2x arm's crossing" in doc["headline"]
+    assert "- against the 2x arm's crossing, n = " in (tmp_path / "report.md").read_text()
+    assert all(fig.exists() for fig in figures)  # both arms drawn, each in its own look
+
+
+def _placed_arm(scale: float, x: float, ci: list) -> dict:
+    return {
+        "budget_scale": scale,
+        "break_even": {"kind": "inside", "x": x, "ci": ci, "bracket": [100.0, 1e6]},
+    }
+
+
+@pytest.mark.parametrize("x_4x, held", [(4233.0, True), (9000.0, False)])
+def test_two_arms_say_whether_the_crossing_moves_with_the_budget(x_4x, held):
+    unplaced = {"budget_scale": 8.0, "break_even": {"kind": "no_trend"}}
+    arms = [_placed_arm(4.0, x_4x, [3500.0, 11000.0]), _placed_arm(2.0, 4785.0, [3114.0, 6774.0])]
+    arms.append(unplaced)
+    assert scaled_arm.crossing_of(arms)["budget_scale"] == 4.0  # the 8x arm places none
+    shorter = scaled_arm.held_by_shorter(arms)
+    assert shorter["budget_scale"] == 2.0 and shorter["holds_longest"] is held
+    text = claims.arm_crossing_text({"scaled_arms": arms})
+    within = "within the interval of the 2x arm's crossing (n = 4,785, 95% CI 3,114..6,774)"
+    assert (within in text) is held
+    assert ("the crossing moves with the budget" in text) is not held
+    assert scaled_arm.held_by_shorter(arms[:1] + [unplaced]) is None
+    assert "interval" not in claims.arm_crossing_text({"scaled_arms": arms[:1]})
 
 
 def test_a_control_at_one_n_is_not_fitted_as_a_grid(tmp_path):

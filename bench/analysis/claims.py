@@ -148,7 +148,21 @@ def arm_crossing_text(doc: dict, after: str = "") -> str:
     if checked and checked[0]["compute_bound"]:
         ns = ", ".join(f"{n:,}" for n in checked[0]["bound_n"])
         text += f" (but those cells are still compute-bound at n = {ns})"
-    return text
+    return text + _shorter_arm_clause(doc)
+
+
+def _shorter_arm_clause(doc: dict) -> str:
+    """How the longest arm's crossing compares with the next shorter arm's, when both place one:
+    a crossing that stays put as training doubles is not the budget's artefact."""
+    shorter = scaled_arm.held_by_shorter(doc.get("scaled_arms") or [])
+    if shorter is None:
+        return ""
+    ci = ci_text(shorter.get("ci"), shorter["bracket"]).strip()[1:-1]
+    at = f"the {shorter['budget_scale']:g}x arm's crossing (n = {fmt_x(shorter['x'])}"
+    at += f", {ci})" if ci else ")"
+    if shorter["holds_longest"]:
+        return f", within the interval of {at}"
+    return f", outside the interval of {at}: the crossing moves with the budget"
 
 
 def seed_warning(seeds: dict) -> str | None:

@@ -26,6 +26,21 @@ DPI = 130
 # break-even far away does not squash the measured range into a corner.
 MAX_EXTEND = 100.0
 
+# A convergence-control budget keeps one look in every figure: the first (shortest) control
+# dotted and hollow, a longer one that checks it dash-dotted and half-filled.
+ARM_LINESTYLES = (":", (0, (6, 2, 1, 2)))
+ARM_FILLS = ({"mfc": "none"}, {"fillstyle": "bottom", "mfcalt": "white"})
+
+
+def arm_look(doc: dict, scale: float) -> tuple:
+    """(line style, marker fill keywords) of the control budget ``scale``, ranked among every
+    control budget of the study (the cells compared and the arms fitted)."""
+    cells = (doc.get("control") or {}).get("cells", [])
+    arms = doc.get("scaled_arms") or []
+    scales = sorted({r["budget_scale"] for r in cells} | {a["budget_scale"] for a in arms})
+    i = min(scales.index(scale), len(ARM_LINESTYLES) - 1)
+    return ARM_LINESTYLES[i], ARM_FILLS[i]
+
 
 def family_color(fam, families):
     if fam in FAMILY_COLORS:

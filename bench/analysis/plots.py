@@ -20,6 +20,7 @@ from bench.analysis.capacity import pareto_frontier
 from bench.analysis.plot_style import (
     FAMILY_MARKERS,
     MAX_EXTEND,
+    arm_look,
     compact_count,
     family_color,
     pct_axis,
@@ -107,32 +108,32 @@ def _plot_fit(ax, grid, fam, f, color, bracket=None, ls="--", label=None):
 
 
 def _plot_arms(ax, grid, doc, fam, color):
-    """Dotted: the fit of a convergence control that spans enough n to be its own grid."""
+    """The fit of each convergence control that spans enough n to be its own grid."""
     for arm in doc.get("scaled_arms") or []:
         f = arm["fits"].get(fam) or {}
         be = arm.get("break_even") or {}
         label = f"{fam} fit at {arm['budget_scale']:g}x budget ({f.get('form')})"
-        _plot_fit(ax, grid, fam, f, color, be.get("bracket"), ls=":", label=label)
+        ls, _ = arm_look(doc, arm["budget_scale"])
+        _plot_fit(ax, grid, fam, f, color, be.get("bracket"), ls=ls, label=label)
 
 
 def _mark_arm_crossing(ax, doc, x_lo, x_hi):
     cross = scaled_arm.crossing_of(doc.get("scaled_arms") or [])
     if cross and x_lo <= cross["x"] <= x_hi:
         label = f"break-even at {cross['budget_scale']:g}x budget n* = {cross['x']:,.0f}"
-        ax.axvline(cross["x"], color="0.35", lw=1.5, ls="-.", label=label)
+        ls, _ = arm_look(doc, cross["budget_scale"])
+        ax.axvline(cross["x"], color="0.35", lw=1.5, ls=ls, label=label)
 
 
 def _plot_control(ax, doc, fam, color):
-    """Hollow markers: the convergence control's cells (mean over seeds), beside the 1x curve, so
-    a gap between them shows in the figure what the report says in words."""
-    scales = sorted({r["budget_scale"] for r in _control_cells(doc, fam)})
-    for i, scale in enumerate(scales):
+    """Markers of the convergence control's cells (mean over seeds), beside the 1x curve, so a
+    gap between them shows in the figure what the report says in words."""
+    for scale in sorted({r["budget_scale"] for r in _control_cells(doc, fam)}):
         rows = sorted(
             (r for r in _control_cells(doc, fam) if r["budget_scale"] == scale),
             key=lambda r: r["n_train"],
         )
-        # hollow for the first control budget, half-filled for a longer one that checks it
-        fill = {"mfc": "none"} if i == 0 else {"fillstyle": "bottom", "mfcalt": "white"}
+        _, fill = arm_look(doc, scale)
         ax.plot(
             [r["n_train"] for r in rows], [r["scaled_error"] for r in rows], ls="none",
             marker=FAMILY_MARKERS.get(fam, "D"), ms=9, mew=2, color=color, zorder=5,

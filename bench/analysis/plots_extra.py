@@ -6,12 +6,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from bench.analysis.plot_style import compact_count, family_color, save
+from bench.analysis.plot_style import arm_look, compact_count, family_color, save
 
 
 def gap_vs_n(summary, doc, orders, path):
     """log(err_b / err_a) per shared n, its straight-line trend in log n, and zero (equal); a
-    control arm fitted as its own grid (:mod:`bench.analysis.scaled_arm`) beside it, hollow."""
+    control arm fitted as its own grid (:mod:`bench.analysis.scaled_arm`) beside it, in its look."""
     be = doc.get("break_even") or {}
     g = be.get("gap")
     if not g or len(g["points"]) < 2:
@@ -22,11 +22,12 @@ def gap_vs_n(summary, doc, orders, path):
     ax.axhline(0.0, color="0.3", lw=1.0, label="equal error (the break-even)")
     arms = [arm for arm in doc.get("scaled_arms") or [] if (arm["break_even"] or {}).get("gap")]
     at = " at the study's budget" if arms else ""
-    _gap_series(ax, g, color, f"measured gap{at} (95% bootstrap interval)", "--", True, "trend")
+    _gap_series(ax, g, color, f"measured gap{at} (95% bootstrap interval)", "--", {}, "trend")
     for arm in arms:
         scale = f"{arm['budget_scale']:g}x"
+        ls, fill = arm_look(doc, arm["budget_scale"])
         gap = arm["break_even"]["gap"]
-        _gap_series(ax, gap, color, f"gap at {scale} budget", ":", False, f"trend at {scale}")
+        _gap_series(ax, gap, color, f"gap at {scale} budget", ls, fill, f"trend at {scale}")
     ax.set_xscale("log")
     ax.set_xlabel("training images n (log scale)")
     ax.set_ylabel(f"log(err_{b} / err_{a})\n(> 0: {a} ahead)")
@@ -36,8 +37,9 @@ def gap_vs_n(summary, doc, orders, path):
     return None
 
 
-def _gap_series(ax, g, color, label, ls, filled, trend):
-    """One budget's gap points with their intervals, and its trend line."""
+def _gap_series(ax, g, color, label, ls, fill, trend):
+    """One budget's gap points with their intervals, and its trend line (``fill``: the
+    markers' fill keywords, none for filled)."""
     if len(g["points"]) < 2:
         return
     xs = np.array([p["n"] for p in g["points"]], dtype=float)
@@ -51,7 +53,7 @@ def _gap_series(ax, g, color, label, ls, filled, trend):
     )
     ax.errorbar(
         xs, ys, yerr=np.maximum(yerr, 0), fmt="o", ms=8, capsize=4, color=color,
-        mfc=color if filled else "none", mew=2, label=label,
+        mew=2, label=label, **fill,
     )  # fmt: skip
     t = np.log10(xs)
     slope, icpt = np.polyfit(t, ys, 1)

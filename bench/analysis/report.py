@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.analysis import sections
+from bench.analysis import scaled_arm, sections
 from bench.analysis.formats import ci_text, fmt_params, fmt_x, pct
 from bench.analysis.frame import LADDER
 from bench.results.records import iter_records
@@ -83,7 +83,7 @@ def _scaled_arm_sections(doc: dict) -> list[str]:
         scale = f"{arm['budget_scale']:g}x"
         intro = [
             f"The convergence control's {arm['cells']} cells span n = "
-            f"{', '.join(f'{n:,}' for n in arm['n_train'])}: fitted as a second grid, "
+            f"{', '.join(f'{n:,}' for n in arm['n_train'])}: fitted as a grid of its own, "
             f"trained {scale} as long, with the same envelopes, bootstrap and break-even rules. "
             + _arm_convergence(doc, arm["budget_scale"]),
             "",
@@ -95,16 +95,39 @@ def _scaled_arm_sections(doc: dict) -> list[str]:
         ]
         gap = (arm["break_even"] or {}).get("gap")
         intro += sections.slope_lines(gap) if gap else []
+        intro += _against_shorter_arm(doc, arm["budget_scale"])
         heading = f"## Break-even at the {scale} budget (the convergence control as a grid)"
         lines += _break_even_section(arm["break_even"], heading, intro + [""])
     return lines
+
+
+def _against_shorter_arm(doc: dict, scale: float) -> list[str]:
+    """For the longest arm that places a crossing: whether the next shorter arm's interval holds
+    it, i.e. whether more training moved the crossing beyond the bootstrap's uncertainty."""
+    arms = doc.get("scaled_arms") or []
+    shorter = scaled_arm.held_by_shorter(arms)
+    if shorter is None or scaled_arm.crossing_of(arms)["budget_scale"] != scale:
+        return []
+    x = fmt_x(scaled_arm.crossing_of(arms)["x"])
+    ci = ci_text(shorter.get("ci"), shorter["bracket"]).strip()
+    where = f"the {shorter['budget_scale']:g}x arm's crossing, n = {fmt_x(shorter['x'])} {ci}"
+    if shorter["holds_longest"]:
+        return [
+            f"- against {where}: n* = {x} lies inside that interval; more training did not "
+            "move the crossing beyond the bootstrap's uncertainty"
+        ]
+    return [
+        f"- against {where}: n* = {x} lies outside that interval; the crossing moves with "
+        "the budget: it has not settled at these budgets"
+    ]
 
 
 def _arm_convergence(doc: dict, scale: float) -> str:
     """What a longer control says about the arm's own convergence, or that nothing checks it."""
     verdicts = [a for a in (doc.get("control") or {}).get("arms", []) if a["base_scale"] == scale]
     if not verdicts:
-        return f"Nothing checks these cells' own convergence (that takes a {2 * scale:g}x control)."
+        longer = f"{2 * scale:g}x"
+        return f"Nothing checks these cells' own convergence (that takes a control at {longer})."
     v = verdicts[0]
     ns = ", ".join(f"{n:,}" for n in v["n_train"])
     if v["compute_bound"]:

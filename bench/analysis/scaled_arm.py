@@ -49,10 +49,34 @@ def _fit_summary(entry: dict) -> dict:
     return {k: entry.get(k) for k in keys}
 
 
-def crossing_of(arms: list[dict]) -> dict | None:
-    """The longest-trained arm's break-even when it places one (inside the data or just beyond)."""
-    for arm in sorted(arms, key=lambda a: -a["budget_scale"]):
+PLACED = ("inside", "extrapolated")
+
+
+def crossings(arms: list[dict]) -> list[dict]:
+    """Every arm's break-even that places one (inside the data or just beyond), shortest-trained
+    first, each with its ``budget_scale``."""
+    placed = []
+    for arm in sorted(arms, key=lambda a: a["budget_scale"]):
         be = arm.get("break_even") or {}
-        if be.get("kind") in ("inside", "extrapolated"):
-            return {"budget_scale": arm["budget_scale"], **be}
-    return None
+        if be.get("kind") in PLACED:
+            placed.append({"budget_scale": arm["budget_scale"], **be})
+    return placed
+
+
+def crossing_of(arms: list[dict]) -> dict | None:
+    """The longest-trained arm's break-even when it places one."""
+    placed = crossings(arms)
+    return placed[-1] if placed else None
+
+
+def held_by_shorter(arms: list[dict]) -> dict | None:
+    """Where two arms place a crossing: the next shorter arm's crossing, and whether its 95%
+    interval holds the longest arm's point (more training moved it no farther than the
+    bootstrap's own uncertainty). None with fewer than two placed crossings."""
+    placed = crossings(arms)
+    if len(placed) < 2:
+        return None
+    shorter, longest = placed[-2], placed[-1]
+    ci = shorter.get("ci")
+    held = bool(ci) and ci[0] <= longest["x"] <= (ci[1] if ci[1] is not None else float("inf"))
+    return {**shorter, "holds_longest": held}
