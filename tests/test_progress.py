@@ -104,29 +104,45 @@ def test_a_cells_progress_is_read_from_its_log(tmp_path):
 
 
 def test_the_grid_eta_is_planned_and_never_a_false_zero():
+    unknown = (None, None)  # a queued cell without a cost or a model
     # nothing known: no ETA rather than 0s
-    assert plan_eta([(5.0, None, None)], [None] * 3, done=[], slots=2) is None
+    assert plan_eta([(5.0, None, None, None)], [unknown] * 3, done=[], slots=2) is None
     # a running cell past the typical wall, without a progress line: unknown, not 0s
-    assert plan_eta([(120.0, None, None)], [], done=[(60.0, None)], slots=1) is None
+    assert plan_eta([(120.0, None, None, None)], [], done=[(60.0, None, None)], slots=1) is None
     # its own progress says how long it has left: 40s done at 25% -> 120s left
-    assert plan_eta([(40.0, 0.25, None)], [], done=[(60.0, None)], slots=1) == pytest.approx(120)
+    eta = plan_eta([(40.0, 0.25, None, None)], [], done=[(60.0, None, None)], slots=1)
+    assert eta == pytest.approx(120)
     # the last long cell is not divided by the slots it does not use
-    assert plan_eta([(10.0, 0.1, None)], [], done=[], slots=8) == pytest.approx(90.0)
+    assert plan_eta([(10.0, 0.1, None, None)], [], done=[], slots=8) == pytest.approx(90.0)
     # queued cells without a cost take the average wall, laid out on the free slots
-    assert plan_eta([], [None] * 4, done=[(60.0, None)] * 2, slots=2) == pytest.approx(120.0)
+    eta = plan_eta([], [unknown] * 4, done=[(60.0, None, None)] * 2, slots=2)
+    assert eta == pytest.approx(120.0)
     # before any cell is done, the running cells' projected walls stand in for the average
-    assert plan_eta([(30.0, 0.5, None)], [None], done=[], slots=1) == pytest.approx(90.0)
-    assert plan_eta([], [], done=[(60.0, None)], slots=2) == 0.0  # all done
+    assert plan_eta([(30.0, 0.5, None, None)], [unknown], done=[], slots=1) == pytest.approx(90.0)
+    assert plan_eta([], [], done=[(60.0, None, None)], slots=2) == 0.0  # all done
 
 
 def test_the_grid_eta_plans_each_queued_cell_by_its_budget():
+    done = [(60.0, 1.0, "vit-xs")]
     # a budget that grows with n: a cell done at cost 1 took 60s, so cost 4 takes 240s
-    assert plan_eta([], [4.0, 1.0], done=[(60.0, 1.0)], slots=1) == pytest.approx(300.0)
-    assert plan_eta([], [4.0, 1.0, 1.0], done=[(60.0, 1.0)], slots=2) == pytest.approx(240.0)
+    queued = [(4.0, "vit-xs"), (1.0, "vit-xs")]
+    assert plan_eta([], queued, done, slots=1) == pytest.approx(300.0)
+    assert plan_eta([], [*queued, (1.0, "vit-xs")], done, slots=2) == pytest.approx(240.0)
     # from a running cell's projection (20s at 25% of cost 2: 40s per unit), before any is done
-    assert plan_eta([(20.0, 0.25, 2.0)], [3.0], done=[], slots=1) == pytest.approx(180.0)
+    eta = plan_eta([(20.0, 0.25, 2.0, "vit-xs")], [(3.0, "vit-xs")], done=[], slots=1)
+    assert eta == pytest.approx(180.0)
     # a running cell without a progress line yet: its cost at the measured rate, less its time
-    assert plan_eta([(30.0, None, 2.0)], [], done=[(60.0, 1.0)], slots=1) == pytest.approx(90)
+    assert plan_eta([(30.0, None, 2.0, "vit-xs")], [], done, slots=1) == pytest.approx(90)
+
+
+def test_the_grid_eta_measures_each_rung_at_its_own_speed():
+    # on this machine a resnet unit of cost takes 30s and a vit unit 60s (the costs come from
+    # the reference GPU, where they rank differently): each queued cell at its own rung's rate
+    done = [(60.0, 1.0, "vit-xs"), (30.0, 1.0, "resnet-xs")]
+    assert plan_eta([], [(2.0, "resnet-xs")], done, slots=1) == pytest.approx(60.0)
+    assert plan_eta([], [(2.0, "vit-xs")], done, slots=1) == pytest.approx(120.0)
+    # a rung with no cell done yet takes the rate of all cells done (90s over 2 units)
+    assert plan_eta([], [(2.0, "vit-s")], done, slots=1) == pytest.approx(90.0)
 
 
 def test_each_grid_cell_carries_its_work_for_the_eta(tmp_path):

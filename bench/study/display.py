@@ -113,38 +113,41 @@ def cell_fraction(log: Path) -> float | None:
 
 
 def plan_eta(
-    running: list[tuple[float, float | None, float | None]],
-    queued: list[float | None],
-    done: list[tuple[float, float | None]],
+    running: list[tuple[float, float | None, float | None, str | None]],
+    queued: list[tuple[float | None, str | None]],
+    done: list[tuple[float, float | None, str | None]],
     slots: int,
 ) -> float | None:
-    """Seconds until the last cell ends. ``running``: (elapsed, fraction done or None, cost) per
-    running cell; ``queued``: each queued cell's cost, in queue order; ``done``: (wall, cost) of
-    the cells finished. A cost (:func:`bench.study.estimate.relative_cost`, None: unknown) is a
-    cell's work: its images seen at its model's relative speed. The seconds per unit of cost that
-    the cells done took (before any is done: the running cells' projections) turn a queued cell's
-    cost into its time, so a grid whose budgets grow with n is planned cell by cell, not as so many
-    average cells; a cell without a cost takes the average wall. None when nothing tells a cell's
-    length."""
-    projected = [(e / f, c) for e, f, c in running if f]
+    """Seconds until the last cell ends. ``running``: (elapsed, fraction done or None, cost,
+    model) per running cell; ``queued``: each queued cell's (cost, model), in queue order;
+    ``done``: (wall, cost, model) of the cells finished. A cost
+    (:func:`bench.study.estimate.relative_cost`, None: unknown) is a cell's work: its images seen
+    at its model's speed on the reference GPU. The seconds per unit of cost that the cells done
+    took (before any is done: the running cells' projections) turn a queued cell's cost into its
+    time, so a grid whose budgets grow with n is planned cell by cell, not as so many average
+    cells. The rate is measured per model where a cell of that model is done, since models rank
+    differently on other machines (on a CPU a ResNet runs twice as fast as a ViT of its size;
+    on the reference GPU both are launch-bound); a model not yet seen takes the rate of all.
+    A cell without a cost takes the average wall. None when nothing tells a cell's length."""
+    projected = [(e / f, c, m) for e, f, c, m in running if f]
     sample = done or projected
-    avg = sum(w for w, _ in sample) / len(sample) if sample else None
-    priced = [(w, c) for w, c in sample if c]
-    rate = sum(w for w, _ in priced) / sum(c for _, c in priced) if priced else None
+    avg = sum(w for w, _, _ in sample) / len(sample) if sample else None
+    rates = _rates(sample)
 
-    def length(cost: float | None) -> float | None:
+    def length(cost: float | None, model: str | None) -> float | None:
+        rate = rates.get(model, rates.get(None))
         return cost * rate if cost and rate else avg
 
     left = []
-    for elapsed, f, cost in running:
+    for elapsed, f, cost, model in running:
         if f:
             left.append(elapsed * (1 - f) / f)
             continue
-        total = length(cost)
+        total = length(cost, model)
         if total is None or total <= elapsed:  # past its expected length, no progress line
             return None
         left.append(total - elapsed)
-    lengths = [length(c) for c in queued]
+    lengths = [length(c, m) for c, m in queued]
     if None in lengths:
         return None
     free = sorted(left) + [0.0] * max(0, slots - len(left))
@@ -152,3 +155,13 @@ def plan_eta(
     for v in lengths:
         heapq.heappush(free, heapq.heappop(free) + v)
     return max(free) if free else 0.0
+
+
+def _rates(sample: list[tuple[float, float | None, str | None]]) -> dict[str | None, float]:
+    """Seconds per unit of cost: per model of the cells priced, and over all of them (key None)."""
+    priced = [(w, c, m) for w, c, m in sample if c]
+    groups: dict[str | None, list[tuple[float, float]]] = {None: [(w, c) for w, c, _ in priced]}
+    for w, c, m in priced:
+        if m is not None:
+            groups.setdefault(m, []).append((w, c))
+    return {k: sum(w for w, _ in v) / sum(c for _, c in v) for k, v in groups.items() if v}

@@ -49,6 +49,11 @@ class Job:
     cost: float | None = None  # estimated work, for the ETA (estimate.relative_cost)
 
     @property
+    def model(self) -> str:
+        """The rung the cell trains (family-size): the ETA measures its speed per rung."""
+        return f"{self.params.get('family')}-{self.params.get('size')}"
+
+    @property
     def records_dir(self) -> Path:
         return self.folder.records_dir
 
@@ -207,7 +212,7 @@ class Runner:
         self.started_at = time.time()
         self.running: dict[str, Running] = {}
         self.outcome = Outcome()
-        self.walls: list[tuple[float, float | None]] = []  # (wall, cost) of each cell done
+        self.walls: list[tuple[float, float | None, str]] = []  # (wall, cost, model) per cell done
         self.queue: deque[Job] = deque()
         self.waiting: dict[
             str, tuple[Job, float]
@@ -229,9 +234,10 @@ class Runner:
         o = self.outcome
         now = time.time()
         running = [
-            (now - r.started, cell_fraction(r.job.log_path), r.job.cost)
+            (now - r.started, cell_fraction(r.job.log_path), r.job.cost, r.job.model)
             for r in self.running.values()
         ]
+        queued = [(j.cost, j.model) for j in self.queue]
         state = GridState(
             done=len(o.completed) + len(o.skipped) + len(o.elsewhere),
             total=self.total,
@@ -239,7 +245,7 @@ class Runner:
             failed=len(o.failed),
             queued=len(self.queue),
             elapsed=now - self.started_at,
-            eta=plan_eta(running, [j.cost for j in self.queue], self.walls, self.n_slots),
+            eta=plan_eta(running, queued, self.walls, self.n_slots),
         )
         self.display.show(state)
 
@@ -321,7 +327,7 @@ class Runner:
         wall = time.time() - r.started
         if job.done():  # done is a record, whatever the exit code (a signal may follow it)
             self.outcome.completed.append(job.run_id)
-            self.walls.append((wall, job.cost))
+            self.walls.append((wall, job.cost, job.model))
             self.say(f"done {job.run_id} in {fmt_duration(wall)}" + (f" (exit {rc})" if rc else ""))
         elif interrupted:
             self.outcome.interrupted.append(job.run_id)
