@@ -418,6 +418,13 @@ def test_a_control_over_enough_n_is_fitted_as_its_own_grid(tmp_path):
     assert "(no longer control checks those cells' convergence)" in doc["headline"]
     report = (tmp_path / "report.md").read_text()
     assert "## Break-even at the 2x budget" in report and claim in report.splitlines()[2]
+    # the control's cells sit in the error table, a row per budget under their 1x row
+    table = report[report.index("## Test error") : report.index("## Fitted curves")].splitlines()
+    rows = [r.split(" | ")[:2] for r in table if r.startswith("| vit")]
+    assert rows == [["| vit", "s"], ["| vit", "s at 2x budget"]]
+    twice = next(r for r in table if "s at 2x budget" in r and r.startswith("| vit"))
+    at_4000 = float(twice.split(" | ")[3].split(" ")[0])  # "mean ± std (seeds)" at n = 4,000
+    assert twice.count("(3)") == 4 and abs(at_4000 - 100 * float(vit(4000))) < 1
     assert (tmp_path / "figures" / "error_vs_n.png").exists()
     # a 4x check that finds the 2x arm still improving at its largest n qualifies the claim
     record(tmp_path, "vit", "s", 256000, 0, float(vit(256000)) * 0.8, scale=4.0)

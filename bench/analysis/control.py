@@ -56,6 +56,7 @@ def compare(main: pd.DataFrame, control: pd.DataFrame) -> dict | None:
             "n_train": int(n),
             "budget_scale": float(scale),
             "scaled_error": round6(cell["test_error"].mean()),
+            "scaled_std": round6(cell["test_error"].std(ddof=1)) if len(cell) > 1 else None,
             "scaled_seeds": int(len(cell)),
         }
         if not len(twin):

@@ -202,6 +202,8 @@ def _figure_lines(figures: list[str]) -> list[str]:
 
 
 def _error_table(doc, summary) -> list[str]:
+    """Mean test error per family, size and n; a convergence control's cells in rows of their
+    own below their 1x row, so every budget's numbers sit side by side."""
     if not len(summary):
         return ["## Test error (%)", "", "No cells.", ""]
     ns = doc["n_train"]
@@ -217,7 +219,30 @@ def _error_table(doc, summary) -> list[str]:
         p = rows["params"].iloc[0]
         shown = "-" if p is None or pd.isna(p) else f"{int(p):,}"
         lines.append(f"| {fam} | {size} | {shown} | " + " | ".join(cells) + " |")
+        for scale, at_n in _control_rows(doc, fam, size):
+            cells = [_control_cell(at_n.get(n)) for n in ns]
+            lines.append(
+                f"| {fam} | {size} at {scale:g}x budget | {shown} | " + " | ".join(cells) + " |"
+            )
     return lines + [""]
+
+
+def _control_rows(doc, fam, size) -> list[tuple[float, dict]]:
+    """(budget scale, {n: control cell}) for the convergence control of one family and size."""
+    cells = [
+        c for c in (doc.get("control") or {}).get("cells", [])
+        if c["family"] == fam and c["size"] == size
+    ]  # fmt: skip
+    scales = sorted({c["budget_scale"] for c in cells})
+    return [(s, {c["n_train"]: c for c in cells if c["budget_scale"] == s}) for s in scales]
+
+
+def _control_cell(c) -> str:
+    if c is None:
+        return "-"
+    if c.get("scaled_std") is not None:
+        return f"{pct(c['scaled_error'])} ± {pct(c['scaled_std'])} ({c['scaled_seeds']})"
+    return f"{pct(c['scaled_error'])} ({c['scaled_seeds']})"
 
 
 def _error_cell(row) -> str:
