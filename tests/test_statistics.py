@@ -353,6 +353,15 @@ def test_a_positive_control_claims_a_crossing_only_inside_the_data():
     behind = " ".join(sections.title(doc("extrapolated", [0.08, 0.1, 0.18])))
     assert "the resnet is ahead at every n measured" in behind and "not a finding" in behind
     assert "does not show the harness finding a crossing" in behind
+    # a convergence control that finds the largest n compute-bound, the resnet still ahead there
+    # when trained longer but by less: inconclusive at this budget, not a negative result
+    main_ = pd.DataFrame(_family_rows({"resnet": 0.443, "vit": 0.459}, 1.0))
+    ctrl = control.compare(main_, pd.DataFrame(_family_rows({"resnet": 0.423, "vit": 0.428}, 2.0)))
+    starved = " ".join(sections.title({**doc("no_trend", [0.08, 0.1, 0.04]), "control": ctrl}))
+    assert "the resnet is ahead at every n measured (1,000 to 10,000) at its budget" in starved
+    assert "the resnet's lead at n = 30,000 goes from 1.6 to 0.5 points" in starved
+    assert "inconclusive at this budget, not negative" in starved
+    assert "does not show the harness finding a crossing" not in starved
     ahead = " ".join(sections.title(doc("lower_bound", [-0.1, -0.2, -0.3])))
     assert "the vit is ahead at every n measured" in ahead and "registers" in ahead
     assert "and the pixels inside every tile" not in ahead
@@ -394,6 +403,9 @@ def test_the_control_says_when_more_training_changes_the_leader(vit_2x, changes)
     doc.update(winners={"largest": largest}, fits={"resnet": env, "vit": env})
     turned = "but trained 2x as long the vit leads there by 3.2 points" in claims.headline(doc)
     assert turned is changes
+    # where the leader holds, the headline says by how much it leads trained longer
+    held = "leads by 0.4 points at n = 30,000 (3 seeds); trained 2x as long, by 0.8 points"
+    assert (held in claims.headline(doc)) is not changes
 
 
 def test_a_control_over_enough_n_is_fitted_as_its_own_grid(tmp_path):

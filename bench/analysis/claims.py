@@ -119,13 +119,17 @@ def headline(doc: dict) -> str:
 
 
 def _budget_turns(ctrl: dict, ld: dict) -> str:
-    """The convergence control's word when more training hands the lead to the other family at
-    the headline's n: the measured lead is then the budget's, and the headline says so."""
+    """The convergence control's word on the lead at the headline's n: when more training hands
+    the lead to the other family, the measured lead is the budget's; when the leader holds, how
+    far it leads trained longer (a lead that shrinks with the budget is partly the budget's)."""
     for r in control.first_leaders(ctrl):
-        if r["n_train"] == ld["n_train"] and r["leader_scaled"] != ld["leader"]:
-            win, points = leader(r["scaled"])
-            scale = f"{r['budget_scale']:g}x"
+        if r["n_train"] != ld["n_train"]:
+            continue
+        win, points = leader(r["scaled"])
+        scale = f"{r['budget_scale']:g}x"
+        if win != ld["leader"]:
             return f", but trained {scale} as long the {win} leads there by {points:.1f} points"
+        return f"; trained {scale} as long, by {points:.1f} points"
     return ""
 
 

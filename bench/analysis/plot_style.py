@@ -58,7 +58,9 @@ def pct_axis(ax):
     """Log-scaled error axis labelled in percent, with as many labelled ticks as the span needs."""
     lo, hi = ax.get_ylim()
     span = math.log10(hi / lo) if lo > 0 else 3.0
-    if span < 0.6:
+    if span < 0.3:  # a narrow band (e.g. 40-65%): a tick every 5 points
+        subs = tuple(v / 2 for v in range(2, 20))
+    elif span < 0.6:
         subs = tuple(range(1, 10))
     elif span < 1.2:
         subs = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)

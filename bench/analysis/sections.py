@@ -63,9 +63,32 @@ def _control_shows(doc: dict) -> str:
     )
     if arm:
         return f"What it shows: {shown}{outside} at its budget; {arm}."
+    starved = _lead_when_trained_longer(doc, win)
+    if starved:
+        return (
+            f"What it shows: {shown}{outside} at its budget, but its largest-n cells are "
+            f"compute-bound ({starved}): the control is inconclusive at this budget, not negative."
+        )
     return (
         f"What it shows: {shown}{outside}. The permutation did not take the {win}'s lead away "
         "in this range, so this control does not show the harness finding a crossing."
+    )
+
+
+def _lead_when_trained_longer(doc: dict, win: str) -> str:
+    """Where the convergence control finds the largest n compute-bound and ``win`` still ahead
+    there when trained longer: how its lead changed, as a clause; '' otherwise."""
+    ctrl = doc.get("control") or {}
+    if not ctrl.get("compute_bound") or not ctrl.get("largest_n"):
+        return ""
+    rows = [r for r in control_rows.first_leaders(ctrl) if r["leader_scaled"] == win]
+    if not rows:
+        return ""
+    r = rows[-1]
+    (_, before), (_, after) = leader(r["base"]), leader(r["scaled"])
+    return (
+        f"trained {r['budget_scale']:g}x as long, the {win}'s lead at n = {r['n_train']:,} goes "
+        f"from {before:.1f} to {after:.1f} points"
     )
 
 
