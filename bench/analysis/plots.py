@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
 from bench.analysis import scaled_arm, scaling
 from bench.analysis.capacity import pareto_frontier
@@ -298,7 +298,7 @@ def _error_vs_params(summary, doc, orders, path):
         ax.set_title(f"n = {n:,} training images", fontsize=11)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0), numticks=8))
+        ax.xaxis.set_major_locator(_params_locator(p_all))
         ax.xaxis.set_major_formatter(FuncFormatter(compact_count))
         ax.xaxis.set_minor_formatter(NullFormatter())
     for ax in axes.flat[len(ns) :]:
@@ -328,6 +328,14 @@ def _error_vs_params(summary, doc, orders, path):
     fig.tight_layout()
     save(fig, path)
     return None
+
+
+def _params_locator(params):
+    """Ticks at 1 and 3 per decade; where the rungs span less than a factor of 3 (too few of
+    those ticks fall inside, and matplotlib crowds its own), a tick at each rung's count."""
+    if params.max() / params.min() < 3:
+        return FixedLocator(sorted(params.unique()))
+    return LogLocator(base=10, subs=(1.0, 3.0), numticks=8)
 
 
 def _heatmap(summary, doc, orders, path):
