@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.analysis import control, scaled_arm
-from bench.analysis.formats import ci_text, fmt_x, leader
+from bench.analysis.formats import ci_text, ci_words, fmt_x, leader
 from bench.analysis.scaling import round6
 
 # Config fields that describe how a cell was trained (shown when present in the records).
@@ -163,7 +163,7 @@ def _shorter_arm_clause(doc: dict) -> str:
     shorter = scaled_arm.held_by_shorter(doc.get("scaled_arms") or [])
     if shorter is None:
         return ""
-    ci = ci_text(shorter.get("ci"), shorter["bracket"]).strip()[1:-1]
+    ci = ci_words(shorter.get("ci"), shorter["bracket"])
     at = f"the {shorter['budget_scale']:g}x arm's crossing (n = {fmt_x(shorter['x'])}"
     at += f", {ci})" if ci else ")"
     if shorter["holds_longest"]:

@@ -20,12 +20,18 @@ def pct(v) -> str:
     return "-" if v is None or pd.isna(v) else f"{100 * float(v):.2f}"
 
 
-def ci_text(ci, bracket) -> str:
-    """' (95% CI lo..hi)' for a crossing; an open upper end reads 'beyond' the search bracket."""
+def ci_words(ci, bracket) -> str:
+    """'95% CI lo..hi' for a crossing; an open upper end reads 'beyond' the search bracket."""
     if not ci:
         return ""
     hi = fmt_x(ci[1]) if ci[1] is not None else f"beyond {fmt_x(bracket[1])}"
-    return f" (95% CI {fmt_x(ci[0])}..{hi})"
+    return f"95% CI {fmt_x(ci[0])}..{hi}"
+
+
+def ci_text(ci, bracket) -> str:
+    """' (95% CI lo..hi)' after a crossing, '' without an interval."""
+    words = ci_words(ci, bracket)
+    return f" ({words})" if words else ""
 
 
 def leader(errors: dict[str, float]) -> tuple[str, float]:

@@ -104,13 +104,12 @@ def _scaled_arm_sections(doc: dict) -> list[str]:
 def _against_shorter_arm(doc: dict, scale: float) -> list[str]:
     """For the longest arm that places a crossing: whether the next shorter arm's interval holds
     it, i.e. whether more training moved the crossing beyond the bootstrap's uncertainty."""
-    arms = doc.get("scaled_arms") or []
-    shorter = scaled_arm.held_by_shorter(arms)
-    if shorter is None or scaled_arm.crossing_of(arms)["budget_scale"] != scale:
+    shorter = scaled_arm.held_by_shorter(doc.get("scaled_arms") or [])
+    if shorter is None or shorter["longest"]["budget_scale"] != scale:
         return []
-    x = fmt_x(scaled_arm.crossing_of(arms)["x"])
-    ci = ci_text(shorter.get("ci"), shorter["bracket"]).strip()
-    where = f"the {shorter['budget_scale']:g}x arm's crossing, n = {fmt_x(shorter['x'])} {ci}"
+    x = fmt_x(shorter["longest"]["x"])
+    ci = ci_text(shorter.get("ci"), shorter["bracket"])
+    where = f"the {shorter['budget_scale']:g}x arm's crossing, n = {fmt_x(shorter['x'])}{ci}"
     if shorter["holds_longest"]:
         return [
             f"- against {where}: n* = {x} lies inside that interval; more training did not "

@@ -70,13 +70,14 @@ def crossing_of(arms: list[dict]) -> dict | None:
 
 
 def held_by_shorter(arms: list[dict]) -> dict | None:
-    """Where two arms place a crossing: the next shorter arm's crossing, and whether its 95%
-    interval holds the longest arm's point (more training moved it no farther than the
-    bootstrap's own uncertainty). None with fewer than two placed crossings."""
+    """Where two arms place a crossing: the next shorter arm's crossing, the longest arm's
+    (``longest``), and whether the shorter one's 95% interval holds the longest one's point
+    (more training moved it no farther than the bootstrap's own uncertainty). None with fewer
+    than two placed crossings."""
     placed = crossings(arms)
     if len(placed) < 2:
         return None
     shorter, longest = placed[-2], placed[-1]
     ci = shorter.get("ci")
     held = bool(ci) and ci[0] <= longest["x"] <= (ci[1] if ci[1] is not None else float("inf"))
-    return {**shorter, "holds_longest": held}
+    return {**shorter, "holds_longest": held, "longest": longest}
