@@ -122,6 +122,16 @@ def test_the_grid_eta_is_planned_and_never_a_false_zero():
     assert plan_eta([], [], done=[(60.0, None, None)], slots=2) == 0.0  # all done
 
 
+def test_the_grid_eta_does_not_project_a_cell_still_starting_up():
+    # 30s in at 0.3%: mostly imports and data decoding; 30s / 0.003 would say 2h46m
+    assert plan_eta([(30.0, 0.003, 2.0, "vit-xs")], [], done=[], slots=1) is None
+    # with a cell of its rung done (60s per unit of cost), its cost plans it instead: 120s - 30s
+    done = [(60.0, 1.0, "vit-xs")]
+    assert plan_eta([(30.0, 0.003, 2.0, "vit-xs")], [], done, slots=1) == pytest.approx(90.0)
+    # once it is TRUSTED of the way through, its own progress rules: 60s at 20% -> 240s left
+    assert plan_eta([(60.0, 0.2, 2.0, "vit-xs")], [], done, slots=1) == pytest.approx(240.0)
+
+
 def test_the_grid_eta_plans_each_queued_cell_by_its_budget():
     done = [(60.0, 1.0, "vit-xs")]
     # a budget that grows with n: a cell done at cost 1 took 60s, so cost 4 takes 240s

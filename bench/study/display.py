@@ -24,6 +24,7 @@ from bench.clock import fmt_duration
 HEARTBEAT_S = 30.0  # plain output: a state line at least this often while cells run
 REFRESH_S = 1.0  # live bar: redrawn at most this often (elapsed time and ETA tick)
 LOG_TAIL = 4096  # bytes of a cell's log read for its last progress line
+TRUSTED = 0.05  # the fraction of its steps after which a cell's own progress projects its end
 
 
 @dataclass
@@ -128,7 +129,11 @@ def plan_eta(
     cells. The rate is measured per model where a cell of that model is done, since models rank
     differently on other machines (on a CPU a ResNet runs twice as fast as a ViT of its size;
     on the reference GPU both are launch-bound); a model not yet seen takes the rate of all.
-    A cell without a cost takes the average wall. None when nothing tells a cell's length."""
+    A cell without a cost takes the average wall. A cell less than ``TRUSTED`` of the way
+    through is planned as if it had no progress line: its elapsed time is mostly start-up
+    (imports, decoding the data), which projecting by 1/f would multiply many times over.
+    None when nothing tells a cell's length."""
+    running = [(e, f if f and f >= TRUSTED else None, c, m) for e, f, c, m in running]
     projected = [(e / f, c, m) for e, f, c, m in running if f]
     sample = done or projected
     avg = sum(w for w, _, _ in sample) / len(sample) if sample else None
