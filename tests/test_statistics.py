@@ -12,7 +12,16 @@ import pandas as pd
 import pytest
 from scipy.optimize import brentq
 
-from bench.analysis import breakeven, claims, control, identify, scaled_arm, scaling, sections
+from bench.analysis import (
+    breakeven,
+    claims,
+    control,
+    identify,
+    report,
+    scaled_arm,
+    scaling,
+    sections,
+)
 from bench.analysis.analyze import analyze
 from bench.cli import main
 from bench.results.records import write_record
@@ -107,6 +116,29 @@ def test_a_crossing_just_beyond_the_data_is_labelled_extrapolated():
     out = breakeven.analyse_pair(envs, fits, ["resnet", "vit"], {}, 60, 0)
     assert out["kind"] == "extrapolated" and out["side"] == "above"
     assert ns.max() < out["x"] <= 10 * ns.max()
+
+
+def test_an_extrapolated_crossing_the_resamples_do_not_back_is_not_reported():
+    # The data: a vit 4% behind at every n (no trend, no crossing). The fits handed in meet
+    # just below the data, at n ~ 400, as near-parallel fits may; no resample of the data does.
+    ns = np.geomspace(1000, 30000, 4)
+
+    def level(n):
+        return resnet(n) * 1.04
+
+    envs, _ = envelopes({"resnet": resnet, "vit": level}, ns, 3, 0.01, np.random.default_rng(5))
+    x = np.repeat(ns, 3)
+    fits = {
+        "resnet": scaling.fit_form("power", x, resnet(x)),
+        "vit": scaling.fit_form("power", x, 0.13 + 1.579 * x**-0.33),
+    }
+    out = breakeven.analyse_pair(envs, fits, ["resnet", "vit"], {}, 100, 0)
+    assert out["crossings"] == [pytest.approx(393, rel=0.05)]  # the fits do cross there
+    assert out["x"] is None and out["ci"] is None and out["kind"] in ("lower_bound", "no_trend")
+    assert out["unsupported"] == {"x": out["crossings"][0], "side": "below", "resamples": 0}
+    line = report.describe_break_even(out)
+    assert "the resnet is still ahead at n = 30,000 (the fitted curves cross at n = 393" in line
+    assert "below the data, but only 0 of 100 resamples do: not a finding)" in line
 
 
 # ------------------------------------------------------------------------------ identification
@@ -358,7 +390,7 @@ def test_a_positive_control_claims_a_crossing_only_inside_the_data():
     main_ = pd.DataFrame(_family_rows({"resnet": 0.443, "vit": 0.459}, 1.0))
     ctrl = control.compare(main_, pd.DataFrame(_family_rows({"resnet": 0.423, "vit": 0.428}, 2.0)))
     starved = " ".join(sections.title({**doc("no_trend", [0.08, 0.1, 0.04]), "control": ctrl}))
-    assert "the resnet is ahead at every n measured (1,000 to 10,000) at its budget" in starved
+    assert "the resnet is ahead at every n measured, from 1,000 to 10,000 at its budget" in starved
     assert "the resnet's lead at n = 30,000 goes from 1.6 to 0.5 points" in starved
     assert "inconclusive at this budget, not negative" in starved
     assert "does not show the harness finding a crossing" not in starved
@@ -406,6 +438,42 @@ def test_the_control_says_when_more_training_changes_the_leader(vit_2x, changes)
     # where the leader holds, the headline says by how much it leads trained longer
     held = "leads by 0.4 points at n = 30,000 (3 seeds); trained 2x as long, by 0.8 points"
     assert (held in claims.headline(doc)) is not changes
+
+
+def test_a_lead_within_the_noise_is_a_tie_not_a_change_of_leader():
+    # 1x: the resnet leads by 0.4 points against a standard error of 0.16 (3 seeds, std 0.2):
+    # a lead. 2x: the vit is 0.1 points ahead, within the noise: level, not a new leader.
+    main = pd.DataFrame(_family_rows({"resnet": 0.438, "vit": 0.442}, 1.0))
+    ctrl = pd.DataFrame(_family_rows({"resnet": 0.402, "vit": 0.401}, 2.0))
+    out = control.compare(main, ctrl)
+    (row,) = out["leaders"]
+    assert row["leader_scaled"] == "vit" and row["level_scaled"] and not row["level_base"]
+    assert row["changes"] is False
+    text = "\n".join(sections.control({"control": out}))
+    assert "at 2x the vit leads by 0.10 points (within the noise: level)" in text
+    assert "**the lead closes to within the noise**" in text
+    assert "a lead closes to within the noise at n = 30,000, so the 1x cells cannot" in text
+    assert "the leader changes" not in text
+    doc = {"control": out, "break_even": {"kind": "no_trend"}, "positive_control": 4, "study": "c"}
+    env = {"envelope": [{"x": 30000, "count": 3}]}
+    largest = {"winner": "resnet", "loser": "vit", "n_train": 30000, "margin": 0.004}
+    doc.update(winners={"largest": largest}, fits={"resnet": env, "vit": env})
+    level = "but trained 2x as long the two are level there (the vit 0.1 points ahead, within"
+    assert level in claims.headline(doc)
+    points = [{"n": 1000, "log_ratio": 0.08}, {"n": 30000, "log_ratio": 0.01}]
+    doc["break_even"]["gap"] = {"families": ["vit", "resnet"], "points": points}
+    shows = " ".join(sections.title(doc))
+    assert "hides the crossing" not in shows
+    assert "the resnet's lead at n = 30,000 (0.4 points) closes to within the noise" in shows
+    # the other way round: a tie at 1x that trained longer becomes a vit lead beyond the noise
+    main = pd.DataFrame(_family_rows({"resnet": 0.440, "vit": 0.441}, 1.0))
+    ctrl = pd.DataFrame(_family_rows({"resnet": 0.402, "vit": 0.37}, 2.0))
+    doc["control"] = control.compare(main, ctrl)
+    text = "\n".join(sections.control(doc))
+    assert "a tie at the lower budget becomes a lead" in text
+    assert "a tie becomes a lead at n = 30,000, so the 1x cells cannot" in text
+    shows = " ".join(sections.title(doc))
+    assert "the vit leads at n = 30,000, where the two were level: the budget" in shows
 
 
 def test_a_control_over_enough_n_is_fitted_as_its_own_grid(tmp_path):

@@ -3,7 +3,9 @@
 ``kind`` of the answer:
 
 - ``inside``: the fitted envelopes cross inside the measured range of n (with a bootstrap CI);
-- ``extrapolated``: they cross at most one decade beyond the measured range (labelled so);
+- ``extrapolated``: they cross at most one decade beyond the measured range (labelled so), and
+  at least half the resamples cross on that side too; a crossing out there that fewer do is
+  kept as ``unsupported`` and the answer is one of the two below;
 - ``lower_bound``: no crossing within a decade; the family ahead at the largest n is still
   ahead, and the gap's measured trend (a line in log n) puts the crossing beyond ``beyond`` with
   95% confidence (the 5th percentile of the resampled trends' crossings);
@@ -22,6 +24,8 @@ import math
 import numpy as np
 
 from bench.analysis import gap, repick, resample, scaling
+
+SUPPORT = 0.5  # the share of resamples that must cross on an extrapolated crossing's side
 
 
 def measured_range(envs: dict, pair) -> tuple[float, float, list[str]]:
@@ -126,6 +130,13 @@ def gap_summary(envs, pair, boot: dict | None) -> dict | None:
     return out
 
 
+def _unsupported(out: dict) -> bool:
+    """An extrapolated crossing that fewer than ``SUPPORT`` of the resamples place on its side
+    of the data: the fit's, not the data's (near-parallel curves touch somewhere out there)."""
+    counts = out.get("resamples_crossing")
+    return bool(counts) and counts[out["side"]] < SUPPORT * out["n_resamples"]
+
+
 def _lower_bound(pair, envs, boot, x_hi, out) -> None:
     """No crossing within a decade: the leader at x_hi, and how far the gap's trend allows."""
     ma, mb = _means(envs[pair[0]]), _means(envs[pair[1]])
@@ -196,7 +207,15 @@ def analyse_pair(
         out["kind"] = "inside" if out["inside_range"] else "extrapolated"
         if boot is not None:
             out["ci"] = _crossing_ci(boot["x"])
-    else:
+        if out["kind"] == "extrapolated" and _unsupported(out):
+            side = out["side"]
+            out["unsupported"] = {
+                "x": out["x"],
+                "side": side,
+                "resamples": out["resamples_crossing"][side],
+            }
+            out.update(x=None, ci=None)
+    if out["x"] is None:
         _lower_bound(pair, envs, boot, x_hi, out)
     out["gap"] = gap_summary(envs, pair, boot)
     return dict(sorted(out.items()))

@@ -120,13 +120,19 @@ def headline(doc: dict) -> str:
 
 def _budget_turns(ctrl: dict, ld: dict) -> str:
     """The convergence control's word on the lead at the headline's n: when more training hands
-    the lead to the other family, the measured lead is the budget's; when the leader holds, how
-    far it leads trained longer (a lead that shrinks with the budget is partly the budget's)."""
+    the lead to the other family, the measured lead is the budget's; when it closes to within the
+    noise, the two are level; when the leader holds, how far it leads trained longer (a lead that
+    shrinks with the budget is partly the budget's)."""
     for r in control.first_leaders(ctrl):
         if r["n_train"] != ld["n_train"]:
             continue
         win, points = leader(r["scaled"])
         scale = f"{r['budget_scale']:g}x"
+        if r["level_scaled"]:
+            return (
+                f", but trained {scale} as long the two are level there (the {win} "
+                f"{points:.1f} points ahead, within the noise)"
+            )
         if win != ld["leader"]:
             return f", but trained {scale} as long the {win} leads there by {points:.1f} points"
         return f"; trained {scale} as long, by {points:.1f} points"

@@ -19,6 +19,7 @@ import pandas as pd
 from bench.analysis.scaling import round6
 
 KEY = ["family", "size", "n_train"]
+Z95 = 1.96  # two-sided 95% normal quantile: two leads within Z95 standard errors are a tie
 
 
 def _pooled_std(main: pd.DataFrame) -> float | None:
@@ -105,7 +106,9 @@ def _at(frame: pd.DataFrame, key) -> pd.Series:
 def leaders(main: pd.DataFrame, control: pd.DataFrame) -> list[dict]:
     """Who leads at each control n, at the next lower budget and at the scaled one, over the
     sizes the control trained: a leader that changes with the budget means the lower-budget cells
-    are too starved to say which family is ahead there, let alone where they cross."""
+    are too starved to say which family is ahead there, let alone where they cross. A lead
+    within the noise (``level_*``) is a tie, not a leader: a change of leader counts only
+    between two leads beyond it."""
     rows = []
     for (n, scale), cells in control.groupby(["n_train", "budget_scale"], sort=True):
         sizes = cells["size"].unique()
@@ -120,19 +123,45 @@ def leaders(main: pd.DataFrame, control: pd.DataFrame) -> list[dict]:
                 "n_train": int(n),
                 "base_scale": base_scale,
                 "budget_scale": float(scale),
-                "base": base,
-                "scaled": scaled,
-                "leader_base": min(base, key=base.get),
-                "leader_scaled": min(scaled, key=scaled.get),
+                "base": {f: m for f, (m, _) in base.items()},
+                "scaled": {f: m for f, (m, _) in scaled.items()},
+                "leader_base": min(base, key=lambda f: base[f][0]),
+                "leader_scaled": min(scaled, key=lambda f: scaled[f][0]),
+                "level_base": _level(base),
+                "level_scaled": _level(scaled),
             }
         )
-    return [{**r, "changes": r["leader_base"] != r["leader_scaled"]} for r in rows]
+    return [{**r, "changes": _changes(r)} for r in rows]
 
 
-def _best_per_family(cells: pd.DataFrame) -> dict[str, float]:
-    """Each family's lowest mean test error over its sizes (the envelope at one n)."""
-    means = cells.groupby(["family", "size"])["test_error"].mean()
-    return {f: round6(float(v)) for f, v in means.groupby(level="family").min().items()}
+def _changes(row: dict) -> bool:
+    resolved = not (row["level_base"] or row["level_scaled"])
+    return resolved and row["leader_base"] != row["leader_scaled"]
+
+
+def _best_per_family(cells: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """Each family's best size at one n (the envelope): its mean test error and the variance of
+    that mean (seed variance over seeds; one seed: the test set's binomial variance)."""
+    out: dict[str, tuple[float, float]] = {}
+    for (fam, _), cell in cells.groupby(["family", "size"]):
+        mean = float(cell["test_error"].mean())
+        if fam not in out or mean < out[fam][0]:
+            out[fam] = (round6(mean), _mean_variance(cell, mean))
+    return out
+
+
+def _mean_variance(cell: pd.DataFrame, mean: float) -> float:
+    if len(cell) > 1:
+        return float(cell["test_error"].var(ddof=1)) / len(cell)
+    n_test = cell["n_test"].dropna()
+    return mean * (1 - mean) / float(n_test.iloc[0]) if len(n_test) else 0.0
+
+
+def _level(best: dict[str, tuple[float, float]]) -> bool:
+    """Whether two families' envelope errors differ by less than the 95% normal interval of
+    their difference (the headline's lead interval, taken the same way)."""
+    (a, va), (b, vb) = best.values()
+    return abs(a - b) < Z95 * math.sqrt(va + vb)
 
 
 def _arm_verdicts(judged: list[dict]) -> list[dict]:

@@ -45,3 +45,14 @@ def fmt_params(params: dict | None) -> str:
     if not params:
         return "-"
     return ", ".join(f"{k}={v:.4g}" for k, v in params.items())
+
+
+def unsupported_text(crossing: dict, x_name: str = "n") -> str:
+    """The fitted curves' crossing beyond the data that the resamples do not back, as a clause."""
+    u = crossing.get("unsupported")
+    if not u:
+        return ""
+    return (
+        f" (the fitted curves cross at {x_name} = {fmt_x(u['x'])}, {u['side']} the data, but "
+        f"only {u['resamples']} of {crossing['n_resamples']} resamples do: not a finding)"
+    )

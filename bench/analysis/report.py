@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.analysis import scaled_arm, sections
-from bench.analysis.formats import ci_text, fmt_params, fmt_x, pct
+from bench.analysis.formats import ci_text, fmt_params, fmt_x, pct, unsupported_text
 from bench.analysis.frame import LADDER
 from bench.results.records import iter_records
 
@@ -48,6 +48,7 @@ def describe_break_even(crossing: dict | None, x_name: str = "n") -> str:
         )
     hi = crossing["measured_range"][1]
     lead = f"the {crossing['leader']} is still ahead at {x_name} = {fmt_x(hi)}"
+    lead += unsupported_text(crossing, x_name)
     if kind == "lower_bound":
         return (
             f"break-even: none within a decade of the data; {lead}; at the measured trend the "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bench.analysis import claims
 from bench.analysis import control as control_rows
-from bench.analysis.formats import fmt_x, leader, pct
+from bench.analysis.formats import fmt_x, leader, pct, unsupported_text
 
 
 def _figure(doc: dict, name: str) -> list[str]:
@@ -45,24 +45,26 @@ def _control_shows(doc: dict) -> str:
         )
     flip = _vit_ahead_when_trained_longer(doc)
     arm = claims.arm_crossing_text(doc, after=flip)
-    flip += f"; {arm}" if arm else ""
+    longer = (flip or (" at its budget" if arm else "")) + (f"; {arm}" if arm else "")
     points = (be.get("gap") or {}).get("points") or []
     signs = {p["log_ratio"] > 0 for p in points}
     if not points or len(signs) != 1:
-        return "What it shows: no crossing the fits can place within the data" + flip + "."
+        return "What it shows: no crossing the fits can place within the data" + longer + "."
     b, a = be["gap"]["families"]  # log_ratio = log(err_b / err_a): positive, a is ahead
     win = a if signs.pop() else b
-    shown = f"the {win} is ahead at every n measured ({points[0]['n']:,} to {points[-1]['n']:,})"
+    shown = (
+        f"the {win} is ahead at every n measured, from {points[0]['n']:,} to {points[-1]['n']:,}"
+    )
     if win == "vit":
         return f"What it shows: {shown}; the harness registers the broken locality prior."
     outside = (
         f" (the fitted curves cross only outside the data, at n = {be['x']:,.0f}, "
         f"{be['kind']}: not a finding)"
         if be.get("kind") == "extrapolated"
-        else ""
+        else unsupported_text(be)
     )
-    if arm:
-        return f"What it shows: {shown}{outside} at its budget; {arm}."
+    if longer:
+        return f"What it shows: {shown}{outside}{longer}."
     starved = _lead_when_trained_longer(doc, win)
     if starved:
         return (
@@ -81,15 +83,16 @@ def _lead_when_trained_longer(doc: dict, win: str) -> str:
     ctrl = doc.get("control") or {}
     if not ctrl.get("compute_bound") or not ctrl.get("largest_n"):
         return ""
-    rows = [r for r in control_rows.first_leaders(ctrl) if r["leader_scaled"] == win]
+    rows = control_rows.first_leaders(ctrl)
+    rows = [r for r in rows if r["leader_scaled"] == win or r["level_scaled"]]
     if not rows:
         return ""
     r = rows[-1]
     (_, before), (_, after) = leader(r["base"]), leader(r["scaled"])
-    return (
-        f"trained {r['budget_scale']:g}x as long, the {win}'s lead at n = {r['n_train']:,} goes "
-        f"from {before:.1f} to {after:.1f} points"
-    )
+    longer = f"trained {r['budget_scale']:g}x as long, the {win}'s lead at n = {r['n_train']:,}"
+    if r["level_scaled"]:
+        return f"{longer} ({before:.1f} points) closes to within the noise"
+    return f"{longer} goes from {before:.1f} to {after:.1f} points"
 
 
 def _control_grid(doc: dict) -> list[str]:
@@ -105,17 +108,19 @@ def _control_grid(doc: dict) -> list[str]:
 
 
 def _vit_ahead_when_trained_longer(doc: dict) -> str:
-    """The convergence control's word on a control whose leader changes to the ViT with more
-    training: the crossing is then hidden by the budget, not absent."""
-    rows = [r for r in control_rows.first_leaders(doc.get("control") or {}) if r["changes"]]
-    rows = [r for r in rows if r["leader_scaled"] == "vit"]
+    """The convergence control's word on a control where, trained longer, the ViT leads beyond
+    the noise where it did not before: the crossing is then hidden by the budget, not absent."""
+    rows = [r for r in control_rows.first_leaders(doc.get("control") or {}) if _vit_takes(r)]
     if not rows:
         return ""
-    ns = ", ".join(f"{r['n_train']:,}" for r in rows)
+    led = [r for r in rows if not r["level_base"]]
+    tied = [r for r in rows if r["level_base"]]
+    where = [f"at n = {_ns(led)}, where the resnet led"] if led else []
+    where += [f"at n = {_ns(tied)}, where the two were level"] if tied else []
     return (
-        f" at its budget; trained {rows[0]['budget_scale']:g}x as long, the vit leads at "
-        f"n = {ns}, where the {rows[0]['leader_base']} led: the budget, not the data, hides "
-        "the crossing (see the convergence control)"
+        f" at its budget; trained {rows[0]['budget_scale']:g}x as long, the vit leads "
+        f"{' and '.join(where)}: the budget, not the data, hides the crossing (see the "
+        "convergence control)"
     )
 
 
@@ -292,13 +297,32 @@ def control(doc: dict) -> list[str]:
         verdict = "the cells are compute-bound: more training lowers their error beyond the noise"
     else:
         verdict = "the cells are not compute-bound: 2x training changes them within the noise"
-    changed = [r["n_train"] for r in control_rows.first_leaders(ctrl) if r["changes"]]
-    if changed:
-        verdict += (
-            f"; the leader changes with the budget at n = {', '.join(f'{n:,}' for n in changed)}, "
-            "so the 1x cells cannot place the break-even"
-        )
+    verdict += _budget_moves(control_rows.first_leaders(ctrl))
     return lines + [f"- verdict ({where}): {verdict}", *map(_arm_verdict, ctrl.get("arms", [])), ""]
+
+
+def _vit_takes(r: dict) -> bool:
+    """Trained longer, the ViT leads beyond the noise where it did not lead at the lower budget."""
+    gained = r["level_base"] or r["leader_base"] != "vit"
+    return r["leader_scaled"] == "vit" and not r["level_scaled"] and gained
+
+
+def _ns(rows: list[dict]) -> str:
+    return ", ".join(f"{r['n_train']:,}" for r in rows)
+
+
+def _budget_moves(first: list[dict]) -> str:
+    """Where more training moves the families' standing (a new leader, a tie that becomes a lead,
+    a lead that closes to a tie), as a clause for the verdict; '' where it moves nowhere."""
+    moves = {
+        "the leader changes with the budget": [r for r in first if r["changes"]],
+        "a tie becomes a lead": [r for r in first if r["level_base"] and not r["level_scaled"]],
+        "a lead closes to within the noise": [
+            r for r in first if r["level_scaled"] and not r["level_base"]
+        ],
+    }
+    said = [f"{what} at n = {_ns(rows)}" for what, rows in moves.items() if rows]
+    return f"; {'; '.join(said)}, so the 1x cells cannot place the break-even" if said else ""
 
 
 def _arm_verdict(arm: dict) -> str:
@@ -321,11 +345,22 @@ def _arm_verdict(arm: dict) -> str:
 def _leader_line(r: dict) -> str:
     """Who leads at one control n at 1x and at the scaled budget, and by how much."""
 
-    def lead(errs: dict, scale: str) -> str:
+    def lead(errs: dict, scale: str, level: bool) -> str:
         win, points = leader(errs)
-        return f"at {scale} the {win} leads by {points:.2f} points"
+        tie = " (within the noise: level)" if level else ""
+        return f"at {scale} the {win} leads by {points:.2f} points{tie}"
 
-    same = "**the leader changes with the budget**" if r["changes"] else "the same leader"
-    scaled = lead(r["scaled"], f"{r['budget_scale']:g}x")
-    base = lead(r["base"], f"{r.get('base_scale', 1.0):g}x")
-    return f"- n={r['n_train']:,}: {base}, {scaled}: {same}"
+    scaled = lead(r["scaled"], f"{r['budget_scale']:g}x", r["level_scaled"])
+    base = lead(r["base"], f"{r.get('base_scale', 1.0):g}x", r["level_base"])
+    return f"- n={r['n_train']:,}: {base}, {scaled}: {_standing(r)}"
+
+
+def _standing(r: dict) -> str:
+    """What the budget did to the lead at one control n."""
+    if r["changes"]:
+        return "**the leader changes with the budget**"
+    if r["level_scaled"] and not r["level_base"]:
+        return "**the lead closes to within the noise**"
+    if r["level_base"] and not r["level_scaled"]:
+        return "a tie at the lower budget becomes a lead"
+    return "level at both budgets" if r["level_base"] else "the same leader"
