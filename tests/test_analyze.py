@@ -7,11 +7,13 @@ import json
 import math
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from scipy.optimize import brentq
 
 from bench.analysis.analyze import analyze
+from bench.analysis.plot_style import pct_axis
 from bench.cli import main
 from bench.results.records import write_record
 
@@ -222,3 +224,21 @@ def test_fit_bad_input_exits_2_naming_it(table, tmp_path, capsys):
     missing = tmp_path / "nope.csv"
     assert main(["fit", str(missing), "--x=images", "--y=err", "--family=arch"]) == 2
     assert "nope.csv" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "lo, hi, labels",
+    [
+        (0.30, 0.66, ["30", "35", "40", "45", "50", "55", "60", "65"]),  # a band: every 5 points
+        (0.05, 0.6, ["5", "7", "10", "15", "20", "30", "40", "50"]),  # a decade: fewer
+    ],
+)
+def test_the_error_axis_is_labelled_as_densely_as_its_span_needs(lo, hi, labels):
+    fig, ax = plt.subplots()
+    ax.set_yscale("log")
+    ax.set_ylim(lo, hi)
+    pct_axis(ax)
+    fmt = ax.yaxis.get_major_formatter()
+    ticks = [v for v in ax.get_yticks() if lo * 0.999 <= v <= hi * 1.001]
+    plt.close(fig)
+    assert [fmt(v) for v in ticks] == labels

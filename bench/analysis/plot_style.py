@@ -58,7 +58,7 @@ def pct_axis(ax):
     """Log-scaled error axis labelled in percent, with as many labelled ticks as the span needs."""
     lo, hi = ax.get_ylim()
     span = math.log10(hi / lo) if lo > 0 else 3.0
-    if span < 0.3:  # a narrow band (e.g. 40-65%): a tick every 5 points
+    if span < 0.4:  # a band under a factor of ~2.5 (e.g. 30-65%): a tick every 5 points
         subs = tuple(v / 2 for v in range(2, 20))
     elif span < 0.6:
         subs = tuple(range(1, 10))
