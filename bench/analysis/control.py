@@ -34,12 +34,18 @@ def _spread(twin: pd.DataFrame, pooled: float | None, scale: float) -> tuple[flo
         return std, f"seed std of the {scale:g}x cell ({len(twin)} seeds)"
     if pooled is not None:
         return pooled, "pooled seed std of the study"
-    err = float(twin["test_error"].mean())
-    n_test = twin["n_test"].dropna()
-    if not len(n_test):
+    var = _binomial_var(twin)
+    if var is None:
         return 0.0, "no noise estimate (one seed, no test-set size)"
-    sd = math.sqrt(2 * err * (1 - err) / float(n_test.iloc[0]))
+    sd = math.sqrt(2 * var)  # the difference of two such test-set errors
     return sd, "binomial test-set noise (one seed; the seed spread is unknown)"
+
+
+def _binomial_var(cell: pd.DataFrame) -> float | None:
+    """A one-seed cell's test-set binomial variance, err (1 - err) / n_test; None without n_test."""
+    err = float(cell["test_error"].mean())
+    n_test = cell["n_test"].dropna()
+    return err * (1 - err) / float(n_test.iloc[0]) if len(n_test) else None
 
 
 def compare(main: pd.DataFrame, control: pd.DataFrame) -> dict | None:
@@ -131,12 +137,19 @@ def leaders(main: pd.DataFrame, control: pd.DataFrame) -> list[dict]:
                 "level_scaled": _level(scaled),
             }
         )
-    return [{**r, "changes": _changes(r)} for r in rows]
+    return [{**r, "changes": move(r) == "changes"} for r in rows]
 
 
-def _changes(row: dict) -> bool:
-    resolved = not (row["level_base"] or row["level_scaled"])
-    return resolved and row["leader_base"] != row["leader_scaled"]
+def move(row: dict) -> str:
+    """What the longer budget did to the standing: ``changes`` (one leader beyond the noise, then
+    the other), ``opens`` (a tie becomes a lead), ``closes`` (a lead becomes a tie), ``level``
+    (a tie at both budgets) or ``same`` (the same leader beyond the noise at both)."""
+    tied, tied_after = row["level_base"], row["level_scaled"]
+    if tied:
+        return "level" if tied_after else "opens"
+    if tied_after:
+        return "closes"
+    return "changes" if row["leader_base"] != row["leader_scaled"] else "same"
 
 
 def _best_per_family(cells: pd.DataFrame) -> dict[str, tuple[float, float]]:
@@ -146,20 +159,19 @@ def _best_per_family(cells: pd.DataFrame) -> dict[str, tuple[float, float]]:
     for (fam, _), cell in cells.groupby(["family", "size"]):
         mean = float(cell["test_error"].mean())
         if fam not in out or mean < out[fam][0]:
-            out[fam] = (round6(mean), _mean_variance(cell, mean))
+            out[fam] = (round6(mean), _mean_variance(cell))
     return out
 
 
-def _mean_variance(cell: pd.DataFrame, mean: float) -> float:
+def _mean_variance(cell: pd.DataFrame) -> float:
     if len(cell) > 1:
         return float(cell["test_error"].var(ddof=1)) / len(cell)
-    n_test = cell["n_test"].dropna()
-    return mean * (1 - mean) / float(n_test.iloc[0]) if len(n_test) else 0.0
+    return _binomial_var(cell) or 0.0
 
 
 def _level(best: dict[str, tuple[float, float]]) -> bool:
     """Whether two families' envelope errors differ by less than the 95% normal interval of
-    their difference (the headline's lead interval, taken the same way)."""
+    their difference."""
     (a, va), (b, vb) = best.values()
     return abs(a - b) < Z95 * math.sqrt(va + vb)
 

@@ -10,6 +10,23 @@ from bench.analysis import claims
 from bench.analysis import control as control_rows
 from bench.analysis.formats import fmt_x, leader, pct, unsupported_text
 
+# The moves of the standing that keep the 1x cells from placing the break-even, as the verdict
+# names them (control.move).
+BUDGET_MOVES = {
+    "changes": "the leader changes with the budget",
+    "opens": "a tie becomes a lead",
+    "closes": "a lead closes to within the noise",
+}
+
+# What the budget did to the lead at one control n (control.move), in its leader line.
+STANDING = {
+    "changes": "**the leader changes with the budget**",
+    "closes": "**the lead closes to within the noise**",
+    "opens": "a tie at the lower budget becomes a lead",
+    "level": "level at both budgets",
+    "same": "the same leader",
+}
+
 
 def _figure(doc: dict, name: str) -> list[str]:
     """A link to the figure, when this run drew it."""
@@ -303,8 +320,7 @@ def control(doc: dict) -> list[str]:
 
 def _vit_takes(r: dict) -> bool:
     """Trained longer, the ViT leads beyond the noise where it did not lead at the lower budget."""
-    gained = r["level_base"] or r["leader_base"] != "vit"
-    return r["leader_scaled"] == "vit" and not r["level_scaled"] and gained
+    return r["leader_scaled"] == "vit" and control_rows.move(r) in ("changes", "opens")
 
 
 def _ns(rows: list[dict]) -> str:
@@ -314,14 +330,11 @@ def _ns(rows: list[dict]) -> str:
 def _budget_moves(first: list[dict]) -> str:
     """Where more training moves the families' standing (a new leader, a tie that becomes a lead,
     a lead that closes to a tie), as a clause for the verdict; '' where it moves nowhere."""
-    moves = {
-        "the leader changes with the budget": [r for r in first if r["changes"]],
-        "a tie becomes a lead": [r for r in first if r["level_base"] and not r["level_scaled"]],
-        "a lead closes to within the noise": [
-            r for r in first if r["level_scaled"] and not r["level_base"]
-        ],
-    }
-    said = [f"{what} at n = {_ns(rows)}" for what, rows in moves.items() if rows]
+    said = [
+        f"{what} at n = {_ns(rows)}"
+        for kind, what in BUDGET_MOVES.items()
+        if (rows := [r for r in first if control_rows.move(r) == kind])
+    ]
     return f"; {'; '.join(said)}, so the 1x cells cannot place the break-even" if said else ""
 
 
@@ -352,15 +365,4 @@ def _leader_line(r: dict) -> str:
 
     scaled = lead(r["scaled"], f"{r['budget_scale']:g}x", r["level_scaled"])
     base = lead(r["base"], f"{r.get('base_scale', 1.0):g}x", r["level_base"])
-    return f"- n={r['n_train']:,}: {base}, {scaled}: {_standing(r)}"
-
-
-def _standing(r: dict) -> str:
-    """What the budget did to the lead at one control n."""
-    if r["changes"]:
-        return "**the leader changes with the budget**"
-    if r["level_scaled"] and not r["level_base"]:
-        return "**the lead closes to within the noise**"
-    if r["level_base"] and not r["level_scaled"]:
-        return "a tie at the lower budget becomes a lead"
-    return "level at both budgets" if r["level_base"] else "the same leader"
+    return f"- n={r['n_train']:,}: {base}, {scaled}: {STANDING[control_rows.move(r)]}"
