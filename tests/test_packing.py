@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -170,3 +171,22 @@ def test_compiled_cell_trains_and_caches_its_graphs(in_tmp):
     assert record["run_id"] == tiny("resnet", 96, 0, steps=3, evals=1).run_id  # runtime field
     cache = Path(os.environ["BENCH_CACHE"]) / "inductor"
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache) and any(cache.rglob("*"))
+
+
+
+def test_packed_batchnorm_takes_a_bf16_input():
+    """Under CUDA autocast a conv hands its BatchNorm a bf16 tensor, and batch norm under vmap
+    refuses it with float32 running statistics (seen on an H200): packed BatchNorm layers
+    normalise in float32, as the members do alone."""
+    torch.manual_seed(0)
+    layers = [torch.nn.Sequential(torch.nn.BatchNorm2d(4)) for _ in range(2)]
+    alone_copies = copy.deepcopy(layers)
+    stacked = StackedModels(layers, torch.device("cpu"))
+    stacked.train(True)
+    x = torch.randn(2, 5, 4, 8, 8).bfloat16()
+    packed = stacked(x)
+    assert packed.dtype == torch.float32
+    for i, m in enumerate(alone_copies):
+        own = m.train()(x[i].float())
+        torch.testing.assert_close(packed[i], own)
+        torch.testing.assert_close(stacked.buffers["0.running_mean"][i], m[0].running_mean)

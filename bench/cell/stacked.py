@@ -7,7 +7,10 @@ statistics, gradients and (through an elementwise optimizer such as AdamW) optim
 training the stack is training k models side by side.
 
 timm's fused attention (``scaled_dot_product_attention``) has no vmap rule on every backend; the
-unfused path is the same math, so packing switches it off.
+unfused path is the same math, so packing switches it off. Under vmap, CUDA's batch norm refuses a
+bf16 input with float32 running statistics ("Expected running_mean to have type BFloat16", seen on
+an H200 with bf16 autocast), which it accepts outside vmap; packed BatchNorm layers therefore take
+their input in float32, the precision their statistics are kept in anyway.
 """
 
 from __future__ import annotations
@@ -25,6 +28,18 @@ def unfuse_attention(model: nn.Module) -> None:
             m.fused_attn = False
 
 
+def float_batchnorm(model: nn.Module) -> None:
+    """Every BatchNorm layer casts a reduced-precision input to float32 before normalising."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.register_forward_pre_hook(_to_float32)
+
+
+def _to_float32(module: nn.Module, args: tuple) -> tuple:
+    x = args[0]
+    return (x.float(), *args[1:]) if x.dtype in (torch.bfloat16, torch.float16) else args
+
+
 class StackedModels:
     """``k`` models with one shape, called as one: ``logits[k, B, C] = stacked(x[k, B, ...])``."""
 
@@ -35,6 +50,7 @@ class StackedModels:
         self.state_keys = list(models[0].state_dict())
         self.decay = {n: _decays(n, p) for n, p in models[0].named_parameters()}
         self.base = copy.deepcopy(models[0]).to("meta")
+        float_batchnorm(self.base)
         self.params, self.buffers = stack_module_state([m.to(device) for m in models])
 
     def train(self, mode: bool = True) -> None:
