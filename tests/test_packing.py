@@ -173,7 +173,6 @@ def test_compiled_cell_trains_and_caches_its_graphs(in_tmp):
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache) and any(cache.rglob("*"))
 
 
-
 def test_packed_batchnorm_takes_a_bf16_input():
     """Under CUDA autocast a conv hands its BatchNorm a bf16 tensor, and batch norm under vmap
     refuses it with float32 running statistics (seen on an H200): packed BatchNorm layers
