@@ -127,6 +127,18 @@ def test_recipe_defaults_per_family_and_explicit_values_win():
     assert Cell(recipe="strong").run_id != Cell().run_id != Cell(recipe="strong", mixup=0).run_id
 
 
+def test_strong_recipe_scales_a_defaulted_lr_with_the_batch():
+    def lr(family: str, batch: int, **kw) -> float:
+        return Cell(family=family, recipe="strong", batch_size=batch, **kw).resolved_recipe["lr"]
+
+    assert lr("resnet", 512) == pytest.approx(4 * lr("resnet", 128))  # SGD: linear
+    assert lr("vit", 512) == pytest.approx(2 * lr("vit", 128))  # AdamW: square root
+    assert lr("vit", 512, lr_scale=0.5) == pytest.approx(lr("vit", 128))
+    assert lr("resnet", 512, lr=0.05) == 0.05  # an explicit lr is taken as given
+    basic = Cell(family="resnet", batch_size=512).resolved_recipe["lr"]
+    assert basic == Cell(family="resnet", batch_size=128).resolved_recipe["lr"]
+
+
 def test_basic_recipe_keeps_the_old_run_ids():
     # run_ids of cells written before recipes existed (committed records keep them too)
     assert Cell().run_id == "vit-s-nall-s0-1018976c"
@@ -156,7 +168,9 @@ def test_strong_recipe_trains_a_tiny_cell_and_records_it(in_tmp):
     assert rec["status"] == "completed" and rec["metrics"]["test_error"] is not None
     r = rec["recipe"]
     assert r["name"] == "strong" and r["optimizer"] == "sgd" and r["auto_augment"] == "trivial"
-    assert rec["config"]["lr"] == r["lr"] == 0.1
+    # SGD's 0.1 is for batch 128; the tiny cell's batch scales it linearly
+    assert rec["config"]["lr"] == r["lr"] == pytest.approx(0.1 * rec["config"]["batch_size"] / 128)
+    assert rec["config"]["batch_size"] != 128
     assert Cell.from_dict(rec["config"]).run_id == rec["run_id"]
 
 

@@ -231,7 +231,9 @@ class Cell:
     def resolved_recipe(self) -> dict[str, Any]:
         """The recipe's name and every recipe field's value for this cell (explicit ones win)."""
         given = {k: getattr(self, k) for k in recipes.FIELDS}
-        return recipes.resolve(self.recipe, self.family, given, self.lr_scale, self.wd_scale)
+        return recipes.resolve(
+            self.recipe, self.family, given, self.lr_scale, self.wd_scale, self.batch_size
+        )
 
     # ------------------------------------------------------------------ derived
     @property
