@@ -1,37 +1,55 @@
 #!/usr/bin/env bash
-# One prepared call on a GPU machine (H100/H200), from the checkout root; under 10 minutes; its
-# output goes to $OUT. Needs no download, no W&B and no sweep engine (synthetic data, W&B off).
-#   bash benchmarks/device/gpu_throughput.sh          # 1. study throughput: sequential, 16
-#                                                     #    processes, 4 workers, 4 workers packed
-#                                                     # 2. single cell, Lightning vs plain loop:
-#                                                     #    300 timed steps x 3 repeats, + ViT-S/16
-#                                                     # 3. (GPU) strong vs basic recipe, augment_cost.py
-#   CPU=1 bash benchmarks/device/gpu_throughput.sh    # the same steps, tiny, on a CPU (a check)
+# Prepared calls on a GPU machine (H100/H200), from the checkout root; output under $OUT. Needs no
+# download, no W&B and no sweep engine (synthetic data, W&B off). Name the parts to run:
+#   bash benchmarks/device/gpu_throughput.sh study          # ~5.5 min: study throughput, four ways
+#                                                           # (sequential, 16 processes, 4 workers,
+#                                                           # 4 workers packed 6 cells a rung)
+#   bash benchmarks/device/gpu_throughput.sh single batch cost  # ~5 min: Lightning vs plain loop,
+#                                                           # 300 timed steps x 3 (ResNet m, ViT-S/16
+#                                                           # at 224 px), then batch 512 on the
+#                                                           # calibration rungs and the strong
+#                                                           # recipe's cost at batch 512
+#   CPU=1 bash benchmarks/device/gpu_throughput.sh study single   # the same steps, tiny, on a CPU
+# One call runs at most 10 minutes: `study` needs one of them (its four ways took 300 s on an
+# H200), the other parts the next. Each part stops at its limit (STUDY_S, SINGLE_S, BATCH_S,
+# COST_S seconds); a way or rung cut off says so and is not a measurement.
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 BENCH_CACHE=${BENCH_CACHE:-/tmp/bench-cache}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-python -c "import torch, timm, pytorch_lightning as pl; print('torch', torch.__version__, 'timm', timm.__version__, 'lightning', pl.__version__)" | tee "$OUT/env.txt"
+PARTS=${*:-study}
+python -c "import torch, timm, pytorch_lightning as pl; print('torch', torch.__version__, 'timm', timm.__version__, 'lightning', pl.__version__)" | tee -a "$OUT/env.txt"
 if [ "${CPU:-0}" = 1 ]; then
-  STUDY="--device=cpu --quick --ways=sequential,packed"
-  SINGLE="--device=cpu --sizes=xxs --steps=2 --warm=1 --repeats=1"
-  STUDY_S=${STUDY_S:-1500} SINGLE_S=${SINGLE_S:-600}
+  DEV=cpu STUDY="--quick --ways=sequential,packed" SINGLE="--sizes=xxs --steps=2 --warm=1 --repeats=1"
+  BATCH="--sizes=xxs --steps=2 --warm=1 --repeats=1" COST="--rungs=resnet:xxs --steps=4 --warm=1"
 else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/env.txt"
-  STUDY="--device=cuda"
-  SINGLE="--device=cuda --long --sizes=xs,s,m --extra=vit-s16-224"
-  STUDY_S=${STUDY_S:-250} SINGLE_S=${SINGLE_S:-180}
+  DEV=cuda STUDY="" SINGLE="--long --families=resnet --sizes=m --extra=vit-s16-224"
+  # the calibration sweeps' batch: a small model's step costs about the same at 128 and 256
+  # (host-bound), so the images/s at 512 decide how long calibration takes
+  BATCH="--batch=512 --sizes=s,m --steps=100 --warm=20 --repeats=2"
+  COST="--batch=512 --rungs=resnet:m,vit:s,resnet:s,vit:m --steps=130 --warm=30"
 fi
-start=$(date +%s)
-timeout "$STUDY_S" python benchmarks/study_throughput.py $STUDY --out /tmp/study-throughput 2>&1 \
-  | grep -v -i warn | tee "$OUT/study_throughput.txt"
-cp /tmp/study-throughput/summary.json "$OUT/study_throughput.json" 2>/dev/null
-tar czf "$OUT/study_throughput_logs.tgz" --exclude=checkpoints --exclude="*.ckpt" --exclude="*.pt" -C /tmp/study-throughput . 2>/dev/null
-echo "study throughput: $(( $(date +%s) - start )) s" | tee -a "$OUT/env.txt"
-if [ "${CPU:-0}" != 1 ]; then  # the strong recipe's cost (issue "Credible answers"), calibration rungs
-  timeout "${COST_S:-120}" python benchmarks/augment_cost.py --device=cuda --rungs=resnet:m,vit:s,resnet:s,vit:m \
-    --steps=230 --warm=30 2>&1 | grep -v -i warn | tee "$OUT/augment_cost.txt"
-  echo "augment cost: $(( $(date +%s) - start )) s" | tee -a "$OUT/env.txt"
-fi
-timeout "$SINGLE_S" python benchmarks/throughput.py $SINGLE 2>&1 | grep -v -i warn | tee "$OUT/throughput_long.txt"
-echo "total: $(( $(date +%s) - start )) s" | tee -a "$OUT/env.txt"
+start=$(date +%s) failed=""
+part() {  # name, seconds, command...: run it under a limit, its output to $OUT/name.txt
+  local name=$1 limit=$2; shift 2
+  timeout -s TERM "$limit" "$@" 2>&1 | grep -v -i warn | tee "$OUT/$name.txt"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" = 124 ] && echo "$name: STOPPED at its ${limit} s limit" | tee -a "$OUT/$name.txt"
+  [ "$rc" = 0 ] || failed="$failed $name"
+  echo "$name: done at $(( $(date +%s) - start )) s" | tee -a "$OUT/env.txt"
+}
+for p in $PARTS; do
+  case $p in
+    study)
+      part study_throughput "${STUDY_S:-330}" python benchmarks/study_throughput.py --device=$DEV $STUDY --out /tmp/study-throughput
+      cp /tmp/study-throughput/summary.json "$OUT/study_throughput.json" 2>/dev/null
+      tar czf "$OUT/study_throughput_logs.tgz" --exclude=checkpoints --exclude="*.ckpt" \
+        -C /tmp/study-throughput . 2>/dev/null ;;
+    single) part throughput_long "${SINGLE_S:-140}" python benchmarks/throughput.py --device=$DEV $SINGLE ;;
+    batch) part throughput_batch512 "${BATCH_S:-60}" python benchmarks/throughput.py --device=$DEV $BATCH ;;
+    cost) part augment_cost "${COST_S:-90}" python benchmarks/augment_cost.py --device=$DEV $COST ;;
+    *) echo "unknown part $p (study, single, batch, cost)" >&2; exit 2 ;;
+  esac
+done
 [ "${CPU:-0}" = 1 ] || nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$OUT/env.txt"
+[ -z "$failed" ] || { echo "parts that failed or were stopped:$failed" | tee -a "$OUT/env.txt"; exit 1; }
