@@ -16,7 +16,8 @@ For each it prints wall time, aggregate training images/s (images seen in traini
 wall time of the whole way, start-up and evaluation included), achieved TFLOP/s from the
 measured FLOPs of the records (``train_flops``: 3x forward FLOPs per image seen), the share of
 the card's peak, and the ratios to ``sequential`` and ``processes``; then how far each way's
-test errors are from the same cells' sequential ones (packing must not change the science).
+test errors are from the same cells' sequential ones (packing must not change the science), and
+where a cell's time went outside its training steps (the records' ``timing.phases_s``).
 
     python benchmarks/study_throughput.py                      # GPU: under 5 minutes on an H100/H200
     python benchmarks/study_throughput.py --device=cpu --quick # correctness on a CPU
@@ -85,6 +86,13 @@ def run_way(name: str, jobs: list[Job], args, slots: list[str | None]) -> dict:
     recs = [json.loads(j.record_path.read_text()) for j in jobs if j.record_path.exists()]
     done = [r for r in recs if r["status"] == "completed"]
     images = sum(r["metrics"]["examples"] for r in done)
+    # per cell: a pack's phases are the whole pack's, shared by its members
+    shares = [
+        {k: v / r["execution"].get("pack", 1) for k, v in r["timing"]["phases_s"].items()}
+        for r in done
+        if r["timing"].get("phases_s")
+    ]
+    phases = {k: sum(p[k] for p in shares) / len(shares) for k in shares[0]} if shares else {}
     flops = sum(r["train_flops"] for r in done)
     return dict(
         way=name,
@@ -94,6 +102,7 @@ def run_way(name: str, jobs: list[Job], args, slots: list[str | None]) -> dict:
         images_per_s=images / wall,
         tflops=flops / wall / 1e12,
         errors={r["run_id"]: r["metrics"]["test_error"] for r in done},
+        phases_per_cell=phases,
         # stopped by SIGINT/SIGTERM (a time limit): the runner and the workers catch the signal
         # and stop their cells, so the way ends early rather than the script
         stopped=rc > 128,
@@ -157,6 +166,14 @@ def main() -> int:
             + ("  STOPPED by a signal: not a measurement" if r["stopped"] else ""),
             flush=True,
         )
+        if r["phases_per_cell"]:
+            p = r["phases_per_cell"]
+            print(
+                f"{'':<11} per cell: fit {p['fit_s']:.2f} s, of it validation "
+                f"{p['validation_s']:.2f} s and checkpoints {p['checkpoint_s']:.2f} s; "
+                f"test {p['test_s']:.2f} s",
+                flush=True,
+            )
         if r["stopped"]:
             break
     results = [r for r in results if not r["stopped"]]

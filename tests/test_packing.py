@@ -153,6 +153,12 @@ def test_grid_worker_pack_writes_records_like_bench_run(in_tmp):
         assert packed[0]["metrics"][k] == pytest.approx(single["metrics"][k], abs=0.02), k
     _, cell, _, model = load_run(packed[0]["checkpoint"])  # the best checkpoint loads
     assert cell.run_id == packed[0]["run_id"] and model is not None
+    for r in (single, *packed):  # where the wall time went, alone and packed
+        phases, wall = r["timing"]["phases_s"], r["timing"]["wall_s"]
+        assert set(phases) == {"fit_s", "validation_s", "checkpoint_s", "test_s"}
+        assert min(phases.values()) > 0
+        assert phases["fit_s"] > phases["validation_s"] + phases["checkpoint_s"]
+        assert phases["fit_s"] + phases["test_s"] <= wall
 
 
 def _cxx() -> str | None:

@@ -54,6 +54,7 @@ from bench.cell.augment import ImagePolicy
 from bench.cell.batches import channel_stats
 from bench.cell.checkpoints import MODEL_PREFIX
 from bench.cell.module import make_optimizer, warmup_cosine
+from bench.cell.phases import Stopwatch
 from bench.cell.resume import LAST, PREV, Attempts, readable_step, write_atomic
 from bench.cell.stacked import StackedModels
 from bench.cell.train import CellSetup, batch_augment, build_loaders, build_record
@@ -258,6 +259,7 @@ class Pack:
         )
         self.bf16 = precision == "bf16"
         self.train_s = 0.0
+        self.watch = Stopwatch()  # the whole pack's phases, in every member's record
         self.ckpt_dirs = [Path(d) for d in ckpt_dirs] if ckpt_dirs is not None else None
         self.attempts = attempts
         self.start = 0  # the step this attempt resumed from
@@ -269,6 +271,10 @@ class Pack:
 
     # ------------------------------------------------------------------ training
     def fit(self) -> None:
+        with self.watch.time("fit_s"):
+            self._fit()
+
+    def _fit(self) -> None:
         cell, total = self.cell, self.total
         r = cell.resolved_recipe
         opt = make_optimizer(
@@ -293,8 +299,10 @@ class Pack:
                     break
             if interval and step % interval == 0:
                 t_val = time.perf_counter()
-                self._validate(step)
-                saved = self._save(step, opt, sched)
+                with self.watch.time("validation_s"):
+                    self._validate(step)
+                with self.watch.time("checkpoint_s"):
+                    saved = self._save(step, opt, sched)
                 t0 += time.perf_counter() - t_val  # validation time is not training time
         _sync(self.device)
         self.train_s = time.perf_counter() - t0
@@ -322,7 +330,8 @@ class Pack:
         self.trained = len(self.step_losses)  # by this attempt: its throughput's steps
         self.steps = self.start + self.trained
         if self.steps > saved:
-            self._save(self.steps, opt, sched)
+            with self.watch.time("checkpoint_s"):
+                self._save(self.steps, opt, sched)
         new = torch.stack(self.step_losses).T.tolist() if self.step_losses else [[]] * self.k
         for m in self.members:
             m.losses = m.losses + new[m.index]
@@ -495,10 +504,12 @@ class Pack:
 
     def test(self) -> None:
         """Each member's best validation checkpoint (its last weights without one) on the test set."""
-        for m in self.members:
-            if m.best_state is not None:
-                self.stacked.load_member(m.index, m.best_state)
-        for m, (err, loss) in zip(self.members, self.evaluate("test"), strict=True):
+        with self.watch.time("test_s"):
+            for m in self.members:
+                if m.best_state is not None:
+                    self.stacked.load_member(m.index, m.best_state)
+            results = self.evaluate("test")
+        for m, (err, loss) in zip(self.members, results, strict=True):
             m.test_error, m.test_loss = err, loss
 
     # ------------------------------------------------------------------ results
@@ -519,6 +530,7 @@ class Pack:
             if self.train_s
             else None,
             "checkpoint": path,
+            "phases": self.watch.to_dict(),
         }
 
 

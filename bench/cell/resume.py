@@ -15,6 +15,7 @@ random numbers (order and augmentation) the uninterrupted run drew.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -159,9 +160,12 @@ class ResumableBatches:
 class ResumeCheckpoints(pl.Callback):
     """last.ckpt at every validation and at the end; best.ckpt when validation improves."""
 
-    def __init__(self, ckpt_dir: Path, train: ResumableBatches, has_val: bool, attempts=None):
+    def __init__(
+        self, ckpt_dir: Path, train: ResumableBatches, has_val: bool, attempts=None, watch=None
+    ):
         self.dir, self.train, self.has_val = Path(ckpt_dir), train, has_val
         self.attempts = attempts
+        self.watch = watch  # a phases.Stopwatch: the time spent writing checkpoints
         self.best: float | None = None
 
     def state_dict(self) -> dict:
@@ -189,15 +193,20 @@ class ResumeCheckpoints(pl.Callback):
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         err = trainer.callback_metrics.get("val/error")
-        if err is not None and (self.best is None or float(err) < self.best):
-            self.best = float(err)
-            save_atomic(trainer, self.dir / BEST)
-        self._save_last(trainer)
+        with self._timed():
+            if err is not None and (self.best is None or float(err) < self.best):
+                self.best = float(err)
+                save_atomic(trainer, self.dir / BEST)
+            self._save_last(trainer)
 
     def on_train_end(self, trainer, module) -> None:
-        if not self.has_val:
-            save_atomic(trainer, self.dir / BEST)  # without validation the final weights are tested
-        self._save_last(trainer)
+        with self._timed():
+            if not self.has_val:  # without validation the final weights are tested
+                save_atomic(trainer, self.dir / BEST)
+            self._save_last(trainer)
+
+    def _timed(self):
+        return self.watch.time("checkpoint_s") if self.watch else contextlib.nullcontext()
 
     def _save_last(self, trainer) -> None:
         save_atomic(trainer, self.dir / LAST, keep_previous=self.dir / PREV)

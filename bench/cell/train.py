@@ -40,6 +40,7 @@ from bench.cell.models import (
     train_flops,
 )
 from bench.cell.module import CellModule, Diverged
+from bench.cell.phases import Stopwatch, ValidationClock
 from bench.cell.progress import Progress, quiet_lightning
 from bench.cell.provenance import data_source, portable_config, portable_path
 from bench.cell.resume import BEST, Attempts, ResumableBatches, ResumeCheckpoints, pick_resume
@@ -265,15 +266,19 @@ def fit_and_test(
         module.model = compile_model(module.model, cell.compile_mode, cell.cache_dir)
     batches, val, test = build_loaders(setup)
     train = ResumableBatches(batches)
-    keeper = ResumeCheckpoints(ckpt_dir, train, has_val=val is not None, attempts=attempts)
-    trainer = build_trainer(setup, ckpt_dir, logger, val is not None, extra_callbacks=[keeper])
+    watch = Stopwatch()
+    keeper = ResumeCheckpoints(ckpt_dir, train, val is not None, attempts=attempts, watch=watch)
+    # the clock before the keeper: its validation time ends before the checkpoints are written
+    clocks = [ValidationClock(watch), keeper]
+    trainer = build_trainer(setup, ckpt_dir, logger, val is not None, extra_callbacks=clocks)
     resume, step = pick_resume(ckpt_dir, cell.run_id)
     if attempts is not None:
         attempts.current["resumed_from_step"] = step if resume else None
         attempts.tick()
     if resume:
         print(f"{cell.run_id}: resuming from {resume} (step {step})", file=sys.stderr)
-    trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=resume)
+    with watch.time("fit_s"):
+        trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=resume)
     if math.isnan(module.last_train_loss) and trainer.global_step > 0:
         module.flush_train_metrics(trainer.global_step)
     # the end of training's numbers, read before loading the best checkpoint for the test
@@ -286,13 +291,15 @@ def fit_and_test(
     }
     best = ckpt_dir / BEST
     best_path = str(best) if best.exists() else None
-    tested = trainer.test(module, dataloaders=test, ckpt_path=best_path, verbose=False)[0]
+    with watch.time("test_s"):
+        tested = trainer.test(module, dataloaders=test, ckpt_path=best_path, verbose=False)[0]
     return {
         "test_error": tested["test/error"],
         "test_loss": tested["test/loss"],
         "val_error": keeper.best,
         **trained,
         "checkpoint": best_path,
+        "phases": watch.to_dict(),
     }
 
 
@@ -406,6 +413,7 @@ def build_record(
             "wall_s": attempts.wall_s,  # every attempt's, not only the last one's
             "train_images_per_s": _finite(outcome.get("train_images_per_s")),
             "device": device,
+            "phases_s": outcome.get("phases"),  # this attempt's (bench.cell.phases)
         },
         checkpoint=portable_path(outcome.get("checkpoint"), cell.folder.study_dir),
         attempts=attempts.history,
