@@ -153,6 +153,10 @@ def test_the_grid_eta_measures_each_rung_at_its_own_speed():
     assert plan_eta([], [(2.0, "vit-xs")], done, slots=1) == pytest.approx(120.0)
     # a rung with no cell done yet takes the rate of all cells done (90s over 2 units)
     assert plan_eta([], [(2.0, "vit-s")], done, slots=1) == pytest.approx(90.0)
+    # ... unless a running cell of that rung has projected its own: 50s at 25% of cost 1 is
+    # 200s per unit, so the queued vit-s cell of cost 2 takes 400s after its 150s left
+    running = [(50.0, 0.25, 1.0, "vit-s")]
+    assert plan_eta(running, [(2.0, "vit-s")], done, slots=1) == pytest.approx(550.0)
 
 
 def test_each_grid_cell_carries_its_work_for_the_eta(tmp_path):

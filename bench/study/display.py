@@ -128,7 +128,9 @@ def plan_eta(
     time, so a grid whose budgets grow with n is planned cell by cell, not as so many average
     cells. The rate is measured per model where a cell of that model is done, since models rank
     differently on other machines (on a CPU a ResNet runs twice as fast as a ViT of its size;
-    on the reference GPU both are launch-bound); a model not yet seen takes the rate of all.
+    on the reference GPU both are launch-bound). A model no finished cell has priced takes its
+    running cells' projections where they have one (a grid that finishes its fast ResNets first
+    would otherwise plan its ViTs at the ResNets' pace), else the rate of all.
     A cell without a cost takes the average wall. A cell less than ``TRUSTED`` of the way
     through is planned as if it had no progress line: its elapsed time is mostly start-up
     (imports, decoding the data), which projecting by 1/f would multiply many times over.
@@ -138,6 +140,10 @@ def plan_eta(
     sample = done or projected
     avg = sum(w for w, _, _ in sample) / len(sample) if sample else None
     rates = _rates(sample)
+    if done:
+        for model, rate in _rates(projected).items():
+            if model is not None:
+                rates.setdefault(model, rate)
 
     def length(cost: float | None, model: str | None) -> float | None:
         rate = rates.get(model, rates.get(None))
