@@ -229,6 +229,7 @@ def dry_run(sweep: Sweep, args: argparse.Namespace) -> int:
     cost = grid_cost(cells)
     print(
         f"budget: {cost.images / 1e6:,.1f}M images seen in all; about {fmt_duration(cost.gpu_s)} "
-        "of H200 time one cell at a time (measured single-cell rates; packing is faster)"
+        "of H200 time one cell at a time (single-cell rates measured at batch 256, basic recipe; "
+        "several cells per GPU run faster)"
     )
     return 0
