@@ -495,7 +495,7 @@ def test_a_control_over_enough_n_is_fitted_as_its_own_grid(tmp_path):
     assert doc["break_even"]["kind"] != "inside"  # the 1x grid alone places no crossing
     claim = f"the fitted envelopes cross at n = {be['x']:,.0f}"
     assert claim in doc["headline"]
-    assert "(no longer control checks those cells' convergence)" in doc["headline"]
+    assert "(no control at a longer budget checks those cells' convergence)" in doc["headline"]
     report = (tmp_path / "report.md").read_text()
     assert "## Break-even at the 2x budget" in report and claim in report.splitlines()[2]
     # the control's cells sit in the error table, a row per budget under their 1x row
@@ -510,7 +510,7 @@ def test_a_control_over_enough_n_is_fitted_as_its_own_grid(tmp_path):
     record(tmp_path, "vit", "s", 256000, 0, float(vit(256000)) * 0.8, scale=4.0)
     headline = analyze(tmp_path, bootstrap=0)["headline"]
     assert "(but those cells are still compute-bound at n = 256,000)" in headline
-    assert "no longer control checks" not in headline
+    assert "no control at a longer budget" not in headline
     # a 4x arm over three n is a third grid: compared with the 2x arm's crossing, and drawn
     for fam, f in (("resnet", resnet), ("vit", vit)):
         for n in (16000, 64000, 256000):

@@ -156,7 +156,7 @@ def arm_crossing_text(doc: dict, after: str = "") -> str:
     arms = (doc.get("control") or {}).get("arms", [])
     checked = [a for a in arms if a["base_scale"] == cross["budget_scale"]]
     if not checked:
-        text += " (no longer control checks those cells' convergence)"
+        text += " (no control at a longer budget checks those cells' convergence)"
     elif checked[0]["compute_bound"]:
         ns = ", ".join(f"{n:,}" for n in checked[0]["bound_n"])
         text += f" (but those cells are still compute-bound at n = {ns})"
