@@ -15,7 +15,6 @@ random numbers (order and augmentation) the uninterrupted run drew.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -27,6 +26,7 @@ import pytorch_lightning as pl
 import torch
 
 from bench.cell.batches import DeviceBatches
+from bench.cell.phases import Stopwatch
 from bench.clock import utc_now
 from bench.errors import StorageError, is_storage
 from bench.results.records import atomic_write_text
@@ -165,7 +165,7 @@ class ResumeCheckpoints(pl.Callback):
     ):
         self.dir, self.train, self.has_val = Path(ckpt_dir), train, has_val
         self.attempts = attempts
-        self.watch = watch  # a phases.Stopwatch: the time spent writing checkpoints
+        self.watch = watch or Stopwatch()  # the time spent writing checkpoints
         self.best: float | None = None
 
     def state_dict(self) -> dict:
@@ -193,20 +193,17 @@ class ResumeCheckpoints(pl.Callback):
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         err = trainer.callback_metrics.get("val/error")
-        with self._timed():
+        with self.watch.time("checkpoint_s"):
             if err is not None and (self.best is None or float(err) < self.best):
                 self.best = float(err)
                 save_atomic(trainer, self.dir / BEST)
             self._save_last(trainer)
 
     def on_train_end(self, trainer, module) -> None:
-        with self._timed():
+        with self.watch.time("checkpoint_s"):
             if not self.has_val:  # without validation the final weights are tested
                 save_atomic(trainer, self.dir / BEST)
             self._save_last(trainer)
-
-    def _timed(self):
-        return self.watch.time("checkpoint_s") if self.watch else contextlib.nullcontext()
 
     def _save_last(self, trainer) -> None:
         save_atomic(trainer, self.dir / LAST, keep_previous=self.dir / PREV)
