@@ -239,9 +239,12 @@ CELL = [
 ]
 
 
-def run_cell(cwd: Path, out: str, kill_when=None) -> subprocess.CompletedProcess | None:
+def run_cell(
+    cwd: Path, out: str, kill_when=None, recipe: str = "basic"
+) -> subprocess.CompletedProcess | None:
     """``bench run`` of CELL into ``out``; SIGKILLed as soon as ``kill_when(ckpt_dir)`` holds."""
     argv = [sys.executable, "-m", "bench.cli", "run", *CELL, f"--results_dir={out}/runs"]
+    argv.append(f"--recipe={recipe}")
     if kill_when is None:
         return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=600)
     proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -277,18 +280,29 @@ def only(folder: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict:
+    return whole_run(tmp_path_factory, "basic")
+
+
+def whole_run(tmp_path_factory, recipe: str) -> dict:
     tmp = tmp_path_factory.mktemp("whole")
-    done = run_cell(tmp, "whole")
+    done = run_cell(tmp, "whole", recipe=recipe)
     assert done.returncode == 0, done.stderr
     return only(tmp / "whole" / "runs")
 
 
+# the strong recipe draws from four more generators (the per-image policy in the loader; erasing,
+# mixup/cutmix and drop-path in the step), which a resumed cell must continue, not restart
 @pytest.mark.slow
-def test_killed_cell_resumes_to_the_same_result_as_an_uninterrupted_one(tmp_path, uninterrupted):
+@pytest.mark.parametrize("recipe", ["basic", "strong"])
+def test_killed_cell_resumes_to_the_same_result_as_an_uninterrupted_one(
+    tmp_path, tmp_path_factory, uninterrupted, recipe
+):
+    if recipe != "basic":
+        uninterrupted = whole_run(tmp_path_factory, recipe)
     for _ in range(2):  # two kills, each once the attempt has written a checkpoint of its own
-        run_cell(tmp_path, "k", kill_when=new_checkpoint(tmp_path / "k"))
+        run_cell(tmp_path, "k", kill_when=new_checkpoint(tmp_path / "k"), recipe=recipe)
         assert not list((tmp_path / "k" / "runs").glob("*.json"))
-    done = run_cell(tmp_path, "k")
+    done = run_cell(tmp_path, "k", recipe=recipe)
     assert done.returncode == 0 and "resuming from" in done.stderr, done.stderr
     rec = only(tmp_path / "k" / "runs")
     assert rec["metrics"] == uninterrupted["metrics"]  # bit-identical, not approximately

@@ -76,6 +76,20 @@ def test_policy_is_per_image_seeded_and_uint8(policy):
     assert not torch.equal(a, ImagePolicy(policy, seed=4)(x))
 
 
+@pytest.mark.parametrize("policy", ["trivial", "rand"])
+def test_policy_skip_draws_what_a_batch_draws(policy):
+    """A resumed cell replays finished epochs with ``skip``: the next batch must come out as if
+    the skipped ones had been augmented."""
+    x = batch(16)
+    ran, skipped = ImagePolicy(policy, seed=5), ImagePolicy(policy, seed=5)
+    ran(x[:7])
+    ran(x)
+    skipped.skip(7, x.device)
+    skipped.skip(16, "cpu")
+    assert torch.equal(ran(x), skipped(x))
+    assert not torch.equal(ImagePolicy(policy, seed=5)(x), skipped(x))
+
+
 # ---------------------------------------------------------------------- erasing, mixup, cutmix
 def test_random_erasing_per_image_and_seeded():
     x = torch.zeros(64, 3, 32, 32)

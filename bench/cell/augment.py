@@ -55,6 +55,14 @@ def stream_seed(seed: int, stream: str) -> int:
     return int(np.random.SeedSequence([seed, STREAMS[stream]]).generate_state(1)[0])
 
 
+def _indexed(device: torch.device | str) -> torch.device:
+    """``cuda`` as ``cuda:N``, the form a generator's and a tensor's device take."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def _generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
@@ -72,20 +80,32 @@ class ImagePolicy:
         self.g: torch.Generator | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.g is None or self.g.device != x.device:
-            self.g = _generator(x.device, self.seed)
         out = x.float()
-        for _ in range(self.layers):
-            b = len(x)
-            op = torch.randint(0, len(OPS), (b,), device=x.device, generator=self.g)
-            if self.name == "trivial":  # a magnitude bin drawn per image
-                bins = torch.randint(0, MAGNITUDE_BINS, (b,), device=x.device, generator=self.g)
-            else:  # RandAugment's fixed magnitude 9 of 30
-                bins = torch.full((b,), 9, device=x.device)
-            m = bins.float() / (MAGNITUDE_BINS - 1)
-            sign = torch.where(torch.rand(b, device=x.device, generator=self.g) < 0.5, -1.0, 1.0)
+        for op, m, sign in self._draws(len(x), x.device):
             out = apply_ops(out, op, m, sign, self.space)
         return out.round_().clamp_(0, 255).to(torch.uint8)
+
+    def skip(self, b: int, device: torch.device) -> None:
+        """Draw what a batch of ``b`` images draws, without the images: a resumed cell's replay
+        of its finished epochs leaves this generator where the killed run's was."""
+        self._draws(b, device)
+
+    def _draws(self, b: int, device: torch.device) -> list[tuple[torch.Tensor, ...]]:
+        """Each layer's op, magnitude in [0, 1] and sign, per image."""
+        device = _indexed(device)
+        if self.g is None or self.g.device != device:
+            self.g = _generator(device, self.seed)
+        draws = []
+        for _ in range(self.layers):
+            op = torch.randint(0, len(OPS), (b,), device=device, generator=self.g)
+            if self.name == "trivial":  # a magnitude bin drawn per image
+                bins = torch.randint(0, MAGNITUDE_BINS, (b,), device=device, generator=self.g)
+            else:  # RandAugment's fixed magnitude 9 of 30
+                bins = torch.full((b,), 9, device=device)
+            m = bins.float() / (MAGNITUDE_BINS - 1)
+            sign = torch.where(torch.rand(b, device=device, generator=self.g) < 0.5, -1.0, 1.0)
+            draws.append((op, m, sign))
+        return draws
 
 
 def apply_ops(

@@ -127,10 +127,14 @@ class DeviceBatches:
         cell's batches then continue exactly as the killed run's would have."""
         n = len(self.y)
         if self.shuffle:
-            torch.randperm(n, device=self.x.device, generator=self.g)
-        for i in range(len(self) if self.pad else 0):
+            torch.randperm(n, device=self.device, generator=self.g)
+        skip = getattr(self.transform, "skip", None)  # a random transform's own draws
+        for i in range(len(self) if self.pad or skip else 0):
             b = min(n, (i + 1) * self.batch_size) - i * self.batch_size
-            augment(self.x.new_zeros(b, 1, 1, 1), self.pad, self.g)
+            if self.pad:
+                augment(torch.zeros(b, 1, 1, 1, device=self.device), self.pad, self.g)
+            if skip is not None:
+                skip(b, self.device)
 
     def __iter__(self):
         n = len(self.y)

@@ -50,12 +50,12 @@ import torch
 import torch.nn.functional as F
 
 from bench.cell import tracking
-from bench.cell.augment import ImagePolicy
 from bench.cell.batches import channel_stats
 from bench.cell.checkpoints import MODEL_PREFIX
 from bench.cell.module import make_optimizer, warmup_cosine
 from bench.cell.phases import Stopwatch
 from bench.cell.resume import LAST, PREV, Attempts, readable_step, write_atomic
+from bench.cell.rng_state import capture, restore, training_policy
 from bench.cell.stacked import StackedModels
 from bench.cell.train import CellSetup, batch_augment, build_loaders, build_record
 from bench.clock import utc_now
@@ -192,28 +192,6 @@ def resume_lone_member(setup: CellSetup, ckpt_dir: Path, execution: dict) -> dic
         flush=True,
     )
     return train_packed([setup], [Path(ckpt_dir)], execution)[0]
-
-
-def _policy(transform) -> ImagePolicy | None:
-    """The per-image policy in a training transform: itself, or one step of a chain of them."""
-    if isinstance(transform, ImagePolicy):
-        return transform
-    return next((t for t in getattr(transform, "steps", ()) if isinstance(t, ImagePolicy)), None)
-
-
-def _gen_state(holder) -> torch.Tensor | None:
-    """The state of ``holder.g``, a generator made at its first draw (None before it)."""
-    g = getattr(holder, "g", None)
-    return g.get_state() if g is not None else None
-
-
-def _set_gen(holder, state, device) -> None:
-    if holder is None:
-        return
-    holder.g = None  # never drawn from when saved: made afresh from its seed at the first draw
-    if state is not None:
-        holder.g = torch.Generator(device=device)
-        holder.g.set_state(state)
 
 
 def _prefixed(state: dict) -> dict:
@@ -384,14 +362,7 @@ class Pack:
 
     def _rng(self, m: Member) -> dict:
         """The random state the data order's replay does not restore."""
-        policy, mix = _policy(m.train.transform), self.mixes[m.index]
-        return {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
-            "policy": _gen_state(policy),
-            "erase": _gen_state(mix),
-            "mix": mix.np_state if mix is not None else None,
-        }
+        return capture(training_policy(m.train.transform), self.mixes[m.index], self.device)
 
     def _resume(self, opt, sched) -> list:
         """The members' training batches, from the step their checkpoints agree on (0 without)."""
@@ -428,15 +399,9 @@ class Pack:
             self.window = torch.tensor([x["loss_sum"] for x in w], device=self.device)
 
     def _load_rng(self, m: Member, rng: dict) -> None:
-        torch.set_rng_state(rng["torch"])  # one global state, the same in every member's file
-        if rng["cuda"] is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        # a tensor's device, as the generators compare theirs with (cuda:0, not cuda)
-        _set_gen(_policy(m.train.transform), rng["policy"], m.train.y.device)
-        mix = self.mixes[m.index]
-        _set_gen(mix, rng["erase"], self.scale.device)
-        if mix is not None and rng["mix"] is not None:
-            mix.np_state = rng["mix"]
+        # torch's global state is one, the same in every member's file
+        policy, mix = training_policy(m.train.transform), self.mixes[m.index]
+        restore(rng, policy, mix, m.train.y.device, self.scale.device)
 
     def _batch(self, pairs: list) -> tuple[torch.Tensor, torch.Tensor]:
         """The k members' batches, normalised, each through its own erasing and mixup/cutmix."""

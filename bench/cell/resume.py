@@ -27,6 +27,7 @@ import torch
 
 from bench.cell.batches import DeviceBatches
 from bench.cell.phases import Stopwatch
+from bench.cell.rng_state import capture, restore
 from bench.clock import utc_now
 from bench.errors import StorageError, is_storage
 from bench.results.records import atomic_write_text
@@ -174,19 +175,26 @@ class ResumeCheckpoints(pl.Callback):
     def load_state_dict(self, state: dict) -> None:
         self.best = state.get("best")
 
-    # the loss window of CellModule: a resumed cell reports the same train_loss
+    # the loss window of CellModule: a resumed cell reports the same train_loss; and the random
+    # state of the training step (erasing, mixup/cutmix, drop-path), which the replay of the data
+    # order does not restore. The per-image policy runs in the loader, one batch ahead of the
+    # step when Lightning saves, so the replay restores it instead (ImagePolicy.skip).
     def on_save_checkpoint(self, trainer, module, checkpoint: dict) -> None:
         checkpoint["bench_window"] = {
             "loss_sum": module._loss_sum,
             "loss_count": module._loss_count,
             "last_train_loss": module.last_train_loss,
         }
+        checkpoint["bench_rng"] = capture(None, module.batch_augment, module.device)
 
     def on_load_checkpoint(self, trainer, module, checkpoint: dict) -> None:
         window = checkpoint.get("bench_window") or {}
         module._loss_sum = window.get("loss_sum")
         module._loss_count = window.get("loss_count", 0)
         module.last_train_loss = window.get("last_train_loss", float("nan"))
+        if "bench_rng" in checkpoint:  # absent from checkpoints written before it was kept
+            dev = module.device
+            restore(checkpoint["bench_rng"], None, module.batch_augment, dev, dev)
         self.train.skip = int(checkpoint["global_step"])  # one batch per optimizer step
 
     def on_validation_end(self, trainer, module) -> None:

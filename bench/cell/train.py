@@ -211,6 +211,12 @@ class Chain:
             x = t(x)
         return x
 
+    def skip(self, b: int, device: torch.device) -> None:
+        """The random steps' draws for a batch of ``b``, as :meth:`ImagePolicy.skip`."""
+        for t in self.steps:
+            if hasattr(t, "skip"):
+                t.skip(b, device)
+
 
 def chain(*transforms: Callable | None) -> Callable | None:
     """The transforms that are set, applied in order (None when none is)."""
