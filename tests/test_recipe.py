@@ -15,6 +15,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from bench.cell import augment
 from bench.cell.augment import OPS, BatchMix, ImagePolicy, apply_ops, random_erase
+from bench.cell.batches import DeviceBatches, PatchPermutation
 from bench.cell.config import Cell
 from bench.cell.provenance import folder_digest, portable_path
 from bench.cell.train import build_module, prepare
@@ -88,6 +89,55 @@ def test_policy_skip_draws_what_a_batch_draws(policy):
     skipped.skip(16, "cpu")
     assert torch.equal(ran(x), skipped(x))
     assert not torch.equal(ImagePolicy(policy, seed=5)(x), skipped(x))
+
+
+class Counted:
+    """A transform that counts its calls (and the policy's draws it replays)."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def __call__(self, x):
+        self.calls += 1
+        return self.inner(x)
+
+    def skip(self, b, device):
+        self.inner.skip(b, device)
+
+
+def loader(transform, k: int, pad: int = 2) -> DeviceBatches:
+    x, y = batch(50), torch.arange(50) % 10  # 6 batches of 8 an epoch, 2 images dropped
+    return DeviceBatches(
+        x, y, 8, shuffle=True, augment_pad=pad, seed=1, drop_last=True,
+        transform=transform, transform_batches=k,
+    )  # fmt: skip
+
+
+def test_training_batches_share_policy_calls_and_nothing_else_changes():
+    perm = Counted(PatchPermutation(32, 4))  # no random draws: k changes only the call count
+    one, four = list(loader(perm, 1)), list(loader(Counted(perm.inner), 4))
+    assert perm.calls == 6 and len(four) == 6
+    for (xa, ya), (xb, yb) in zip(one, four, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb) and xb.shape == (8, 3, 32, 32)
+    policy = Counted(ImagePolicy("trivial", seed=2))
+    assert len(list(loader(policy, 4))) == 6 and policy.calls == 2  # 4 batches, then 2
+
+
+@pytest.mark.parametrize("pad", [0, 2])
+def test_a_skipped_epoch_leaves_the_policy_where_making_it_would(pad):
+    """A resumed cell skips finished epochs; the next epoch's batches must match the
+    uninterrupted run's, policy calls of several batches included."""
+    ran = loader(ImagePolicy("trivial", seed=2), 4, pad)
+    list(ran)
+    second = list(ran)
+    resumed = loader(ImagePolicy("trivial", seed=2), 4, pad)
+    resumed.skip_epoch()
+    for (xa, ya), (xb, yb) in zip(second, resumed, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    forgetful = loader(Counted(ImagePolicy("trivial", seed=2)), 4, pad)
+    forgetful.transform.skip = lambda b, device: None  # a replay that leaves the policy behind
+    forgetful.skip_epoch()
+    assert not all(torch.equal(xa, xb) for (xa, _), (xb, _) in zip(second, forgetful, strict=True))
 
 
 # ---------------------------------------------------------------------- erasing, mixup, cutmix

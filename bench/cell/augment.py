@@ -71,10 +71,11 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
 class ImagePolicy:
     """TrivialAugment-wide (``trivial``) or RandAugment (``rand``) on uint8 [B, C, H, W]."""
 
-    def __init__(self, name: str, seed: int):
+    def __init__(self, name: str, seed: int, split: bool | None = None):
         if name not in ("trivial", "rand"):
             raise ValueError(f"unknown policy {name!r}")
         self.name, self.seed = name, stream_seed(seed, "image")
+        self.split = split  # apply_ops' way: None picks it by device
         self.space = TRIVIAL_WIDE if name == "trivial" else RANDAUGMENT
         self.layers = 1 if name == "trivial" else 2
         self.g: torch.Generator | None = None
@@ -82,7 +83,7 @@ class ImagePolicy:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = x.float()
         for op, m, sign in self._draws(len(x), x.device):
-            out = apply_ops(out, op, m, sign, self.space)
+            out = apply_ops(out, op, m, sign, self.space, self.split)
         return out.round_().clamp_(0, 255).to(torch.uint8)
 
     def skip(self, b: int, device: torch.device) -> None:

@@ -55,6 +55,17 @@ def augment(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
+# One call of the per-image policy launches ~200 kernels whatever its size (bench.cell.augment),
+# and a small model's GPU step is host-bound, so training batches go through the transform about
+# this many pixels at a time: 4 batches of 512 at 32 px, one batch from 64 px at batch 512.
+TRANSFORM_PIXELS = 2048 * 32 * 32
+
+
+def transform_batches(batch_size: int, img_size: int) -> int:
+    """How many training batches share one call of the transform (:data:`TRANSFORM_PIXELS`)."""
+    return max(1, TRANSFORM_PIXELS // (batch_size * img_size * img_size))
+
+
 PERMUTE_SEED = 7  # one permutation for every cell of a study: the task, not the seed, fixes it
 
 
@@ -105,12 +116,14 @@ class DeviceBatches:
         seed: int = 0,
         drop_last: bool = False,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        transform_batches: int = 1,
         device: torch.device | None = None,
     ):
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle, self.pad, self.drop_last = shuffle, augment_pad, drop_last
         self.transform = transform  # after augmentation, on every batch (e.g. PatchPermutation)
+        self.transform_batches = transform_batches  # batches per call of ``transform``
         self.device = torch.device(device) if device is not None else x.device
         self.g = torch.Generator(device=self.device).manual_seed(seed)
 
@@ -128,23 +141,37 @@ class DeviceBatches:
         n = len(self.y)
         if self.shuffle:
             torch.randperm(n, device=self.device, generator=self.g)
+        sizes = [min(n, (i + 1) * self.batch_size) - i * self.batch_size for i in range(len(self))]
+        for b in sizes if self.pad else ():
+            augment(torch.zeros(b, 1, 1, 1, device=self.device), self.pad, self.g)
         skip = getattr(self.transform, "skip", None)  # a random transform's own draws
-        for i in range(len(self) if self.pad or skip else 0):
-            b = min(n, (i + 1) * self.batch_size) - i * self.batch_size
-            if self.pad:
-                augment(torch.zeros(b, 1, 1, 1, device=self.device), self.pad, self.g)
-            if skip is not None:
-                skip(b, self.device)
+        for i in range(0, len(sizes), self.transform_batches) if skip is not None else ():
+            skip(sum(sizes[i : i + self.transform_batches]), self.device)
 
     def __iter__(self):
         n = len(self.y)
         order = torch.randperm(n, device=self.device, generator=self.g) if self.shuffle else None
+        chunk = []
         for xb, yb in self.gather(order):
             if self.pad:
                 xb = augment(xb, self.pad, self.g)
-            if self.transform is not None:
-                xb = self.transform(xb)
-            yield xb, yb
+            if self.transform is None:
+                yield xb, yb
+                continue
+            chunk.append((xb, yb))
+            if len(chunk) == self.transform_batches:
+                yield from self._transformed(chunk)
+                chunk = []
+        yield from self._transformed(chunk)
+
+    def _transformed(self, chunk: list[tuple[torch.Tensor, torch.Tensor]]):
+        """The batches of ``chunk`` through one call of the transform: its kernel launches, not
+        its images, are what a small batch's augmentation costs on a GPU."""
+        if not chunk:
+            return
+        ys = [yb for _, yb in chunk]
+        xb = torch.cat([xb for xb, _ in chunk]) if len(chunk) > 1 else chunk[0][0]
+        yield from zip(self.transform(xb).split([len(yb) for yb in ys]), ys, strict=True)
 
     def slices(self, order: torch.Tensor | None):
         """Each batch's positions: a slice of ``order`` (or of the stored order)."""

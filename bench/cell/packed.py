@@ -20,10 +20,10 @@ member's slice of the stacked parameters and buffers (``state_dict``, with the `
 of a Lightning checkpoint, so :mod:`bench.cell.checkpoints` loads it), its slice of the optimizer
 state and the scheduler's, ``global_step``, its loss window, and under ``bench_pack`` its
 per-step losses, W&B history, status, best validation error and best weights, and the random
-state that the data order cannot replay (the augmentation policy's and batch mixing's generators,
-torch's global one for drop-path). The data order is replayed as a resumed single cell's is:
-:meth:`DeviceBatches.skip_epoch` per finished epoch, then the current epoch's batches drawn and
-dropped. A member's file is not a Lightning checkpoint (Lightning resumes from its own loop
+state that the data order cannot replay (batch mixing's generators, torch's global one for
+drop-path: :mod:`bench.cell.rng_state`). The data order, and with it the per-image policy's draws,
+is replayed as a resumed single cell's is: :meth:`DeviceBatches.skip_epoch` per finished epoch,
+then the current epoch's batches drawn and dropped. A member's file is not a Lightning checkpoint (Lightning resumes from its own loop
 state, which the pack has not got), and the names differ from ``last.ckpt`` so that Lightning
 never tries. A single-cell run of a killed member (``bench run``, a worker's cell trained alone)
 resumes it instead as a pack of one (:func:`resume_lone_member`) when its pack checkpoints are
@@ -55,7 +55,7 @@ from bench.cell.checkpoints import MODEL_PREFIX
 from bench.cell.module import make_optimizer, warmup_cosine
 from bench.cell.phases import Stopwatch
 from bench.cell.resume import LAST, PREV, Attempts, readable_step, write_atomic
-from bench.cell.rng_state import capture, restore, training_policy
+from bench.cell.rng_state import capture, restore
 from bench.cell.stacked import StackedModels
 from bench.cell.train import CellSetup, batch_augment, build_loaders, build_record
 from bench.clock import utc_now
@@ -362,7 +362,7 @@ class Pack:
 
     def _rng(self, m: Member) -> dict:
         """The random state the data order's replay does not restore."""
-        return capture(training_policy(m.train.transform), self.mixes[m.index], self.device)
+        return capture(self.mixes[m.index], self.device)
 
     def _resume(self, opt, sched) -> list:
         """The members' training batches, from the step their checkpoints agree on (0 without)."""
@@ -377,7 +377,7 @@ class Pack:
                 a.current["resumed_from_step"] = self.start if found is not None else None
                 a.tick()
         iters = [_from_step(m.train, self.start) for m in self.members]
-        if found is not None:  # after the replay, which drew from the policy's generator too
+        if found is not None:  # the step's random state, once the data order is replayed
             for m, c in zip(self.members, ckpts, strict=True):
                 self._load_rng(m, c["bench_pack"]["rng"])
         return iters
@@ -400,8 +400,7 @@ class Pack:
 
     def _load_rng(self, m: Member, rng: dict) -> None:
         # torch's global state is one, the same in every member's file
-        policy, mix = training_policy(m.train.transform), self.mixes[m.index]
-        restore(rng, policy, mix, m.train.y.device, self.scale.device)
+        restore(rng, self.mixes[m.index], self.scale.device)
 
     def _batch(self, pairs: list) -> tuple[torch.Tensor, torch.Tensor]:
         """The k members' batches, normalised, each through its own erasing and mixup/cutmix."""

@@ -185,7 +185,7 @@ class ResumeCheckpoints(pl.Callback):
             "loss_count": module._loss_count,
             "last_train_loss": module.last_train_loss,
         }
-        checkpoint["bench_rng"] = capture(None, module.batch_augment, module.device)
+        checkpoint["bench_rng"] = capture(module.batch_augment, module.device)
 
     def on_load_checkpoint(self, trainer, module, checkpoint: dict) -> None:
         window = checkpoint.get("bench_window") or {}
@@ -193,8 +193,7 @@ class ResumeCheckpoints(pl.Callback):
         module._loss_count = window.get("loss_count", 0)
         module.last_train_loss = window.get("last_train_loss", float("nan"))
         if "bench_rng" in checkpoint:  # absent from checkpoints written before it was kept
-            dev = module.device
-            restore(checkpoint["bench_rng"], None, module.batch_augment, dev, dev)
+            restore(checkpoint["bench_rng"], module.batch_augment, module.device)
         self.train.skip = int(checkpoint["global_step"])  # one batch per optimizer step
 
     def on_validation_end(self, trainer, module) -> None:

@@ -1,11 +1,11 @@
 """The random state a resumed cell needs beyond its data order.
 
 A resumed cell replays its data order (:meth:`bench.cell.batches.DeviceBatches.skip_epoch`, then
-the current epoch's batches drawn and dropped), but the strong recipe also draws from the
-per-image policy's generator, random erasing's generator, mixup/cutmix's NumPy state and, for
-drop-path, torch's global generator. :func:`capture` saves them in a checkpoint and
-:func:`restore` puts them back once the replay is done (the replay draws from the policy's
-generator too), so a killed cell, single or packed, resumes to the result it would have had.
+the current epoch's batches drawn and dropped), and with it the per-image policy's draws, which
+happen in the loader. The training step draws too: random erasing from its generator,
+mixup/cutmix from NumPy's, drop-path from torch's global one. :func:`capture` saves those in a
+checkpoint and :func:`restore` puts them back, so a killed cell, single or packed, resumes to the
+result it would have had.
 """
 
 from __future__ import annotations
@@ -13,42 +13,26 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.cell.augment import BatchMix, ImagePolicy
+from bench.cell.augment import BatchMix
 
 
-def training_policy(transform) -> ImagePolicy | None:
-    """The per-image policy in a training transform: itself, or one step of a chain of them."""
-    if isinstance(transform, ImagePolicy):
-        return transform
-    return next((t for t in getattr(transform, "steps", ()) if isinstance(t, ImagePolicy)), None)
-
-
-def capture(policy: ImagePolicy | None, mix: BatchMix | None, device: torch.device) -> dict:
-    """Every random state of a training run that its data order does not replay."""
+def capture(mix: BatchMix | None, device: torch.device) -> dict:
+    """Every random state of a training step that the data order's replay does not restore."""
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-        "policy": _gen_state(policy),
         "erase": _gen_state(mix),
         "mix": _np_encode(mix.np_state) if mix is not None else None,
     }
 
 
-def restore(
-    rng: dict,
-    policy: ImagePolicy | None,
-    mix: BatchMix | None,
-    data_device: torch.device,
-    model_device: torch.device,
-) -> None:
-    """Put back what :func:`capture` saved. The devices are a tensor's (cuda:0, not cuda), as the
-    generators compare theirs with: the policy runs where the images are, erasing where the
-    model is."""
+def restore(rng: dict, mix: BatchMix | None, device: torch.device) -> None:
+    """Put back what :func:`capture` saved; ``device`` is a tensor's (cuda:0, not cuda), as a
+    generator compares its own with."""
     torch.set_rng_state(rng["torch"])
-    if rng["cuda"] is not None and model_device.type == "cuda":
+    if rng["cuda"] is not None and device.type == "cuda":
         torch.cuda.set_rng_state_all(rng["cuda"])
-    _set_gen(policy, rng["policy"], data_device)
-    _set_gen(mix, rng["erase"], model_device)
+    _set_gen(mix, rng["erase"], device)
     if mix is not None and rng["mix"] is not None:
         mix.np_state = _np_decode(rng["mix"])
 

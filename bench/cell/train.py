@@ -26,7 +26,7 @@ import torch
 from bench import env
 from bench.cell import artifacts, tracking
 from bench.cell.augment import BatchMix, ImagePolicy
-from bench.cell.batches import DeviceBatches, PatchPermutation, channel_stats
+from bench.cell.batches import DeviceBatches, PatchPermutation, channel_stats, transform_batches
 from bench.cell.budget import Budget, resolve_budget
 from bench.cell.compiled import compile_model
 from bench.cell.config import Cell
@@ -179,6 +179,7 @@ def build_loaders(setup: CellSetup) -> tuple[DeviceBatches, DeviceBatches | None
         seed=cell.seed,
         drop_last=True,
         transform=chain(image_policy(cell), tile_permutation(cell)),
+        transform_batches=transform_batches(setup.batch_size, cell.img_size),
         **how,
     )
     # the positive control's permutation is the task: validation and test images get it too

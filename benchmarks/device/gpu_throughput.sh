@@ -4,15 +4,18 @@
 #   bash benchmarks/device/gpu_throughput.sh study          # ~5.5 min: study throughput, four ways
 #                                                           # (sequential, 16 processes, 4 workers,
 #                                                           # 4 workers packed 6 cells a rung)
-#   bash benchmarks/device/gpu_throughput.sh single batch cost  # ~5 min: Lightning vs plain loop,
-#                                                           # 300 timed steps x 3 (ResNet m, ViT-S/16
-#                                                           # at 224 px), then batch 512 on the
-#                                                           # calibration rungs and the strong
-#                                                           # recipe's cost at batch 512
+#   bash benchmarks/device/gpu_throughput.sh single batch cost dispatch  # ~5.5 min: Lightning vs
+#                                                           # plain loop, 300 timed steps x 3
+#                                                           # (ResNet m, ViT-S/16 at 224 px), then
+#                                                           # batch 512 on the calibration rungs,
+#                                                           # the strong recipe's cost at batch
+#                                                           # 512, and its augmentation's host
+#                                                           # time, batches shared per policy call
+#                                                           # or not
 #   CPU=1 bash benchmarks/device/gpu_throughput.sh study single   # the same steps, tiny, on a CPU
 # One call runs at most 10 minutes: `study` needs one of them (its four ways took 300 s on an
 # H200), the other parts the next. Each part stops at its limit (STUDY_S, SINGLE_S, BATCH_S,
-# COST_S seconds); a way or rung cut off says so and is not a measurement.
+# COST_S, DISPATCH_S seconds); a way or rung cut off says so and is not a measurement.
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 BENCH_CACHE=${BENCH_CACHE:-/tmp/bench-cache}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -21,6 +24,7 @@ python -c "import torch, timm, pytorch_lightning as pl; print('torch', torch.__v
 if [ "${CPU:-0}" = 1 ]; then
   DEV=cpu STUDY="--quick --ways=sequential,packed" SINGLE="--sizes=xxs --steps=2 --warm=1 --repeats=1"
   BATCH="--sizes=xxs --steps=2 --warm=1 --repeats=1" COST="--rungs=resnet:xxs --steps=4 --warm=1"
+  DISPATCH="--batches=128 --epoch_chunks=1 --warm=1 --repeats=1"
 else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/env.txt"
   DEV=cuda STUDY="" SINGLE="--long --families=resnet --sizes=m --extra=vit-s16-224"
@@ -28,6 +32,7 @@ else
   # (host-bound), so the images/s at 512 decide how long calibration takes
   BATCH="--batch=512 --sizes=s,m --steps=100 --warm=20 --repeats=2"
   COST="--batch=512 --rungs=resnet:m,vit:s,resnet:s,vit:m --steps=130 --warm=30"
+  DISPATCH="--img=32 --repeats=9"
 fi
 start=$(date +%s) failed=""
 part() {  # name, seconds, command...: run it under a limit, its output to $OUT/name.txt
@@ -48,7 +53,8 @@ for p in $PARTS; do
     single) part throughput_long "${SINGLE_S:-140}" python benchmarks/throughput.py --device=$DEV $SINGLE ;;
     batch) part throughput_batch512 "${BATCH_S:-60}" python benchmarks/throughput.py --device=$DEV $BATCH ;;
     cost) part augment_cost "${COST_S:-90}" python benchmarks/augment_cost.py --device=$DEV $COST ;;
-    *) echo "unknown part $p (study, single, batch, cost)" >&2; exit 2 ;;
+    dispatch) part augment_dispatch "${DISPATCH_S:-40}" python benchmarks/augment_dispatch.py --device=$DEV $DISPATCH ;;
+    *) echo "unknown part $p (study, single, batch, cost, dispatch)" >&2; exit 2 ;;
   esac
 done
 [ "${CPU:-0}" = 1 ] || nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$OUT/env.txt"
