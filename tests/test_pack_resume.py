@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -83,6 +85,8 @@ def test_killed_pack_resumes_to_the_uninterrupted_result(in_tmp, monkeypatch, re
         assert [a["resumed_from_step"] for a in r["attempts"]] == [None, 12]
         assert r["timing"]["wall_s"] == pytest.approx(sum(a["wall_s"] for a in r["attempts"]))
         assert r["metrics"] == w["metrics"]  # bit-identical, as a resumed single cell's
+        kept = {p.name for p in Path(r["checkpoint"]).parent.iterdir()}
+        assert kept == {"best.ckpt", "attempts.json"}  # pack-last.ckpt and pack-prev.ckpt gone
 
 
 def test_a_members_checkpoint_is_its_own_state(in_tmp, monkeypatch):

@@ -44,6 +44,9 @@ def test_vit_cell_learns_and_writes_a_complete_record(in_tmp):
     assert (
         rec["run_id"] == Cell.from_dict({k.split("=")[0][2:]: k.split("=")[1] for k in TINY}).run_id
     )
+    # the resume-only checkpoints go once the record is written; the tested weights stay
+    kept = {p.name for p in Path(rec["checkpoint"]).parent.iterdir()}
+    assert kept == {"best.ckpt", "attempts.json"}
 
 
 def test_completed_cell_is_skipped_unless_forced(in_tmp, capsys):

@@ -54,14 +54,21 @@ from bench.cell.batches import channel_stats
 from bench.cell.checkpoints import MODEL_PREFIX
 from bench.cell.module import make_optimizer, warmup_cosine
 from bench.cell.phases import Stopwatch
-from bench.cell.resume import LAST, PREV, Attempts, readable_step, write_atomic
+from bench.cell.resume import (
+    LAST,
+    PACK_LAST,
+    PACK_PREV,
+    PREV,
+    Attempts,
+    drop_resume_files,
+    readable_step,
+    write_atomic,
+)
 from bench.cell.rng_state import capture, restore
 from bench.cell.stacked import StackedModels
 from bench.cell.train import CellSetup, batch_augment, build_loaders, build_record
 from bench.clock import utc_now
 from bench.results import records
-
-PACK_LAST, PACK_PREV = "pack-last.ckpt", "pack-prev.ckpt"
 
 
 def pack_key(setup: CellSetup) -> tuple:
@@ -547,6 +554,8 @@ def _record_member(pack: Pack, m: Member, ckpt_dir, attempts, created, execution
     records.write_record(record, setup.cell.folder.records_dir)
     tracking.log_record(logger, record)
     tracking.finish(logger, exit_code=0 if m.status == "completed" else 1)
+    if m.status == "completed":
+        drop_resume_files(ckpt_dir)
     return record
 
 

@@ -6,6 +6,10 @@
     ckpt_dir/attempts.json  one entry per attempt: when it started, the step it resumed from,
                             its wall time (up to its last checkpoint when it was killed)
 
+last.ckpt and prev.ckpt (a pack's pack-last.ckpt and pack-prev.ckpt too) only serve a resume: once
+a cell's record says it completed they are removed (:func:`drop_resume_files`), and best.ckpt and
+attempts.json stay.
+
 Every file is written beside its final name, fsynced and renamed, so on any filesystem that
 renames atomically (local disks, NFS, Lustre) a reader sees the old file or the new one, never
 half of one. A resumed cell continues exactly where the saved one was: the module's loss window
@@ -33,6 +37,8 @@ from bench.errors import StorageError, is_storage
 from bench.results.records import atomic_write_text
 
 LAST, PREV, BEST, ATTEMPTS = "last.ckpt", "prev.ckpt", "best.ckpt", "attempts.json"
+PACK_LAST, PACK_PREV = "pack-last.ckpt", "pack-prev.ckpt"  # a packed member's (bench.cell.packed)
+RESUME_FILES = (LAST, PREV, PACK_LAST, PACK_PREV)
 
 
 def save_atomic(trainer: pl.Trainer, path: Path, keep_previous: Path | None = None) -> None:
@@ -68,6 +74,15 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def drop_resume_files(ckpt_dir: Path) -> None:
+    """A completed cell's resume-only checkpoints removed: with the optimizer state in them they
+    are twice or three times the tested weights (134 MB each for an 11M-parameter model), for
+    every cell of a study."""
+    for name in RESUME_FILES:  # the cell's own and its fine-tuning phase's (finetune/)
+        for path in Path(ckpt_dir).rglob(name):
+            path.unlink(missing_ok=True)
 
 
 def readable_step(path: Path) -> int | None:

@@ -43,7 +43,14 @@ from bench.cell.module import CellModule, Diverged
 from bench.cell.phases import Stopwatch, ValidationClock
 from bench.cell.progress import Progress, quiet_lightning
 from bench.cell.provenance import data_source, portable_config, portable_path
-from bench.cell.resume import BEST, Attempts, ResumableBatches, ResumeCheckpoints, pick_resume
+from bench.cell.resume import (
+    BEST,
+    Attempts,
+    ResumableBatches,
+    ResumeCheckpoints,
+    drop_resume_files,
+    pick_resume,
+)
 from bench.cell.streaming import batches, streams
 from bench.cell.subsets import Subsets, make_subsets
 from bench.clock import utc_now
@@ -373,6 +380,8 @@ def train_and_record(
     tracking.log_record(logger, record)
     artifacts.log_model(logger, cell, record, path, ckpt_dir)
     tracking.finish(logger, exit_code=0 if status == "completed" else 1)
+    if status == "completed":  # a failed cell keeps them: it resumes when it is tried again
+        drop_resume_files(ckpt_dir)
     err = record["metrics"].get("test_error")
     summary = f"test error {err:.2%}" if err is not None else (error or "")
     print(f"{cell.run_id}: {status}: {summary} -> {path}", file=sys.stderr)

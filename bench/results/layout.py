@@ -4,7 +4,8 @@
       runs/<run_id>.json          one record per cell (the records folder)
       runs/.locks/<run_id>.lock   held by the process training the cell (names its host and pid)
       runs/.corrupt/              damaged records, moved aside by the record reader
-      checkpoints/<run_id>/       best.ckpt, last.ckpt, prev.ckpt, attempts.json (and finetune/)
+      checkpoints/<run_id>/       best.ckpt, attempts.json (and finetune/); while training also
+                                  last.ckpt, prev.ckpt (a pack's: pack-last.ckpt, pack-prev.ckpt)
       logs/<run_id>.log           each cell's output when the grid runner started it
       probes/<run_id>/            bench probe: figures and probe.json
       sweeps/<name>.yaml          every sweep bench grid ran into the study (its expected grid)
