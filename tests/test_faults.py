@@ -236,6 +236,7 @@ CELL = [
     "--evals=6",
     "--wandb=disabled",
     "--progress=false",
+    "--checkpoint_every_s=0",  # at every validation: the kills below wait for new checkpoints
 ]
 
 
@@ -488,6 +489,7 @@ REAL = {
     "evals": {"value": 6},
     "wandb": {"value": "disabled"},
     "progress": {"value": False},
+    "checkpoint_every_s": {"value": 0},  # at every validation, for kills to land after some
 }
 
 

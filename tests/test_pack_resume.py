@@ -151,3 +151,19 @@ def test_a_worker_resumes_killed_members_apart_from_fresh_cells(in_tmp, monkeypa
         else:
             assert r["execution"]["mode"] == "packed" and r["execution"]["pack"] == 1
             assert resumed == [None, 8]
+
+
+def test_a_pack_checkpoints_once_its_interval_has_passed(in_tmp, monkeypatch):
+    steps = []
+
+    def counted(self, at, opt, sched):
+        steps.append(at)
+        return SAVE(self, at, opt, sched)
+
+    monkeypatch.setattr(Pack, "_save", counted)
+    train(cells("every"))
+    assert steps == list(range(STEPS // EVALS, STEPS + 1, STEPS // EVALS))  # every validation
+    steps.clear()
+    group = [c.replace(checkpoint_every_s=3600) for c in cells("seldom")]
+    train(group)
+    assert steps == [STEPS]  # only the end's, which a kill while testing resumes from

@@ -35,6 +35,7 @@ def tiny(family: str, n: int, seed: int, **kw) -> Cell:
         wandb="disabled",
         progress=False,
         device="cpu",
+        checkpoint_every_s=0,  # at every validation: the resume tests stop packs between them
     )
     return Cell(**{**values, **kw})
 

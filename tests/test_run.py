@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.cell import resume
 from bench.cell.config import Cell
 from bench.cell.datasets import load_splits
+from bench.cell.train import fit_and_test, prepare
 from bench.results import records as results
 from tests.conftest import CIFAR, TINY, bench
 from tests.test_data import write_folder
@@ -160,6 +162,7 @@ def test_offline_wandb_run_holds_the_test_error(tmp_path):
 @pytest.mark.slow
 def test_interrupted_cell_resumes_from_its_checkpoint(tmp_path):
     args = ["run", *TINY, "--steps=400", "--evals=40", "--results_dir=out"]
+    args.append("--checkpoint_every_s=0")  # at every validation, so one exists to kill after
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.cli", *args],
         cwd=tmp_path,
@@ -210,3 +213,34 @@ def test_cifar10_jpeg_tree_trains(in_tmp):
         == 0
     )
     assert only_record(in_tmp / "out")["metrics"]["test_error"] < 0.8  # chance is 0.9
+
+
+def test_checkpoints_wait_for_their_interval_and_the_result_does_not_change(in_tmp, monkeypatch):
+    """With ``checkpoint_every_s`` longer than the run, a cell writes best.ckpt then last.ckpt
+    once, at the end, and tests the same weights as a cell that wrote at every validation."""
+    written = []
+    save = resume.save_atomic
+
+    def counted(trainer, path, *args, **kwargs):
+        written.append(path.name)
+        save(trainer, path, *args, **kwargs)
+
+    monkeypatch.setattr(resume, "save_atomic", counted)
+    base = Cell(dataset="synthetic", size="xxs", n_train=200, batch_size=32, steps=24, evals=6)
+    base = base.replace(wandb="disabled", progress=False, device="cpu")
+    outcomes, bests = {}, {}
+    for every in (0.0, 3600.0):
+        cell = base.replace(checkpoint_every_s=every, study=f"every{every:.0f}")
+        written.clear()
+        ckpt_dir = cell.folder.checkpoints(cell.run_id)
+        outcomes[every] = fit_and_test(prepare(cell), ckpt_dir, None)
+        bests[every] = torch.load(ckpt_dir / "best.ckpt", weights_only=False)
+        if every:
+            assert written == ["best.ckpt", "last.ckpt"]
+        else:
+            assert written.count("last.ckpt") == 7 and written[-2:] == ["best.ckpt", "last.ckpt"]
+    assert outcomes[0.0]["test_error"] == outcomes[3600.0]["test_error"]
+    assert outcomes[0.0]["val_error"] == outcomes[3600.0]["val_error"]
+    a, b = (bests[e]["state_dict"] for e in (0.0, 3600.0))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert "optimizer_states" not in bests[0.0]  # tested, never resumed from

@@ -35,6 +35,7 @@ def write_sweep(folder: Path, seeds=(0, 1), steps: int = 8, command=None, **extr
         "evals": 2,
         "batch_size": 32,
         "progress": False,
+        "checkpoint_every_s": 0,  # at every validation: the resume tests kill between them
         **extra,
     }
     cfg = {

@@ -188,6 +188,12 @@ class Cell:
         runtime=True,
         choices=COMPILE_MODES,
     )
+    checkpoint_every_s: float = _f(
+        60.0,
+        "write the resumable checkpoint at a validation only once this many seconds have passed "
+        "since the last one (0: at every validation); always at the end",
+        runtime=True,
+    )
     force: bool = _f(False, "retrain even if the record says the cell is done", runtime=True)
     progress: bool = _f(True, "print progress lines (images/s, ETA)", runtime=True)
 
@@ -295,7 +301,7 @@ class Cell:
         )
         _positive(self, "budget_scale")
         _positive(self, "data_budget_mb", optional=True)
-        _nonneg(self, "label_smoothing", "grad_clip", "seed")
+        _nonneg(self, "label_smoothing", "grad_clip", "seed", "checkpoint_every_s")
         if not 0 <= self.warmup < 1:
             raise BenchError(f"warmup={self.warmup} must be a share of the steps in [0, 1)")
         if self.label_smoothing >= 1:

@@ -9,10 +9,11 @@ follows :class:`bench.cell.module.CellModule` step for step (train-loss windows,
 checks, validation every ``steps // evals`` steps, the strictly best validation error picks the
 test checkpoint), so a packed cell's record matches the one it would have had alone.
 
-A killed pack resumes. At each validation (and at the end of training) every member's own
-resumable state goes to its own checkpoint folder, the one a single cell of its run_id uses::
+A killed pack resumes. At validations (``checkpoint_every_s`` apart) and at the end of training
+every member's own resumable state goes to its own checkpoint folder, a single cell's of its
+run_id::
 
-    ckpt_dir/pack-last.ckpt   the member at the pack's latest validation
+    ckpt_dir/pack-last.ckpt   the member at the pack's latest such write
     ckpt_dir/pack-prev.ckpt   the one before it: the fallback when pack-last.ckpt is damaged
 
 each written beside its name and renamed (:func:`bench.cell.resume.write_atomic`). It holds the
@@ -273,7 +274,7 @@ class Pack:
         interval = max(1, total // cell.evals) if self.members[0].val is not None else None
         saved = self.start
         self.stacked.train(True)
-        t0 = time.perf_counter()
+        t0 = saved_t = time.perf_counter()
         done = all(m.status != "completed" for m in self.members)  # all diverged before a kill
         for step in range(self.start + 1, self.start if done else total + 1):
             self._step([next(it) for it in iters], opt, sched)
@@ -286,8 +287,10 @@ class Pack:
                 t_val = time.perf_counter()
                 with self.watch.time("validation_s"):
                     self._validate(step)
-                with self.watch.time("checkpoint_s"):
-                    saved = self._save(step, opt, sched)
+                if time.perf_counter() - saved_t >= cell.checkpoint_every_s:
+                    with self.watch.time("checkpoint_s"):
+                        saved = self._save(step, opt, sched)
+                    saved_t = time.perf_counter()
                 t0 += time.perf_counter() - t_val  # validation time is not training time
         _sync(self.device)
         self.train_s = time.perf_counter() - t0

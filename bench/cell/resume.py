@@ -1,8 +1,9 @@
 """Checkpoints that survive a kill at any moment, and a resume equal to an uninterrupted run.
 
-    ckpt_dir/last.ckpt      saved at every validation and at the end of training
+    ckpt_dir/last.ckpt      saved at a validation when ``checkpoint_every_s`` seconds have passed
+                            since the last one, and at the end of training
     ckpt_dir/prev.ckpt      the one before it: the fallback when last.ckpt is damaged
-    ckpt_dir/best.ckpt      the weights of the best validation error (tested at the end)
+    ckpt_dir/best.ckpt      the weights of the best validation error, at the end (then tested)
     ckpt_dir/attempts.json  one entry per attempt: when it started, the step it resumed from,
                             its wall time (up to its last checkpoint when it was killed)
 
@@ -41,10 +42,14 @@ PACK_LAST, PACK_PREV = "pack-last.ckpt", "pack-prev.ckpt"  # a packed member's (
 RESUME_FILES = (LAST, PREV, PACK_LAST, PACK_PREV)
 
 
-def save_atomic(trainer: pl.Trainer, path: Path, keep_previous: Path | None = None) -> None:
+def save_atomic(
+    trainer: pl.Trainer, path: Path, keep_previous: Path | None = None, weights_only: bool = False
+) -> None:
     """``trainer``'s checkpoint at ``path``: temp file beside it, fsync, rename. With
     ``keep_previous`` the file it replaces is kept there."""
-    write_atomic(path, trainer.save_checkpoint, keep_previous)
+    write_atomic(
+        path, lambda tmp: trainer.save_checkpoint(tmp, weights_only=weights_only), keep_previous
+    )
 
 
 def write_atomic(
@@ -174,15 +179,32 @@ class ResumableBatches:
 
 
 class ResumeCheckpoints(pl.Callback):
-    """last.ckpt at every validation and at the end; best.ckpt when validation improves."""
+    """last.ckpt at a validation once ``every_s`` seconds have passed since the last write, and at
+    the end; best.ckpt, the best validation's weights, at the end.
+
+    A checkpoint with its optimizer state is two to three times the weights (134 MB for an
+    11M-parameter model), and written at each of a cell's validations it can cost more than a
+    short cell's training. So the best validation's weights wait in memory (on the device) and
+    travel inside last.ckpt, which a resume reads them back from; at the end best.ckpt is written
+    before last.ckpt, so a kill between the two resumes from the earlier last.ckpt and writes
+    both again. A kill loses at most ``every_s`` seconds of training and the validation interval.
+    """
 
     def __init__(
-        self, ckpt_dir: Path, train: ResumableBatches, has_val: bool, attempts=None, watch=None
+        self,
+        ckpt_dir: Path,
+        train: ResumableBatches,
+        has_val: bool,
+        attempts=None,
+        watch=None,
+        every_s: float = 0.0,
     ):
         self.dir, self.train, self.has_val = Path(ckpt_dir), train, has_val
         self.attempts = attempts
         self.watch = watch or Stopwatch()  # the time spent writing checkpoints
+        self.every_s, self.written = every_s, time.perf_counter()
         self.best: float | None = None
+        self.best_state: dict | None = None  # the weights of ``best``, on the device
 
     def state_dict(self) -> dict:
         return {"best": self.best}
@@ -190,10 +212,10 @@ class ResumeCheckpoints(pl.Callback):
     def load_state_dict(self, state: dict) -> None:
         self.best = state.get("best")
 
-    # the loss window of CellModule: a resumed cell reports the same train_loss; and the random
-    # state of the training step (erasing, mixup/cutmix, drop-path), which the replay of the data
-    # order does not restore. The per-image policy runs in the loader, one batch ahead of the
-    # step when Lightning saves, so the replay restores it instead (ImagePolicy.skip).
+    # the loss window of CellModule: a resumed cell reports the same train_loss; the random state
+    # of the training step (erasing, mixup/cutmix, drop-path), which the replay of the data order
+    # does not restore (the per-image policy runs in the loader, one batch ahead of the step when
+    # Lightning saves, so the replay restores it instead: ImagePolicy.skip); the best weights.
     def on_save_checkpoint(self, trainer, module, checkpoint: dict) -> None:
         checkpoint["bench_window"] = {
             "loss_sum": module._loss_sum,
@@ -201,6 +223,8 @@ class ResumeCheckpoints(pl.Callback):
             "last_train_loss": module.last_train_loss,
         }
         checkpoint["bench_rng"] = capture(module.batch_augment, module.device)
+        if self.best_state is not None:
+            checkpoint["bench_best"] = {k: v.cpu() for k, v in self.best_state.items()}
 
     def on_load_checkpoint(self, trainer, module, checkpoint: dict) -> None:
         window = checkpoint.get("bench_window") or {}
@@ -209,6 +233,8 @@ class ResumeCheckpoints(pl.Callback):
         module.last_train_loss = window.get("last_train_loss", float("nan"))
         if "bench_rng" in checkpoint:  # absent from checkpoints written before it was kept
             restore(checkpoint["bench_rng"], module.batch_augment, module.device)
+        if "bench_best" in checkpoint:  # absent before it was kept: best.ckpt was written then
+            self.best_state = {k: v.to(module.device) for k, v in checkpoint["bench_best"].items()}
         self.train.skip = int(checkpoint["global_step"])  # one batch per optimizer step
 
     def on_validation_end(self, trainer, module) -> None:
@@ -218,16 +244,30 @@ class ResumeCheckpoints(pl.Callback):
         with self.watch.time("checkpoint_s"):
             if err is not None and (self.best is None or float(err) < self.best):
                 self.best = float(err)
-                save_atomic(trainer, self.dir / BEST)
-            self._save_last(trainer)
+                self.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            if time.perf_counter() - self.written >= self.every_s:
+                self._save_last(trainer)
 
     def on_train_end(self, trainer, module) -> None:
         with self.watch.time("checkpoint_s"):
             if not self.has_val:  # without validation the final weights are tested
-                save_atomic(trainer, self.dir / BEST)
+                save_atomic(trainer, self.dir / BEST, weights_only=True)
+            elif self.best_state is not None:
+                self._save_best(trainer, module)
             self._save_last(trainer)
+
+    def _save_best(self, trainer, module) -> None:
+        """best.ckpt from the weights in memory, without optimizer state: it is tested, never
+        resumed from. The module holds the final weights again afterwards."""
+        final = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        module.load_state_dict(self.best_state)
+        try:
+            save_atomic(trainer, self.dir / BEST, weights_only=True)
+        finally:
+            module.load_state_dict(final)
 
     def _save_last(self, trainer) -> None:
         save_atomic(trainer, self.dir / LAST, keep_previous=self.dir / PREV)
+        self.written = time.perf_counter()
         if self.attempts is not None:
             self.attempts.tick()

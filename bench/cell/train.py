@@ -281,7 +281,9 @@ def fit_and_test(
     batches, val, test = build_loaders(setup)
     train = ResumableBatches(batches)
     watch = Stopwatch()
-    keeper = ResumeCheckpoints(ckpt_dir, train, val is not None, attempts=attempts, watch=watch)
+    keeper = ResumeCheckpoints(
+        ckpt_dir, train, val is not None, attempts, watch, every_s=cell.checkpoint_every_s
+    )
     # the clock before the keeper: its validation time ends before the checkpoints are written
     clocks = [ValidationClock(watch), keeper]
     trainer = build_trainer(setup, ckpt_dir, logger, val is not None, extra_callbacks=clocks)
