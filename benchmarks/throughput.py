@@ -58,6 +58,7 @@ def plain_loop(
         param_groups(model, recipe["weight_decay"]), lr=recipe["lr"], fused=device.type == "cuda"
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, int(cell.warmup * steps)))
+    params = [p for p in model.parameters() if p.requires_grad]  # as the project clips them
     step, t0 = 0, None
     while step < steps:
         for x, y in batches:
@@ -71,7 +72,7 @@ def plain_loop(
                 loss = F.cross_entropy(model(x), y, label_smoothing=cell.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cell.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, cell.grad_clip)
             opt.step()
             sched.step()
             step += 1
