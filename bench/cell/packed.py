@@ -24,9 +24,9 @@ per-step losses, W&B history, status, best validation error and best weights, an
 state that the data order cannot replay (batch mixing's generators, torch's global one for
 drop-path: :mod:`bench.cell.rng_state`). The data order, and with it the per-image policy's draws,
 is replayed as a resumed single cell's is: :meth:`DeviceBatches.skip_epoch` per finished epoch,
-then the current epoch's batches drawn and dropped. A member's file is not a Lightning checkpoint (Lightning resumes from its own loop
-state, which the pack has not got), and the names differ from ``last.ckpt`` so that Lightning
-never tries. A single-cell run of a killed member (``bench run``, a worker's cell trained alone)
+then the current epoch's batches drawn and dropped. A member's file is not a Lightning checkpoint
+(Lightning resumes from its own loop state, which the pack has not got), and the names differ
+from ``last.ckpt`` so that Lightning never tries. A single-cell run of a killed member (``bench run``, a worker's cell trained alone)
 resumes it instead as a pack of one (:func:`resume_lone_member`) when its pack checkpoints are
 later than its ``last.ckpt``; at the same step ``last.ckpt`` wins, and ``force`` starts afresh.
 

@@ -244,7 +244,7 @@ class ResumeCheckpoints(pl.Callback):
         with self.watch.time("checkpoint_s"):
             if err is not None and (self.best is None or float(err) < self.best):
                 self.best = float(err)
-                self.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                self.best_state = _weights(module)
             if time.perf_counter() - self.written >= self.every_s:
                 self._save_last(trainer)
 
@@ -259,7 +259,7 @@ class ResumeCheckpoints(pl.Callback):
     def _save_best(self, trainer, module) -> None:
         """best.ckpt from the weights in memory, without optimizer state: it is tested, never
         resumed from. The module holds the final weights again afterwards."""
-        final = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        final = _weights(module)
         module.load_state_dict(self.best_state)
         try:
             save_atomic(trainer, self.dir / BEST, weights_only=True)
@@ -271,3 +271,8 @@ class ResumeCheckpoints(pl.Callback):
         self.written = time.perf_counter()
         if self.attempts is not None:
             self.attempts.tick()
+
+
+def _weights(module) -> dict:
+    """A copy of ``module``'s state on its device: weights that later steps do not change."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
