@@ -6,6 +6,12 @@ Each rung of both families is timed side by side in one process, alternating the
 
     python benchmarks/throughput.py [--device=cpu|cuda] [--quick]
     python benchmarks/throughput.py --long --extra=vit-s16-224   # >= 300 timed steps, 3 repeats
+    python benchmarks/throughput.py --compile_mode=reduce-overhead --sizes=xs,s
+
+``--compile_mode`` compiles the model of both loops as ``bench run --compile_mode`` does, and
+times the project's eager path in the same alternation: the row adds its images/s and the
+speedup compilation gives (a small model's GPU step is bound by kernel launches, which CUDA
+graphs, ``reduce-overhead``, replay as one). The warm-up steps include the compilation.
 
 ``--extra vit-s16-224`` adds ViT-S/16 at 224 px (384 wide, 12 deep, 6 heads), the model of the
 MFU goal; every row prints achieved TFLOP/s (3x measured forward FLOPs per image) and, on a
@@ -29,6 +35,7 @@ import torch.nn.functional as F
 
 from bench.cell.batches import DeviceBatches, channel_stats
 from bench.cell.budget import Budget
+from bench.cell.compiled import compile_model
 from bench.cell.config import Cell
 from bench.cell.datasets import Splits, synthetic
 from bench.cell.models import build_model, count_params, forward_flops, resolve_arch
@@ -50,6 +57,7 @@ def plain_loop(
     channels_last = device.type == "cuda" and cell.family == "resnet"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]  # as the project clips them
     mean, std = channel_stats(batches.x)
     scale = (1 / (255 * std)).view(1, 3, 1, 1)
     shift = (mean / std).view(1, 3, 1, 1)
@@ -58,7 +66,8 @@ def plain_loop(
         param_groups(model, recipe["weight_decay"]), lr=recipe["lr"], fused=device.type == "cuda"
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, int(cell.warmup * steps)))
-    params = [p for p in model.parameters() if p.requires_grad]  # as the project clips them
+    if cell.compile_mode:  # after the optimizer, which takes the uncompiled module's parameters
+        model = compile_model(model, cell.compile_mode, cell.cache_dir)
     step, t0 = 0, None
     while step < steps:
         for x, y in batches:
@@ -116,6 +125,8 @@ def project_loop(
         device=device,
     )
     module = build_module(setup)
+    if cell.compile_mode:  # as fit_and_test does
+        module.model = compile_model(module.model, cell.compile_mode, cell.cache_dir)
     clock = Clock(warm, device)
     trainer = build_trainer(setup, None, None, has_val=False, extra_callbacks=[clock])
     trainer.fit(module, train_dataloaders=batches)
@@ -141,7 +152,10 @@ def bench_rung(
     repeats: int,
     splits: Splits,
     fields: dict | None = None,
-) -> tuple[float, float, int, int]:
+    compile_mode: str | None = None,
+) -> tuple[float, float, float | None, int, int]:
+    """Median images/s of the project path and the plain loop (compiled when ``compile_mode``
+    is set), the project's eager path when compiled (else None), parameters, forward FLOPs."""
     fields = dict(fields or {}, family=family, size=size)
     cell = Cell(
         **fields,
@@ -151,20 +165,31 @@ def bench_rung(
         progress=False,
         wandb="disabled",
         device=device.type,
+        compile_mode=compile_mode,
     )
     arch = resolve_arch(cell, splits.num_classes)
     torch.manual_seed(0)
     init = build_model(arch)
     x, y = splits.train_x.to(device), splits.train_y.to(device)
     bf16 = device.type == "cuda"
-    ours, plain = [], []
-    for _ in range(repeats):  # alternate, so drift in clocks or load hits both loops alike
-        batches = DeviceBatches(x, y, batch, shuffle=True, augment_pad=4, seed=0, drop_last=True)
-        plain.append(plain_loop(copy.deepcopy(init), batches, steps, warm, cell, device, bf16))
-        batches = DeviceBatches(x, y, batch, shuffle=True, augment_pad=4, seed=0, drop_last=True)
-        ours.append(project_loop(copy.deepcopy(init), splits, batches, steps, warm, cell, device))
+
+    def batches():
+        return DeviceBatches(x, y, batch, shuffle=True, augment_pad=4, seed=0, drop_last=True)
+
+    ours, plain, eager = [], [], []
+    for _ in range(repeats):  # alternate, so drift in clocks or load hits every loop alike
+        plain.append(plain_loop(copy.deepcopy(init), batches(), steps, warm, cell, device, bf16))
+        ours.append(project_loop(copy.deepcopy(init), splits, batches(), steps, warm, cell, device))
+        if compile_mode:
+            uncompiled = cell.replace(compile_mode=None)
+            eager.append(
+                project_loop(
+                    copy.deepcopy(init), splits, batches(), steps, warm, uncompiled, device
+                )
+            )
     flops = forward_flops(init, arch.img_size)
-    return statistics.median(ours), statistics.median(plain), count_params(init), flops
+    median = statistics.median
+    return median(ours), median(plain), median(eager) if eager else None, count_params(init), flops
 
 
 def main() -> int:
@@ -186,6 +211,12 @@ def main() -> int:
     p.add_argument("--warm", type=int, default=None, help="untimed warm-up steps per repeat")
     p.add_argument("--long", action="store_true", help="300 timed steps, 3 repeats")
     p.add_argument("--extra", default="", help=f"extra architectures: {', '.join(EXTRA)}")
+    p.add_argument(
+        "--compile_mode",
+        default=None,
+        choices=["default", "reduce-overhead", "max-autotune"],
+        help="compile both loops' model; adds the project's eager images/s and the speedup",
+    )
     args = p.parse_args()
     repeats = args.repeats or (3 if args.long else 2)
     device = torch.device(args.device)
@@ -206,14 +237,17 @@ def main() -> int:
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None) if gpu else None
     rows = [(f, s, {}) for f in args.families.split(",") for s in sizes]
     rows += [(EXTRA[e]["family"], e, EXTRA[e]) for e in args.extra.split(",") if e]
+    compiled = args.compile_mode
     print(
         f"device: {name} | batch {batch} | {steps - warm} timed steps after {warm} warm-up | "
-        f"{'bf16 autocast' if gpu else 'fp32'} | {repeats} alternating repeats, median",
+        f"{'bf16 autocast' if gpu else 'fp32'} | {repeats} alternating repeats, median"
+        + (f" | both loops compiled ({compiled}), project eager beside them" if compiled else ""),
         flush=True,
     )
+    eager_head = f"{'eager img/s':>13}{'speedup':>9}" if compiled else ""
     print(
         f"{'family':<8}{'size':<12}{'params':>9}{'project img/s':>15}{'plain img/s':>13}{'ratio':>8}"
-        f"{'TFLOP/s':>9}{'MFU':>7}"
+        f"{eager_head}{'TFLOP/s':>9}{'MFU':>7}"
     )
     ratios = []
     for family, size, fields in rows:
@@ -221,15 +255,16 @@ def main() -> int:
         if fields.get("img_size", 32) != 32:
             data = synthetic(fields["img_size"], n_train=batch * 8, n_test=10)
         rung = size if not fields else fields["size"]
-        ours, plain, params, flops = bench_rung(
-            family, rung, device, steps, warm, batch, repeats, data, fields
+        ours, plain, eager, params, flops = bench_rung(
+            family, rung, device, steps, warm, batch, repeats, data, fields, compiled
         )
         ratios.append(ours / plain)
         tflops = 3 * flops * ours / 1e12
         mfu = f"{100 * tflops / peak:6.1f}%" if peak else "    n/a"
+        eager_cols = f"{eager:>13,.0f}{ours / eager:>8.2f}x" if eager else ""
         print(
             f"{family:<8}{size:<12}{params / 1e6:>8.2f}M{ours:>15,.0f}{plain:>13,.0f}"
-            f"{ours / plain:>8.2f}{tflops:>9.2f}{mfu}",
+            f"{ours / plain:>8.2f}{eager_cols}{tflops:>9.2f}{mfu}",
             flush=True,
         )
     print(f"min ratio: {min(ratios):.2f}")

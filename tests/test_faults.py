@@ -186,6 +186,14 @@ BAD_INPUTS = {
     "grid_workers_zero": (["grid", "t.yaml", "--workers=0"], "--workers"),
     "grid_workers_without_value": (["grid", "t.yaml", "--workers"], "--workers"),
     "grid_count_zero": (["grid", "t.yaml", "--count=0"], "--count"),
+    "grid_set_identity_field": (["grid", "t.yaml", "--set", "n_train=5"], "n_train"),
+    "grid_set_unknown_field": (["grid", "t.yaml", "--set", "speed=11"], "speed"),
+    "grid_set_without_value": (["grid", "t.yaml", "--set", "compile_mode"], "compile_mode"),
+    "grid_set_bad_value": (["grid", "t.yaml", "--set=checkpoint_every_s=-1"], "checkpoint_every_s"),
+    "dry_run_set_bad_value": (
+        ["grid", "t.yaml", "--dry-run", "--set", "compile_mode=fastest"],
+        "compile_mode",
+    ),
     "grid_results_dir_under_a_file": (["grid", "t.yaml", "--results_dir=afile/r"], "results_dir"),
     "dry_run_results_dir_under_a_file": (
         ["grid", "t.yaml", "--dry-run", "--results_dir=afile/r"],

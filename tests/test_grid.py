@@ -20,9 +20,10 @@ import pytest
 import yaml
 
 from bench.results import records as results
-from bench.study.jobs import finished_runs
+from bench.study.jobs import finished_runs, grid_jobs
 from bench.study.runner import child_env
 from bench.study.sweep_config import load_sweep
+from bench.study.worker import cell_of
 
 # Stands in for `bench run`: steps/10 seconds of "training"; seed 13 fails with a record of its
 # own (exit 1); seed 14 dies without a record (exit 3); seed 15 is killed right after writing its
@@ -263,6 +264,32 @@ def test_results_dir_and_wandb_are_appended_to_each_command(tmp_path):
     assert f"--results_dir={out_dir} --wandb=disabled\n" in log
 
 
+def test_set_gives_every_cell_a_runtime_field_and_keeps_its_run_id(tmp_path):
+    make_grid(tmp_path, steps=1, extra={"data_dir": {"value": "data/here"}})
+    sweep = load_sweep(tmp_path / "t.yaml")
+    ids = {j.run_id for j in grid_jobs(sweep)}
+    p = grid(
+        "t.yaml",
+        "--workers=2",
+        "--set",
+        "data_dir=/elsewhere/data",  # the sweep's own value is overridden
+        "--set=checkpoint_every_s=0",
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr
+    recs = records(tmp_path)
+    assert set(recs) == ids  # the same experiments
+    for rec in recs.values():
+        assert rec["config"]["data_dir"] == "/elsewhere/data"
+        assert rec["config"]["checkpoint_every_s"] == 0
+    # a worker reads its cells from the same commands
+    (tmp_path / "w").mkdir()
+    real = load_sweep(make_grid(tmp_path / "w", fake=False))
+    cells = [cell_of(j) for j in grid_jobs(real, settings={"compile_mode": "reduce-overhead"})]
+    assert {c.compile_mode for c in cells} == {"reduce-overhead"}
+    assert {c.run_id for c in cells} == {j.run_id for j in grid_jobs(real)}
+
+
 def test_random_sweep_runs_count_cells_and_feeds_records_back(tmp_path):
     extra = {"lr": {"min": 0.0001, "max": 0.01, "distribution": "log_uniform_values"}}
     make_grid(tmp_path, steps=1, method="random", extra=extra)
@@ -302,6 +329,7 @@ def test_slurm_submits_one_runner_per_node(tmp_path):
         "--time=90",
         "--setup",
         "source venv/bin/activate",
+        "--set=checkpoint_every_s=0",
         cwd=tmp_path,
         env=env,
     )
@@ -327,6 +355,7 @@ def test_slurm_submits_one_runner_per_node(tmp_path):
     assert (
         argv[argv.index("--devices") + 1] == "0,1" and argv[argv.index("--per_device") + 1] == "2"
     )
+    assert "--set=checkpoint_every_s=0" in argv
     # what the job would run on its node: the grid itself
     run = subprocess.run(
         [

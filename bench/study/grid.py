@@ -3,6 +3,7 @@
     bench grid sweeps/smoke.yaml --dry-run          # the cells, validated, and which are done
     bench grid sweeps/smoke.yaml --workers 2        # run every cell not done yet
     bench grid sweeps/cifar10.yaml --devices 0,1,2,3 --per_device 2
+    bench grid sweeps/cifar10.yaml --devices 0 --set data_dir=/data/cifar10-jpeg   # a runtime field
     bench grid sweeps/cifar10.yaml --launcher=slurm --partition gpu --nodes 4 --gpus_per_node 8
 
 Expansion and command rendering: :mod:`bench.study.sweep_config`; cells to jobs:
@@ -28,6 +29,7 @@ from bench.study.jobs import (
     finished_runs,
     grid_jobs,
     make_job,
+    parse_settings,
     records_dir_for,
 )
 from bench.study.runner import Runner, slots_for
@@ -72,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         choices=("online", "offline", "disabled"),
         help="W&B mode passed to every cell (appended to each command)",
+    )
+    p.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=None,
+        metavar="FIELD=VALUE",
+        help="a runtime field for every cell, appended to each command (repeatable), e.g. "
+        "--set data_dir=/data/cifar10-jpeg --set compile_mode=reduce-overhead",
     )
     p.add_argument(
         "--count",
@@ -119,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    settings = parse_settings(args.settings)
     sweep = load_sweep(args.sweep)
     if args.count is not None and args.count < 1:
         raise BenchError(f"--count={args.count} must be >= 1")
@@ -130,7 +142,7 @@ def main(argv: list[str]) -> int:
                 "with --launcher=slurm give --gpus_per_node (and --per_device), not --workers"
             )
         if sweep.method == "grid":
-            grid_jobs(sweep, args.results_dir, args.wandb)  # every cell valid before submitting
+            grid_jobs(sweep, args.results_dir, args.wandb, settings)  # all valid before submitting
         jobs = submit_slurm(args, sweep.study, main)
         print(
             f"submitted {len(jobs)} SLURM job(s) for study {sweep.study}: {', '.join(j.job_id for j in jobs)}"
@@ -140,16 +152,16 @@ def main(argv: list[str]) -> int:
         )
         return 0
     if args.dry_run:
-        return dry_run(sweep, args)
+        return dry_run(sweep, args, settings)
     slots = slots_for(args.workers, args.devices, args.per_device)
     if args.worker:
         if sweep.method == "grid":
             keep_sweep(sweep, records_dir_for(sweep, args.results_dir))
-        return grid_workers(sweep, args, slots)
+        return grid_workers(sweep, args, slots, settings)
     if args.pack != 1:
         raise BenchError("--pack needs --worker (packing happens inside a worker)")
     if sweep.method == "grid":
-        jobs = grid_jobs(sweep, args.results_dir, args.wandb)
+        jobs = grid_jobs(sweep, args.results_dir, args.wandb, settings)
         keep_sweep(sweep, records_dir_for(sweep, args.results_dir))
         total = len(jobs) if args.count is None else min(args.count, len(jobs))
         runner = Runner(slots, count=args.count, grace_s=args.grace, label=sweep.study, total=total)
@@ -166,7 +178,7 @@ def main(argv: list[str]) -> int:
         if args.count is None:
             raise BenchError(f"a {sweep.method} sweep has no fixed size: give --count N")
         records_dir = records_dir_for(sweep, args.results_dir)
-        source = Proposals(sweep, records_dir, args.results_dir, args.wandb)
+        source = Proposals(sweep, records_dir, args.results_dir, args.wandb, settings)
         runner = Runner(
             slots, count=args.count, grace_s=args.grace, label=sweep.study, total=args.count
         )
@@ -184,7 +196,7 @@ def keep_sweep(sweep: Sweep, records_dir: Path) -> None:
         print(f"warning: {e}; bench analyze will infer the grid from the records", file=sys.stderr)
 
 
-def dry_run(sweep: Sweep, args: argparse.Namespace) -> int:
+def dry_run(sweep: Sweep, args: argparse.Namespace, settings: dict[str, str]) -> int:
     if sweep.method == "grid":
         proposals = expand(sweep)
         if args.count is not None:
@@ -200,13 +212,13 @@ def dry_run(sweep: Sweep, args: argparse.Namespace) -> int:
     for params in proposals:
         label = " ".join(f"{k}={params[k]}" for k in sweep.varied if k in params)
         try:
-            job = make_job(sweep, params, args.results_dir, args.wandb)
+            job = make_job(sweep, params, args.results_dir, args.wandb, settings)
         except BenchError as e:
             invalid.append(str(e))
             print(f"  INVALID  {label}: {str(e).rsplit(': ', 1)[-1]}")
             continue
         shown = shown or job
-        cells.append(to_cell(params, args.results_dir))
+        cells.append(to_cell({**params, **settings}, args.results_dir))
         jobs.append(job)
         state = job.state(quarantine=False)  # a dry run moves nothing
         state = "todo" if state == "failed" else state

@@ -6,9 +6,11 @@ bayes cells a few at a time, telling it what finished (from the records) and wha
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from bench.cell.config import Cell
 from bench.cell.preflight import check_results_dir
 from bench.errors import BenchError
 from bench.results.records import DONE, iter_records
@@ -23,16 +25,49 @@ from bench.study.sweep_config import (
     to_cell,
 )
 
+# runtime fields that --set leaves alone: the sweep names the study, and two have their own flag
+OWN_FLAGS = {
+    "study": "the sweep names the study",
+    "results_dir": "give --results_dir",
+    "wandb": "give --wandb",
+}
+
+
+def parse_settings(pairs: list[str] | None) -> dict[str, str]:
+    """``bench grid --set FIELD=VALUE``: runtime fields (not part of a cell's ``run_id``) given to
+    every cell, e.g. where the data lie or a compile mode; each cell validates its values."""
+    runtime = {f.name for f in fields(Cell) if f.metadata["runtime"]}
+    known = {f.name for f in fields(Cell)}
+    settings: dict[str, str] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        name = name.strip().lstrip("-").replace("-", "_")
+        if not sep or not name:
+            raise BenchError(f"--set {pair!r}: give FIELD=VALUE, e.g. --set data_dir=/data/cifar10")
+        if name not in known:
+            raise BenchError(f"--set {name}: unknown field (see `bench run --help`)")
+        if name not in runtime:
+            raise BenchError(
+                f"--set {name}: part of a cell's identity (its run_id); vary it in the sweep YAML"
+            )
+        if name in OWN_FLAGS:
+            raise BenchError(f"--set {name}: {OWN_FLAGS[name]}")
+        settings[name] = value
+    return settings
+
 
 def make_job(
     sweep: Sweep,
     params: dict[str, Any],
     results_dir: str | None = None,
     wandb_mode: str | None = None,
+    settings: dict[str, str] | None = None,
 ) -> Job:
-    """Validate one cell and render its command (plus the runner's own options, appended)."""
+    """Validate one cell and render its command (plus the runner's own options and ``settings``,
+    appended: the last value of a flag wins, so they override the sweep's)."""
+    settings = settings or {}
     try:
-        cell = to_cell(params, results_dir)
+        cell = to_cell({**params, **settings}, results_dir)
         check_results_dir(cell)
     except BenchError as e:
         shown = " ".join(f"{k}={params[k]}" for k in sweep.varied if k in params)
@@ -42,6 +77,7 @@ def make_job(
         command.append(f"--results_dir={results_dir}")
     if wandb_mode is not None:
         command.append(f"--wandb={wandb_mode}")
+    command += [f"--{name}={value}" for name, value in settings.items()]
     if "${args_json_file}" in sweep.command:
         raise BenchError(
             f"{sweep.path}: ${{args_json_file}} is not supported by the local runner: use ${{args}}"
@@ -57,9 +93,12 @@ def make_job(
 
 
 def grid_jobs(
-    sweep: Sweep, results_dir: str | None = None, wandb_mode: str | None = None
+    sweep: Sweep,
+    results_dir: str | None = None,
+    wandb_mode: str | None = None,
+    settings: dict[str, str] | None = None,
 ) -> list[Job]:
-    jobs = [make_job(sweep, p, results_dir, wandb_mode) for p in expand(sweep)]
+    jobs = [make_job(sweep, p, results_dir, wandb_mode, settings) for p in expand(sweep)]
     check_unique(sweep, jobs)
     return jobs
 
@@ -97,17 +136,22 @@ class Proposals:
     """Random/bayes: ask the engine for new cells, telling it what finished and what runs."""
 
     def __init__(
-        self, sweep: Sweep, records_dir: Path, results_dir: str | None, wandb_mode: str | None
+        self,
+        sweep: Sweep,
+        records_dir: Path,
+        results_dir: str | None,
+        wandb_mode: str | None,
+        settings: dict[str, str] | None = None,
     ):
         self.sweep, self.records_dir = sweep, records_dir
-        self.results_dir, self.wandb_mode = results_dir, wandb_mode
+        self.results_dir, self.wandb_mode, self.settings = results_dir, wandb_mode, settings
         self.running: dict[str, dict] = {}
 
     def __call__(self, n: int) -> list[Job]:
         runs = finished_runs(self.sweep, self.records_dir)
         runs += [sweep_run(p, "running") for p in self.running.values()]
         jobs = [
-            make_job(self.sweep, p, self.results_dir, self.wandb_mode)
+            make_job(self.sweep, p, self.results_dir, self.wandb_mode, self.settings)
             for p in expand(self.sweep, runs, n)
         ]
         for job in jobs:

@@ -58,6 +58,7 @@ def node_argv(args) -> list[str]:
         argv.append(f"--results_dir={Path(args.results_dir).resolve()}")
     if args.wandb:
         argv.append(f"--wandb={args.wandb}")
+    argv += [f"--set={pair}" for pair in args.settings or []]
     if args.count is not None:
         argv += ["--count", str(args.count)]
     if args.worker:  # each node runs its cells in long-lived workers

@@ -311,13 +311,13 @@ def _stop(procs: list[subprocess.Popen], sig: int, grace_s: float) -> None:
             p.wait()
 
 
-def grid_workers(sweep: Sweep, args, slots: list[str | None]) -> int:
+def grid_workers(sweep: Sweep, args, slots: list[str | None], settings: dict[str, str]) -> int:
     """``bench grid --worker``: the parent launches one worker per slot; a child works the grid."""
     if sweep.method != "grid":
         raise BenchError(f"--worker runs grid sweeps, not {sweep.method}: leave --worker out")
     if args.pack < 1:
         raise BenchError(f"--pack={args.pack} must be >= 1")
-    jobs = grid_jobs(sweep, args.results_dir, args.wandb)[: args.count]
+    jobs = grid_jobs(sweep, args.results_dir, args.wandb, settings)[: args.count]
     if not jobs:
         print(f"[{sweep.study}] no cells", file=sys.stderr)
         return 0

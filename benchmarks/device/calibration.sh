@@ -9,7 +9,9 @@
 #       calibration  sweeps/cifar10-calibration.yaml, 4 cells at once (about 2 chunks)
 #       lr-wd        sweeps/cifar10-lr-wd.yaml, 6 cells at once (about 1-2 chunks)
 # Everything it produces goes to $OUT: the part's records and logs, gpu.txt, cost.txt.
-# Environment: CHUNK_S (seconds before the grid is stopped, default 450), PER_DEVICE.
+# Environment: CHUNK_S (seconds before the grid is stopped, default 450), PER_DEVICE, GRID_ARGS
+# (more `bench grid` options, e.g. GRID_ARGS='--set compile_mode=reduce-overhead': a runtime
+# field, so the cells and their run_ids stay the same).
 set -u
 PART=${1:?usage: calibration.sh cost|calibration|lr-wd}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -48,7 +50,8 @@ from bench.cell.config import Cell; from bench.cell.datasets import load_splits
 s = load_splits(Cell(dataset='imagefolder', data_dir='data/cifar10-jpeg')); print('cached', tuple(s.train_x.shape))"
 start=$(date +%s)
 # SIGTERM at CHUNK_S: the runner stops its cells (grace 20 s); a rerun skips done cells, resumes the rest
-timeout -s TERM "${CHUNK_S:-450}" bench grid "$SWEEP" --devices 0 --per_device "$K" --grace 20
+# shellcheck disable=SC2086  # GRID_ARGS is split into options on purpose
+timeout -s TERM "${CHUNK_S:-450}" bench grid "$SWEEP" --devices 0 --per_device "$K" --grace 20 ${GRID_ARGS:-}
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$OUT/gpu.txt"
 done_n=$(grep -l '"status": "completed"' results/$STUDY/runs/*.json 2>/dev/null | wc -l)
 echo "$STUDY: $done_n cells completed, chunk took $(( $(date +%s) - start )) s" | tee -a "$OUT/gpu.txt"

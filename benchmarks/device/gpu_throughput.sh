@@ -12,10 +12,14 @@
 #                                                           # 512, and its augmentation's host
 #                                                           # time, batches shared per policy call
 #                                                           # or not
+#   bash benchmarks/device/gpu_throughput.sh compile        # ~4 min: both loops compiled with CUDA
+#                                                           # graphs (reduce-overhead) against the
+#                                                           # project eager, ViT and ResNet xs and s
+#                                                           # at the sweeps' batch 512
 #   CPU=1 bash benchmarks/device/gpu_throughput.sh study single   # the same steps, tiny, on a CPU
 # One call runs at most 10 minutes: `study` needs one of them (its four ways took 300 s on an
 # H200), the other parts the next. Each part stops at its limit (STUDY_S, SINGLE_S, BATCH_S,
-# COST_S, DISPATCH_S seconds); a way or rung cut off says so and is not a measurement.
+# COST_S, DISPATCH_S, COMPILE_S seconds); a way or rung cut off says so and is not a measurement.
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 BENCH_CACHE=${BENCH_CACHE:-/tmp/bench-cache}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -25,6 +29,7 @@ if [ "${CPU:-0}" = 1 ]; then
   DEV=cpu STUDY="--quick --ways=sequential,packed" SINGLE="--sizes=xxs --steps=2 --warm=1 --repeats=1"
   BATCH="--sizes=xxs --steps=2 --warm=1 --repeats=1" COST="--rungs=resnet:xxs --steps=4 --warm=1"
   DISPATCH="--batches=128 --epoch_chunks=1 --warm=1 --repeats=1"
+  COMPILE="--sizes=xxs --families=vit --steps=2 --warm=2 --repeats=1 --compile_mode=default"
 else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/env.txt"
   DEV=cuda STUDY="" SINGLE="--long --families=resnet --sizes=m --extra=vit-s16-224"
@@ -33,6 +38,9 @@ else
   BATCH="--batch=512 --sizes=s,m --steps=100 --warm=20 --repeats=2"
   COST="--batch=512 --rungs=resnet:m,vit:s,resnet:s,vit:m --steps=130 --warm=30"
   DISPATCH="--img=32 --repeats=9"
+  # the warm-up steps hold the compilation and the graphs' recording; the second repeat loads
+  # the compiled kernels from the inductor cache
+  COMPILE="--batch=512 --sizes=xs,s --steps=200 --warm=30 --repeats=2 --compile_mode=reduce-overhead"
 fi
 start=$(date +%s) failed=""
 part() {  # name, seconds, command...: run it under a limit, its output to $OUT/name.txt
@@ -54,7 +62,8 @@ for p in $PARTS; do
     batch) part throughput_batch512 "${BATCH_S:-60}" python benchmarks/throughput.py --device=$DEV $BATCH ;;
     cost) part augment_cost "${COST_S:-90}" python benchmarks/augment_cost.py --device=$DEV $COST ;;
     dispatch) part augment_dispatch "${DISPATCH_S:-40}" python benchmarks/augment_dispatch.py --device=$DEV $DISPATCH ;;
-    *) echo "unknown part $p (study, single, batch, cost, dispatch)" >&2; exit 2 ;;
+    compile) part throughput_compiled "${COMPILE_S:-280}" python benchmarks/throughput.py --device=$DEV $COMPILE ;;
+    *) echo "unknown part $p (study, single, batch, cost, dispatch, compile)" >&2; exit 2 ;;
   esac
 done
 [ "${CPU:-0}" = 1 ] || nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$OUT/env.txt"
