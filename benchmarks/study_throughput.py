@@ -10,7 +10,10 @@ show, and the benchmark runs where nothing can be downloaded. The ways:
   of the cells (``--sequential_cells``, one per rung by default): its rate is the baseline;
 - ``processes``: today's ``bench grid --per_device K``: K ``bench run`` processes at once;
 - ``worker``: ``bench grid --worker``: W long-lived workers, cells one after another in each;
-- ``packed``: ``bench grid --worker --pack G``: W workers, cells of one rung packed G at a time.
+- ``packed``: ``bench grid --worker --pack G``: W workers, cells of one rung packed G at a time;
+- ``compiled``: ``bench grid --worker --set compile_mode=MODE``: W workers whose cells compile
+  their model (``--compile_mode``, default ``reduce-overhead`` on a GPU: CUDA graphs), the
+  compiled kernels shared through the inductor cache. Not in the default ways.
 
 For each it prints wall time, aggregate training images/s (images seen in training, over the
 wall time of the whole way, start-up and evaluation included), achieved TFLOP/s from the
@@ -61,6 +64,15 @@ def cells(args) -> list[dict]:
         )
         for f, s, n, seed in grid
     ]
+
+
+def way_cells(way: str, all_cells: list[dict], args) -> list[dict]:
+    """The cells a way runs: ``sequential`` one per rung, ``compiled`` every cell compiled."""
+    if way == "sequential":
+        return all_cells[:: args.per_rung][: args.sequential_cells]
+    if way == "compiled":
+        return [dict(c, compile_mode=args.compile_mode) for c in all_cells]
+    return all_cells
 
 
 def jobs_for(params: list[dict], results: Path) -> list[Job]:
@@ -125,6 +137,11 @@ def main() -> int:
     )
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--sequential_cells", type=int, default=None)
+    p.add_argument(
+        "--compile_mode",
+        default=None,
+        help="the compiled way's mode (default reduce-overhead on a GPU, default on a CPU)",
+    )
     p.add_argument("--peak_tflops", type=float, default=None, help="the card's bf16 peak")
     p.add_argument("--out", type=Path, default=Path("/tmp/study-throughput"))
     args = p.parse_args()
@@ -142,20 +159,22 @@ def main() -> int:
     slot = "0" if gpu else None
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
+    args.compile_mode = args.compile_mode or ("reduce-overhead" if gpu else "default")
     all_cells = cells(args)
-    per_rung = len(args.n) * args.seeds
-    seq_n = args.sequential_cells or len(all_cells) // per_rung
+    args.per_rung = len(args.n) * args.seeds
+    args.sequential_cells = args.sequential_cells or len(all_cells) // args.per_rung
     name = torch.cuda.get_device_name() if gpu else f"cpu ({torch.get_num_threads()} threads)"
     peak = args.peak_tflops or next((v for key, v in PEAK_BF16_TFLOPS.items() if key in name), None)
     print(
         f"device: {name} | {len(all_cells)} cells ({', '.join(args.families)} x "
         f"{', '.join(args.sizes)} x n {args.n} x {args.seeds} seeds), {args.steps} steps of "
-        f"{args.batch} | processes K={k} | workers W={w} | pack G={args.pack}",
+        f"{args.batch} | processes K={k} | workers W={w} | pack G={args.pack}"
+        + (f" | compiled: {args.compile_mode}" if "compiled" in args.ways else ""),
         flush=True,
     )
     results = []
     for way in args.ways.split(","):
-        subset = all_cells[::per_rung][:seq_n] if way == "sequential" else all_cells
+        subset = way_cells(way, all_cells, args)
         slots = {"sequential": [slot], "processes": [slot] * k}.get(way, [slot] * w)
         r = run_way(way, jobs_for(subset, args.out / way), args, slots)
         results.append(r)

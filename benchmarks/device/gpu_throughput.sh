@@ -16,10 +16,12 @@
 #                                                           # graphs (reduce-overhead) against the
 #                                                           # project eager, ViT and ResNet xs and s
 #                                                           # at the sweeps' batch 512
+#   bash benchmarks/device/gpu_throughput.sh study-compiled # ~3 min: the study's cells in 4 workers,
+#                                                           # eager and compiled (CUDA graphs)
 #   CPU=1 bash benchmarks/device/gpu_throughput.sh study single   # the same steps, tiny, on a CPU
 # One call runs at most 10 minutes: `study` needs one of them (its four ways took 300 s on an
 # H200), the other parts the next. Each part stops at its limit (STUDY_S, SINGLE_S, BATCH_S,
-# COST_S, DISPATCH_S, COMPILE_S seconds); a way or rung cut off says so and is not a measurement.
+# COST_S, DISPATCH_S, COMPILE_S, STUDY_COMPILED_S seconds); a way or rung cut off says so and is not a measurement.
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 BENCH_CACHE=${BENCH_CACHE:-/tmp/bench-cache}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -58,12 +60,15 @@ for p in $PARTS; do
       cp /tmp/study-throughput/summary.json "$OUT/study_throughput.json" 2>/dev/null
       tar czf "$OUT/study_throughput_logs.tgz" --exclude=checkpoints --exclude="*.ckpt" \
         -C /tmp/study-throughput . 2>/dev/null ;;
+    study-compiled)
+      part study_compiled "${STUDY_COMPILED_S:-280}" python benchmarks/study_throughput.py --device=$DEV $STUDY --ways=worker,compiled --out /tmp/study-compiled
+      cp /tmp/study-compiled/summary.json "$OUT/study_compiled.json" 2>/dev/null ;;
     single) part throughput_long "${SINGLE_S:-140}" python benchmarks/throughput.py --device=$DEV $SINGLE ;;
     batch) part throughput_batch512 "${BATCH_S:-60}" python benchmarks/throughput.py --device=$DEV $BATCH ;;
     cost) part augment_cost "${COST_S:-90}" python benchmarks/augment_cost.py --device=$DEV $COST ;;
     dispatch) part augment_dispatch "${DISPATCH_S:-40}" python benchmarks/augment_dispatch.py --device=$DEV $DISPATCH ;;
     compile) part throughput_compiled "${COMPILE_S:-280}" python benchmarks/throughput.py --device=$DEV $COMPILE ;;
-    *) echo "unknown part $p (study, single, batch, cost, dispatch, compile)" >&2; exit 2 ;;
+    *) echo "unknown part $p (study, study-compiled, single, batch, cost, dispatch, compile)" >&2; exit 2 ;;
   esac
 done
 [ "${CPU:-0}" = 1 ] || nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$OUT/env.txt"
