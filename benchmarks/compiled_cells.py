@@ -3,9 +3,11 @@
 Trains the cells of a sweep (or one family of it) again with the model compiled,
 ``bench grid SWEEP --set compile_mode=MODE`` (a runtime field: the same ``run_id``s), into a
 scratch folder, and sets each cell's test error beside the committed record of the same cell.
-A difference is read against the noise of one test error: the binomial spread of the
-difference of two test errors on the same test set, sqrt(2 p (1 - p) / n_test), and the
-seed-to-seed spread of the committed cells.
+A difference is read against two scales: the binomial spread of the difference of two
+independent test errors, sqrt(2 p (1 - p) / n_test) (``z`` is the difference over it; the two
+models see the same test images, so this is a generous scale), and the seed-to-seed spread of
+the committed cells, the one that matters: compiling changes the float arithmetic, so a
+compiled cell follows another trajectory from the same seed, as another seed would.
 
     python benchmarks/compiled_cells.py sweeps/cifar10-cpu-plain.yaml --family resnet
 
