@@ -14,8 +14,8 @@
 #                                                           # or not
 #   bash benchmarks/device/gpu_throughput.sh compile        # ~4 min: both loops compiled with CUDA
 #                                                           # graphs (reduce-overhead) against the
-#                                                           # project eager, ViT and ResNet xs and s
-#                                                           # at the sweeps' batch 512
+#                                                           # project eager, ViT and ResNet s (the
+#                                                           # calibration's rungs) at batch 512
 #   bash benchmarks/device/gpu_throughput.sh study-compiled # ~3 min: the study's cells in 4 workers,
 #                                                           # eager and compiled (CUDA graphs)
 #   CPU=1 bash benchmarks/device/gpu_throughput.sh study single   # the same steps, tiny, on a CPU
@@ -42,7 +42,8 @@ else
   DISPATCH="--img=32 --repeats=9"
   # the warm-up steps hold the compilation and the graphs' recording; the second repeat loads
   # the compiled kernels from the inductor cache
-  COMPILE="--batch=512 --sizes=xs,s --steps=200 --warm=30 --repeats=2 --compile_mode=reduce-overhead"
+  # (about 100 s a rung: a first compilation of ~40 s, then cache hits, and 6 timed runs)
+  COMPILE="--batch=512 --sizes=s --steps=150 --warm=30 --repeats=2 --compile_mode=reduce-overhead"
 fi
 start=$(date +%s) failed=""
 part() {  # name, seconds, command...: run it under a limit, its output to $OUT/name.txt
