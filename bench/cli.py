@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from bench.errors import STORAGE_EXIT, BenchError, StorageError
+from bench.errors import BUSY_EXIT, STORAGE_EXIT, BenchError, CellBusy, StorageError
 
 COMMANDS = {
     "run": ("bench.cell.run", "train one cell and write its record"),
@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     except StorageError as e:  # a full disk or a forbidden folder: one line, exit 3
         print(f"bench {name}: error: {e}", file=sys.stderr)
         return STORAGE_EXIT
+    except CellBusy as e:  # another process trains this cell: nothing of it is touched
+        print(f"bench {name}: error: {e}", file=sys.stderr)
+        return BUSY_EXIT
     except KeyboardInterrupt:
         print(f"bench {name}: interrupted", file=sys.stderr)
         return 130

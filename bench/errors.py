@@ -49,3 +49,10 @@ class StorageError(Exception):
 
 def is_storage(err: BaseException) -> bool:
     return isinstance(err, OSError) and err.errno in STORAGE_ERRNOS
+
+
+BUSY_EXIT = 4
+
+
+class CellBusy(Exception):
+    """Another process is training this cell (it holds the cell's lock). Exit 4."""

@@ -22,6 +22,7 @@ from PIL import Image
 from bench.cell.config import Cell
 from bench.errors import StorageError
 from bench.results import records
+from bench.results.locks import LOCK_FD_ENV, try_lock
 from bench.study.pull import PulledRun, record_from_run
 from tests.conftest import bench
 from tests.test_grid import grid, make_grid, start_grid, trained
@@ -233,6 +234,28 @@ def test_dry_run_rejects_what_the_real_grid_rejects(tmp_path, monkeypatch, capsy
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "runtime field" in err[0]
     assert not (tmp_path / "results").exists()
+
+
+def test_a_cell_another_process_trains_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    """Two `bench run`s of one cell would resume from each other's checkpoints: the second is
+    refused (exit 4) and touches nothing; one started by a runner holding the lock trains."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", *CELL[:5], "--steps=4", "--evals=1", *CELL[7:]]
+    cell = Cell.from_dict(dict(a[2:].split("=", 1) for a in argv[1:]))
+    lock = cell.folder.lock(cell.run_id)
+    fd = try_lock(lock)  # another trainer: held through its own open file
+    assert fd is not None
+    assert bench(*argv) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "being trained by another process" in err[0], err
+    assert f"{os.uname().nodename} {os.getpid()}" in err[0] and str(lock) in err[0]
+    assert not cell.folder.record(cell.run_id).exists()
+    assert not cell.folder.checkpoints(cell.run_id).exists()
+    # the runner that holds the lock passes it down: the cell trains under it
+    monkeypatch.setenv(LOCK_FD_ENV, str(fd))
+    assert bench(*argv) == 0
+    assert records.read_record(cell.folder.record(cell.run_id))["status"] == "completed"
+    os.close(fd)
 
 
 # ---------------------------------------------------------------------- kills and resume

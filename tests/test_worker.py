@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from bench.errors import BenchError
+from bench.results.locks import is_locked
 from bench.study.grid import build_parser
 from bench.study.jobs import grid_jobs
-from bench.study.runner import is_locked
 from bench.study.slurm import node_argv
 from bench.study.sweep_config import load_sweep
 from bench.study.worker import cell_of, load_jobs, save_jobs, work

@@ -5,6 +5,9 @@ bench run --family=vit --size=s --n_train=2000 --seed=0 --dataset=cifar10
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+
 from bench.cell.config import Cell, build_parser, parse_cell_args
 from bench.cell.finetune import finetune_phase
 from bench.cell.packed import resume_lone_member
@@ -17,6 +20,8 @@ from bench.cell.train import (
     prepare,
     train_and_record,
 )
+from bench.errors import CellBusy, StorageError
+from bench.results.locks import holder, inherited, try_lock
 
 
 def run_cell(cell: Cell) -> dict | None:
@@ -25,14 +30,39 @@ def run_cell(cell: Cell) -> dict | None:
     check_results_dir(cell)
     if already_done(cell):
         return None
-    ckpt_dir = fresh_checkpoints(cell)
-    setup = prepare(cell)
-    # a killed --pack grid rerun without it: its members' progress is in their pack checkpoints
-    resumed = resume_lone_member(setup, ckpt_dir, {"via": "bench run"})
-    if resumed is not None:
-        return resumed
-    phase = finetune_phase if cell.finetune_img_size else None
-    return train_and_record(setup, ckpt_dir, phase=phase, annotate=executed_as("process"))
+    setup = prepare(cell)  # every check of the data before anything is written
+    with cell_lock(cell):
+        if already_done(cell):  # finished by another process meanwhile
+            return None
+        ckpt_dir = fresh_checkpoints(cell)
+        # a killed --pack grid rerun without it: its members' progress is in its pack checkpoints
+        resumed = resume_lone_member(setup, ckpt_dir, {"via": "bench run"})
+        if resumed is not None:
+            return resumed
+        phase = finetune_phase if cell.finetune_img_size else None
+        return train_and_record(setup, ckpt_dir, phase=phase, annotate=executed_as("process"))
+
+
+@contextmanager
+def cell_lock(cell: Cell):
+    """Hold the cell's lock while it trains, unless the runner that started us holds it: two
+    processes on one cell would resume from each other's checkpoints and mix their files."""
+    path = cell.folder.lock(cell.run_id)
+    if inherited(path):
+        yield
+        return
+    try:
+        fd = try_lock(path)
+    except OSError as e:
+        raise StorageError(path, e) from None
+    if fd is None:
+        raise CellBusy(
+            f"cell {cell.run_id} is being trained by another process ({holder(path)}; lock {path})"
+        )
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def executed_as(mode: str, **more) -> Annotate:

@@ -14,7 +14,6 @@ group, stdout and stderr to ``<study>/logs/<run_id>.log``. Three rules make a gr
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import subprocess
@@ -30,6 +29,7 @@ from bench.clock import fmt_duration, utc_now
 from bench.errors import STORAGE_EXIT, BenchError, StorageError, is_storage
 from bench.results import records
 from bench.results.layout import StudyDir
+from bench.results.locks import LOCK_FD_ENV, is_locked, try_lock
 from bench.study.display import GridDisplay, GridState, cell_fraction, plan_eta
 from bench.study.procs import die_with_parent, foreign_cells_here, write_owner
 
@@ -75,28 +75,6 @@ class Job:
     def state(self, quarantine: bool = True) -> str:
         """done, failed, corrupt (left alone: retraining needs --force) or todo."""
         return records.cell_state(self.records_dir, self.run_id, quarantine)
-
-
-def try_lock(path: Path) -> int | None:
-    """An exclusive, non-blocking lock; the open fd holds it (None: someone else holds it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.uname().nodename} {os.getpid()}\n".encode())
-    return fd
-
-
-def is_locked(path: Path) -> bool:
-    fd = try_lock(path)
-    if fd is None:
-        return True
-    os.close(fd)
-    return False
 
 
 def device_env(device: str | None) -> dict[str, str]:
@@ -281,7 +259,7 @@ class Runner:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=child_env(slot, self.n_slots),
+                env={**child_env(slot, self.n_slots), LOCK_FD_ENV: str(lock_fd)},
                 start_new_session=True,
                 pass_fds=(lock_fd,),
                 preexec_fn=die_with_parent(),  # an orphan would keep its lock and its slot

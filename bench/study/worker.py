@@ -42,8 +42,9 @@ from bench.clock import fmt_duration, utc_now
 from bench.errors import ArgumentParser, BenchError
 from bench.results import records
 from bench.results.layout import StudyDir
+from bench.results.locks import is_locked, try_lock
 from bench.study.jobs import grid_jobs
-from bench.study.runner import REVISIT_S, Job, child_env, failure_record, is_locked, try_lock
+from bench.study.runner import REVISIT_S, Job, child_env, failure_record
 from bench.study.sweep_config import Sweep
 
 SHAPE_FREE = ("seed", "n_train")  # the fields that members of one pack may differ in
