@@ -124,9 +124,7 @@ def project_loop(
         budget=Budget(steps, batches.batch_size, len(batches.y), f"steps={steps}"),
         device=device,
     )
-    module = build_module(setup)
-    if cell.compile_mode:  # as fit_and_test does
-        module.model = compile_model(module.model, cell.compile_mode, cell.cache_dir)
+    module = build_module(setup)  # compiled as in bench run when the cell says so
     clock = Clock(warm, device)
     trainer = build_trainer(setup, None, None, has_val=False, extra_callbacks=[clock])
     trainer.fit(module, train_dataloaders=batches)

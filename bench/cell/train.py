@@ -131,11 +131,12 @@ def setup_for_model(
 
 # ---------------------------------------------------------------------- the pieces of a fit
 def build_module(setup: CellSetup) -> CellModule:
+    """The cell's LightningModule, its model compiled when the cell asks for it."""
     cell = setup.cell
     recipe = cell.resolved_recipe
     s = setup.splits
     mean, std = channel_stats(s.train_x, setup.subsets.train_idx, release=s.release)
-    return CellModule(
+    module = CellModule(
         setup.model,
         lr=recipe["lr"],
         weight_decay=recipe["weight_decay"],
@@ -151,6 +152,9 @@ def build_module(setup: CellSetup) -> CellModule:
         grad_clip=cell.grad_clip,
         meta={"cell": cell.to_dict(), "arch": dict(vars(setup.arch)), "run_id": cell.run_id},
     )
+    if cell.compile or cell.compile_mode:  # after CellModule has made the weights channels_last
+        module.model = compile_model(module.model, cell.compile_mode, cell.cache_dir)
+    return module
 
 
 def batch_augment(cell: Cell, num_classes: int) -> BatchMix | None:
@@ -276,8 +280,6 @@ def fit_and_test(
     """Fit (resuming from the last good checkpoint if there is one), then test the best one."""
     cell = setup.cell
     module = build_module(setup)
-    if cell.compile or cell.compile_mode:
-        module.model = compile_model(module.model, cell.compile_mode, cell.cache_dir)
     batches, val, test = build_loaders(setup)
     train = ResumableBatches(batches)
     watch = Stopwatch()
