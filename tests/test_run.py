@@ -63,6 +63,21 @@ def test_completed_cell_is_skipped_unless_forced(in_tmp, capsys):
 
 
 @pytest.mark.slow
+def test_two_records_folders_in_one_study_keep_their_own_checkpoints(in_tmp):
+    # the same cell trained into runs/ and into runs-b/ under one study folder: each record's
+    # tested weights must stay its own, not the other's (they would share checkpoints/<run_id>)
+    for out in ("s/runs", "s/runs-b"):
+        assert bench("run", *TINY, "--steps=10", f"--results_dir={out}") == 0
+    a, b = only_record(in_tmp / "s" / "runs"), only_record(in_tmp / "s" / "runs-b")
+    assert a["run_id"] == b["run_id"]
+    ckpt_a, ckpt_b = (in_tmp / r["checkpoint"] for r in (a, b))
+    assert ckpt_a.parent == in_tmp / "s" / "checkpoints" / a["run_id"]
+    assert ckpt_b.parent == in_tmp / "s" / "checkpoints-runs-b" / b["run_id"]
+    assert ckpt_a.is_file() and ckpt_b.is_file()
+    # neither run resumed from, or counted itself into, the other's checkpoints
+    assert len(a["attempts"]) == len(b["attempts"]) == 1
+
+
 def test_resnet_cell_learns(in_tmp):
     args = [a for a in TINY if not a.startswith(("--family", "--steps"))]
     assert bench("run", *args, "--family=resnet", "--steps=150", "--results_dir=out") == 0

@@ -5,7 +5,8 @@
       runs/.locks/<run_id>.lock   held by the process training the cell (names its host and pid)
       runs/.corrupt/              damaged records, moved aside by the record reader
       checkpoints/<run_id>/       best.ckpt, attempts.json (and finetune/); while training also
-                                  last.ckpt, prev.ckpt (a pack's: pack-last.ckpt, pack-prev.ckpt)
+                                  last.ckpt, prev.ckpt (a pack's: pack-last.ckpt, pack-prev.ckpt);
+                                  checkpoints-<name>/ for the records folder <name>
       logs/<run_id>.log           each cell's output when the grid runner started it
       probes/<run_id>/            bench probe: figures and probe.json
       sweeps/<name>.yaml          every sweep bench grid ran into the study (its expected grid)
@@ -13,7 +14,10 @@
 
 Two names, used the same way by every command: ``study_dir`` is ``results/<study>`` and
 ``records_dir`` is the folder of records inside it (``runs/`` unless a command was given
-another one with ``--results_dir``, in which case the study folder is its parent).
+another one with ``--results_dir``, in which case the study folder is its parent). Checkpoints
+belong to a records folder: those of ``runs/`` are in ``checkpoints/``, those of another records
+folder ``<name>`` in ``checkpoints-<name>/``, so two records folders in one study folder never
+train, resume or overwrite one cell's checkpoints together.
 """
 
 from __future__ import annotations
@@ -52,7 +56,10 @@ class StudyDir:
         return self.records_dir / ".locks" / f"{run_id}.lock"
 
     def checkpoints(self, run_id: str) -> Path:
-        return self.study_dir / "checkpoints" / run_id
+        name = self.records_dir.name
+        return (
+            self.study_dir / ("checkpoints" if name == RECORDS else f"checkpoints-{name}") / run_id
+        )
 
     def log(self, run_id: str) -> Path:
         return self.study_dir / "logs" / f"{run_id}.log"
