@@ -29,7 +29,7 @@ SHIPPED = {
     "cifar10-control.yaml": 4,
     "cifar10-permuted.yaml": 36,
     "cifar10-cpu-plain.yaml": 16,
-    "cifar10-cpu-plain-control-4x.yaml": 4,
+    "cifar10-cpu-plain-control-4x.yaml": 12,
     "cifar10-cpu-permuted.yaml": 16,
     "cifar10-cpu-permuted-control.yaml": 16,
     "cifar10-cpu-permuted-control-4x.yaml": 4,
