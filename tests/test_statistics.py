@@ -106,8 +106,34 @@ def test_a_gap_that_widens_has_no_trend_to_a_crossing():
 
     envs, fits = envelopes({"resnet": resnet, "vit": worse}, NS, 3, 0.01, np.random.default_rng(2))
     out = breakeven.analyse_pair(envs, fits, ["resnet", "vit"], {}, 60, 0)
-    assert out["kind"] == "no_trend" and out["beyond"] is None
+    assert out["kind"] == "no_trend" and out["beyond"] is None and out["trend_passed"] is None
     assert out["gap"]["slope_per_decade"] > 0  # the ViT falls further behind as n grows
+
+
+def test_a_trend_past_zero_with_the_leader_still_ahead_places_nothing():
+    # The gap of a real control: the vit level by 10k, behind again at 30k. The line through the
+    # four points reaches zero near 24k, inside the data, while the resnet leads at 30k: the
+    # report must not say the trend "does not close the gap", nor place a bound.
+    ratio = {1000: 0.057, 3000: 0.019, 10000: -0.004, 30000: 0.009}
+    ns = np.array(sorted(ratio), dtype=float)
+
+    def bumpy(n):
+        return resnet(n) * np.exp([ratio[int(v)] for v in np.atleast_1d(n)])
+
+    envs, _ = envelopes({"resnet": resnet, "vit": bumpy}, ns, 3, 0.002, np.random.default_rng(0))
+    x = np.repeat(ns, 3)  # fits handed in that do not cross, as the study's did not
+    fits = {
+        "resnet": scaling.fit_form("power", x, resnet(x)),
+        "vit": scaling.fit_form("power", x, resnet(x) * 1.02),
+    }
+    out = breakeven.analyse_pair(envs, fits, ["resnet", "vit"], {}, 100, 0)
+    assert out["kind"] == "no_trend" and out["leader"] == "resnet" and out["beyond"] is None
+    assert 10_000 < out["trend_passed"] < 30_000
+    line = report.describe_break_even(out)
+    assert (
+        "the resnet is still ahead at n = 30,000, though the gap's trend line reaches zero" in line
+    )
+    assert "does not close the gap" not in line
 
 
 def test_a_crossing_just_beyond_the_data_is_labelled_extrapolated():

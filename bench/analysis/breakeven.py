@@ -10,7 +10,9 @@
   ahead, and the gap's measured trend (a line in log n) puts the crossing beyond ``beyond`` with
   95% confidence (the 5th percentile of the resampled trends' crossings);
 - ``no_trend``: no crossing within a decade, and the gap's trend does not close it (or closes it
-  in fewer than 5% of resamples).
+  in fewer than 5% of resamples); or the trend line reaches zero inside the data while the
+  family ahead at the largest n is still ahead there (``trend_passed``: where the line reaches
+  zero), the trend and the largest n disagreeing, so no bound is placed.
 
 No crossing is searched for farther than a decade from the data. One seeded bootstrap gives the
 crossing's CI, the gap's slope CI and the lead's CI together; where a family measured several
@@ -146,6 +148,8 @@ def _lower_bound(pair, envs, boot, x_hi, out) -> None:
     t = gap.trend(xs, gaps)
     point = math.inf if t is None else gap.trend_crossing(t[0], t[1], x_hi)
     out["trend_crossing"] = None if not np.isfinite(point) else scaling.round6(point)
+    passed = None if t is None else gap.trend_passed(t[0], t[1], gaps[-1], x_hi)
+    out["trend_passed"] = None if passed is None else scaling.round6(passed)
     beyond = math.inf
     if boot is not None and np.isfinite(point):
         ends = [

@@ -38,3 +38,12 @@ def trend_crossing(slope: float, gap_at_max: float, x_max: float) -> float:
         return math.inf
     decades = -gap_at_max / slope
     return x_max * 10 ** min(decades, 300.0)
+
+
+def trend_passed(slope: float, gap_at_max: float, measured_at_max: float, x_max: float):
+    """Where the straight-line gap reached 0 inside the data when the line has the other sign
+    than the gap measured at x_max (the trend says the families crossed, the largest n says
+    they did not yet); None when they agree."""
+    if slope == 0 or gap_at_max == 0 or (gap_at_max > 0) == (measured_at_max > 0):
+        return None
+    return x_max * 10 ** (-gap_at_max / slope)

@@ -54,6 +54,12 @@ def describe_break_even(crossing: dict | None, x_name: str = "n") -> str:
             f"break-even: none within a decade of the data; {lead}; at the measured trend the "
             f"crossing lies beyond {x_name} = {fmt_x(crossing['beyond'])} with 95% confidence"
         )
+    if crossing.get("trend_passed"):
+        return (
+            f"break-even: none within a decade of the data; {lead}, though the gap's trend line "
+            f"reaches zero at {x_name} = {fmt_x(crossing['trend_passed'])}, inside the data: the "
+            f"trend and the largest {x_name} disagree, so no crossing and no bound is placed"
+        )
     return f"break-even: none within a decade of the data; {lead}; the trend does not close the gap"
 
 
