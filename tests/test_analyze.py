@@ -33,9 +33,18 @@ def curve(family, big_n, n):
 
 
 def write_study(
-    out, families=("vit", "resnet"), sizes=SIZES, n_train=N_TRAIN, seeds=3, noise=0.02, seed=0
+    out,
+    families=("vit", "resnet"),
+    sizes=SIZES,
+    n_train=N_TRAIN,
+    seeds=3,
+    noise=0.02,
+    seed=0,
+    budget_scale=1.0,
 ):
-    """Write one completed record per (family, size, n_train, seed) with log-normal noise."""
+    """Write one completed record per (family, size, n_train, seed) with log-normal noise
+    (``budget_scale`` other than 1: a convergence-control arm, its run_ids marked)."""
+    arm = "" if budget_scale == 1 else f"-x{budget_scale:g}"
     rng = np.random.default_rng(seed)
     for family in families:
         for size, big_n in sizes.items():
@@ -45,11 +54,17 @@ def write_study(
                     write_record(
                         {
                             "schema": 1,
-                            "run_id": f"{family}-{size}-n{n}-s{s}",
+                            "run_id": f"{family}-{size}-n{n}-s{s}{arm}",
                             "study": "synthetic",
                             "status": "completed",
                             "error": None,
-                            "config": {"family": family, "size": size, "n_train": n, "seed": s},
+                            "config": {
+                                "family": family,
+                                "size": size,
+                                "n_train": n,
+                                "seed": s,
+                                "budget_scale": budget_scale,
+                            },
                             "params": int(big_n),
                             "flops_per_image": 2.0 * big_n,
                             "train_flops": 6.0 * big_n * n * 30,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import seaborn as sns
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bench.analysis.plot_style import arm_look, compact_count, family_color, save
@@ -37,9 +38,43 @@ def gap_vs_n(summary, doc, orders, path):
     return None
 
 
-def _gap_series(ax, g, color, label, ls, fill, trend):
+def gap_across_studies(series: list[dict], path):
+    """log(err_b / err_a) against n for several studies (``bench compare``): one panel per budget,
+    one colour per study, each panel with the zero line (equal error: the break-even)."""
+    scales = sorted({s["budget_scale"] for s in series})
+    labels = list(dict.fromkeys(s["label"] for s in series))
+    colors = dict(zip(labels, sns.color_palette("colorblind", len(labels)), strict=True))
+    # studies measured at the same n would hide each other's intervals: a small offset in log n
+    dodge = {lab: 10 ** (0.025 * (i - (len(labels) - 1) / 2)) for i, lab in enumerate(labels)}
+    b, a = series[0]["gap"]["families"]
+    ticks = sorted({p["n"] for s in series for p in s["gap"]["points"]})
+    fig, axes = plt.subplots(
+        1, len(scales), figsize=(5.0 * len(scales) + 0.6, 4.4), sharex=True, sharey=True,
+        squeeze=False,
+    )  # fmt: skip
+    for ax, scale in zip(axes[0], scales, strict=True):
+        ax.axhline(0.0, color="0.3", lw=1.0, label="equal error (the break-even)")
+        for s in (s for s in series if s["budget_scale"] == scale):
+            color = colors[s["label"]]
+            look = {"line_color": color, "dodge": dodge[s["label"]]}
+            _gap_series(ax, s["gap"], color, s["label"], "--", {}, None, **look)
+        ax.set_xscale("log")
+        ax.set_xticks(ticks)
+        ax.xaxis.set_major_formatter(FuncFormatter(compact_count))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("training images n (log scale)")
+        ax.set_title("at the study's budget" if scale == 1 else f"at {scale:g}x the study's budget")
+        # below the panel: the slopes make the entries too long to sit beside the points
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), frameon=False, fontsize="small")
+    axes[0][0].set_ylabel(f"log(err_{b} / err_{a})\n(> 0: {a} ahead)")
+    fig.suptitle(f"The gap between {b} and {a}, study by study (95% bootstrap intervals)")
+    save(fig, path)
+
+
+def _gap_series(ax, g, color, label, ls, fill, trend, line_color="0.2", dodge=1.0):
     """One budget's gap points with their intervals, and its trend line (``fill``: the
-    markers' fill keywords, none for filled)."""
+    markers' fill keywords, none for filled; ``trend``: the line's legend entry, or None to put
+    its slope in the points' entry; ``dodge``: a factor on n, to set series apart)."""
     if len(g["points"]) < 2:
         return
     xs = np.array([p["n"] for p in g["points"]], dtype=float)
@@ -51,18 +86,20 @@ def _gap_series(ax, g, color, label, ls, fill, trend):
             [c[1] - y for c, y in zip(cis, ys, strict=True)],
         ]
     )
-    ax.errorbar(
-        xs, ys, yerr=np.maximum(yerr, 0), fmt="o", ms=8, capsize=4, color=color,
-        mew=2, label=label, **fill,
-    )  # fmt: skip
     t = np.log10(xs)
     slope, icpt = np.polyfit(t, ys, 1)
-    line_t = np.linspace(t.min() - 0.15, t.max() + 0.15, 50)
     ci = g.get("slope_ci")
     ci_txt = f" (95% CI {ci[0]:+.3f} to {ci[1]:+.3f})" if ci else ""
+    slope_txt = f"{slope:+.3f} per decade{ci_txt}"
+    short = f"{label}: {slope:+.3f} a decade" + (f" ({ci[0]:+.3f} to {ci[1]:+.3f})" if ci else "")
+    ax.errorbar(
+        xs * dodge, ys, yerr=np.maximum(yerr, 0), fmt="o", ms=8, capsize=4, color=color,
+        mew=2, label=label if trend else short, **fill,
+    )  # fmt: skip
+    line_t = np.linspace(t.min() - 0.15, t.max() + 0.15, 50)
     ax.plot(
-        10**line_t, icpt + slope * line_t, ls=ls, color="0.2",
-        label=f"{trend}: {slope:+.3f} per decade{ci_txt}",
+        10**line_t, icpt + slope * line_t, ls=ls, color=line_color,
+        label=f"{trend}: {slope_txt}" if trend else "_nolegend_",
     )  # fmt: skip
 
 
