@@ -3,9 +3,11 @@
 ``kind`` of the answer:
 
 - ``inside``: the fitted envelopes cross inside the measured range of n (with a bootstrap CI);
-- ``extrapolated``: they cross at most one decade beyond the measured range (labelled so), and
-  at least half the resamples cross on that side too; a crossing out there that fewer do is
-  kept as ``unsupported`` and the answer is one of the two below;
+- ``extrapolated``: they cross at most one decade beyond the largest n (labelled so), and at
+  least half the resamples cross on that side too; a crossing out there that fewer do is kept
+  as ``unsupported`` and the answer is one of the two below. So is a crossing below the smallest
+  n, whatever the resamples say: there every error curve bends towards chance, which the fitted
+  forms do not follow, so two fits that meet there say nothing of the families;
 - ``lower_bound``: no crossing within a decade; the family ahead at the largest n is still
   ahead, and the gap's measured trend (a line in log n) puts the crossing beyond ``beyond`` with
   95% confidence (the 5th percentile of the resampled trends' crossings);
@@ -133,8 +135,10 @@ def gap_summary(envs, pair, boot: dict | None) -> dict | None:
 
 
 def _unsupported(out: dict) -> bool:
-    """An extrapolated crossing that fewer than ``SUPPORT`` of the resamples place on its side
-    of the data: the fit's, not the data's (near-parallel curves touch somewhere out there)."""
+    """An extrapolated crossing below the data, or beyond it where fewer than ``SUPPORT`` of the
+    resamples place one: the fit's, not the data's (near-parallel curves touch somewhere)."""
+    if out["side"] == "below":
+        return True
     counts = out.get("resamples_crossing")
     return bool(counts) and counts[out["side"]] < SUPPORT * out["n_resamples"]
 
@@ -213,11 +217,8 @@ def analyse_pair(
             out["ci"] = _crossing_ci(boot["x"])
         if out["kind"] == "extrapolated" and _unsupported(out):
             side = out["side"]
-            out["unsupported"] = {
-                "x": out["x"],
-                "side": side,
-                "resamples": out["resamples_crossing"][side],
-            }
+            counts = out.get("resamples_crossing") or {}
+            out["unsupported"] = {"x": out["x"], "side": side, "resamples": counts.get(side)}
             out.update(x=None, ci=None)
     if out["x"] is None:
         _lower_bound(pair, envs, boot, x_hi, out)

@@ -48,11 +48,17 @@ def fmt_params(params: dict | None) -> str:
 
 
 def unsupported_text(crossing: dict, x_name: str = "n") -> str:
-    """The fitted curves' crossing beyond the data that the resamples do not back, as a clause."""
+    """The fitted curves' crossing outside the data that is not a finding, as a clause: below
+    the data, or beyond it where the resamples do not back it."""
     u = crossing.get("unsupported")
     if not u:
         return ""
+    at = f" (the fitted curves cross at {x_name} = {fmt_x(u['x'])}, {u['side']} the data"
+    if u["side"] == "below":  # see bench.analysis.breakeven: never a finding, however backed
+        return (
+            at
+            + ", where the curves bend towards chance and their fits are not tested: not a finding)"
+        )
     return (
-        f" (the fitted curves cross at {x_name} = {fmt_x(u['x'])}, {u['side']} the data, but "
-        f"only {u['resamples']} of {crossing['n_resamples']} resamples do: not a finding)"
+        f"{at}, but only {u['resamples']} of {crossing['n_resamples']} resamples do: not a finding)"
     )
