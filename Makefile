@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch and torchvision are pinned as a pair: timm needs a torchvision built for the same torch.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-fast lint bench-cpu study-cpu clean
+.PHONY: setup demo test test-fast lint bench-cpu study-cpu analyses clean
 
 $(BIN)/bench: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,15 @@ bench-cpu: setup
 
 study-cpu: setup
 	$(BIN)/bench study sweeps/cifar10-cpu.yaml
+
+# Every committed study's fits, figures and report again from its records (under half a minute a
+# study on 2 cores), then the positive controls beside their baseline (docs/figures/controls_gap.png).
+STUDIES := cifar10-gpu cifar10-cpu cifar10-cpu-plain cifar10-cpu-permuted cifar10-cpu-scrambled
+CONTROLS := results/cifar10-cpu-plain results/cifar10-cpu-permuted results/cifar10-cpu-scrambled
+analyses: setup
+	for s in $(STUDIES); do $(BIN)/bench analyze results/$$s || exit 1; done
+	$(BIN)/bench compare $(CONTROLS) --labels "unchanged,tiles shuffled,tiles and pixels shuffled" \
+	  --out docs/figures/controls_gap.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

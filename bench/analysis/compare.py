@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from bench.analysis.formats import fmt_x
+from bench.analysis.plot_style import figure_style
 from bench.analysis.plots_extra import gap_across_studies
 from bench.analysis.report import describe_break_even
 from bench.errors import ArgumentParser, BenchError
@@ -110,7 +111,8 @@ def main(argv: list[str]) -> int:
         raise BenchError(f"--out: {args.out} is not a .png file")
     labels = labels or [read_fits(d).get("study") or Path(d).name for d in args.studies]
     series = collect(args.studies, labels)
-    gap_across_studies(series, Path(args.out))
+    with figure_style():
+        gap_across_studies(series, Path(args.out))
     print(table(series))
     print(f"\nfigure: {args.out}")
     return 0

@@ -7,6 +7,7 @@ byte-identical files.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -26,10 +27,25 @@ DPI = 130
 # break-even far away does not squash the measured range into a corner.
 MAX_EXTEND = 100.0
 
+# Text sizes of every figure, and a fixed SVG hash salt (deterministic output)
+STYLE = {
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "legend.fontsize": 9,
+    "svg.hashsalt": "bench",
+}
+
 # A convergence-control budget keeps one look in every figure: the first (shortest) control
 # dotted and hollow, a longer one that checks it dash-dotted and half-filled.
 ARM_LINESTYLES = (":", (0, (6, 2, 1, 2)))
 ARM_FILLS = ({"mfc": "none"}, {"fillstyle": "bottom", "mfcalt": "white"})
+
+
+@contextmanager
+def figure_style():
+    """The look every figure is drawn in: seaborn's white grid at notebook scale, :data:`STYLE`."""
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook"), plt.rc_context(STYLE):
+        yield
 
 
 def arm_look(doc: dict, scale: float) -> tuple:

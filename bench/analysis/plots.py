@@ -23,6 +23,7 @@ from bench.analysis.plot_style import (
     arm_look,
     compact_count,
     family_color,
+    figure_style,
     pct_axis,
     save,
     shades,
@@ -36,13 +37,7 @@ def make_figures(frame, summary, doc, orders, fig_dir) -> tuple[list[str], list[
     made, notes = [], []
     if not len(summary):
         return made, ["figures skipped: no cells to plot"]
-    style = {
-        "axes.titlesize": 12,
-        "axes.labelsize": 11,
-        "legend.fontsize": 9,
-        "svg.hashsalt": "bench",
-    }
-    with sns.axes_style("whitegrid"), sns.plotting_context("notebook"), plt.rc_context(style):
+    with figure_style():
         for name, draw in FIGURES.items():
             skipped = draw(summary, doc, orders, fig_dir / name)
             if skipped:

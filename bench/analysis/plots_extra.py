@@ -49,7 +49,7 @@ def gap_across_studies(series: list[dict], path):
     b, a = series[0]["gap"]["families"]
     ticks = sorted({p["n"] for s in series for p in s["gap"]["points"]})
     fig, axes = plt.subplots(
-        1, len(scales), figsize=(5.0 * len(scales) + 0.6, 4.4), sharex=True, sharey=True,
+        1, len(scales), figsize=(6.0 * len(scales) + 0.6, 4.4), sharex=True, sharey=True,
         squeeze=False,
     )  # fmt: skip
     for ax, scale in zip(axes[0], scales, strict=True):
@@ -65,9 +65,9 @@ def gap_across_studies(series: list[dict], path):
         ax.set_xlabel("training images n (log scale)")
         ax.set_title("at the study's budget" if scale == 1 else f"at {scale:g}x the study's budget")
         # below the panel: the slopes make the entries too long to sit beside the points
-        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), frameon=False, fontsize="small")
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), frameon=False, fontsize=8)
     axes[0][0].set_ylabel(f"log(err_{b} / err_{a})\n(> 0: {a} ahead)")
-    fig.suptitle(f"The gap between {b} and {a}, study by study (95% bootstrap intervals)")
+    fig.suptitle(f"The gap between {b} and {a}, study by study (95% bootstrap intervals)", y=1.02)
     save(fig, path)
 
 
