@@ -20,10 +20,13 @@ FEW_SEEDS = 3
 
 
 def _augment_text(row: dict) -> str:
+    """The recipe's name. A record written before recipes existed trained with ``basic`` (its
+    run_id is the same), so it reads the same as one that names it."""
     recipe = row.get("recipe")
-    if recipe is not None and not pd.isna(recipe):
-        return str(recipe)
-    return "crop+flip (default)" if row.get("augment", True) not in (False, 0) else "none"
+    name = "basic" if recipe is None or pd.isna(recipe) else str(recipe)
+    if name == "basic":
+        name = "basic (crop+flip)"
+    return name if row.get("augment", True) not in (False, 0) else f"{name}, augmentation off"
 
 
 def recipes(frame: pd.DataFrame) -> list[str]:
@@ -35,7 +38,8 @@ def recipes(frame: pd.DataFrame) -> list[str]:
             for k in RECIPE_FIELDS
             if k in row and row[k] is not None and not pd.isna(row[k])
         ]
-        out.add(f"{row['family']}: {_augment_text(row)}; " + ", ".join(fields))
+        text = _augment_text(row) + (f"; {', '.join(fields)}" if fields else "")
+        out.add(f"{row['family']}: {text}")
     return sorted(out)
 
 
