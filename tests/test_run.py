@@ -16,6 +16,7 @@ from bench.cell.config import Cell
 from bench.cell.datasets import load_splits
 from bench.cell.train import fit_and_test, prepare
 from bench.results import records as results
+from bench.results.layout import StudyDir
 from tests.conftest import CIFAR, TINY, bench
 from tests.test_data import write_folder
 
@@ -185,7 +186,7 @@ def test_interrupted_cell_resumes_from_its_checkpoint(tmp_path):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    ckpt_dir = tmp_path / "checkpoints"
+    ckpt_dir = StudyDir.of_records(tmp_path / "out").checkpoints("any").parent
     deadline = time.time() + 240
     while time.time() < deadline and not list(ckpt_dir.glob("*/last.ckpt")):
         time.sleep(0.5)
