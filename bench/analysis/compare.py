@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.analysis.formats import fmt_x
+from bench.analysis.formats import fmt_x, signed_range
 from bench.analysis.plot_style import figure_style
 from bench.analysis.plots_extra import gap_across_studies
 from bench.analysis.report import describe_break_even
@@ -46,11 +46,11 @@ def study_series(doc: dict, label: str) -> list[dict]:
     ]
 
 
-def collect(study_dirs: list[str], labels: list[str]) -> list[dict]:
+def collect(study_dirs: list[str], docs: list[dict], labels: list[str]) -> list[dict]:
     """Every study's series, checked to compare the same two families the same way round."""
     series, pair = [], None
-    for study_dir, label in zip(study_dirs, labels, strict=True):
-        found = study_series(read_fits(study_dir), label)
+    for study_dir, doc, label in zip(study_dirs, docs, labels, strict=True):
+        found = study_series(doc, label)
         if not found:
             raise BenchError(f"{study_dir}: its analysis measured no gap (two families at 2+ n)")
         families = found[0]["gap"]["families"]
@@ -75,17 +75,13 @@ def table(series: list[dict]) -> str:
         g = s["gap"]
         last = g["points"][-1]
         ns = f"{fmt_x(g['points'][0]['n'])}..{fmt_x(last['n'])}"
-        at_max = f"{last['log_ratio']:+.3f}{_ci(last.get('ci'))}"
-        slope = f"{g['slope_per_decade']:+.3f}{_ci(g.get('slope_ci'))}"
+        at_max = f"{last['log_ratio']:+.3f}{signed_range(last.get('ci'))}"
+        slope = f"{g['slope_per_decade']:+.3f}{signed_range(g.get('slope_ci'))}"
         crossing = describe_break_even(s["break_even"]).removeprefix("break-even: ")
         lines.append(
             f"| {s['label']} | {s['budget_scale']:g}x | {ns} | {at_max} | {slope} | {crossing} |"
         )
     return "\n".join(lines)
-
-
-def _ci(ci) -> str:
-    return f" ({ci[0]:+.3f} to {ci[1]:+.3f})" if ci else ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,8 +105,10 @@ def main(argv: list[str]) -> int:
         raise BenchError(f"--labels: {len(labels)} names for {len(args.studies)} studies")
     if Path(args.out).suffix.lower() != ".png":
         raise BenchError(f"--out: {args.out} is not a .png file")
-    labels = labels or [read_fits(d).get("study") or Path(d).name for d in args.studies]
-    series = collect(args.studies, labels)
+    docs = [read_fits(d) for d in args.studies]  # each read once
+    names = [doc.get("study") or Path(d).name for d, doc in zip(args.studies, docs, strict=True)]
+    labels = labels or names
+    series = collect(args.studies, docs, labels)
     with figure_style():
         gap_across_studies(series, Path(args.out))
     print(table(series))

@@ -47,6 +47,11 @@ def fmt_params(params: dict | None) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in params.items())
 
 
+def signed_range(ci, prefix: str = "") -> str:
+    """' (+lo to +hi)' of an interval of signed quantities (a gap, a slope), '' without one."""
+    return f" ({prefix}{ci[0]:+.3f} to {ci[1]:+.3f})" if ci else ""
+
+
 def unsupported_text(crossing: dict, x_name: str = "n") -> str:
     """The fitted curves' crossing outside the data that is not a finding, as a clause: below
     the data, or beyond it where the resamples do not back it."""

@@ -7,6 +7,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from bench.analysis.formats import signed_range
 from bench.analysis.plot_style import arm_look, compact_count, family_color, save
 
 
@@ -88,10 +89,8 @@ def _gap_series(ax, g, color, label, ls, fill, trend, line_color="0.2", dodge=1.
     )
     t = np.log10(xs)
     slope, icpt = np.polyfit(t, ys, 1)
-    ci = g.get("slope_ci")
-    ci_txt = f" (95% CI {ci[0]:+.3f} to {ci[1]:+.3f})" if ci else ""
-    slope_txt = f"{slope:+.3f} per decade{ci_txt}"
-    short = f"{label}: {slope:+.3f} a decade" + (f" ({ci[0]:+.3f} to {ci[1]:+.3f})" if ci else "")
+    slope_txt = f"{slope:+.3f} per decade{signed_range(g.get('slope_ci'), '95% CI ')}"
+    short = f"{label}: {slope:+.3f} a decade{signed_range(g.get('slope_ci'))}"
     ax.errorbar(
         xs * dodge, ys, yerr=np.maximum(yerr, 0), fmt="o", ms=8, capsize=4, color=color,
         mew=2, label=label if trend else short, **fill,
