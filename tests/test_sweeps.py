@@ -34,6 +34,7 @@ SHIPPED = {
     "cifar10-cpu-permuted-control.yaml": 16,
     "cifar10-cpu-permuted-control-4x.yaml": 4,
     "cifar10-cpu-permuted-control-4x-arm.yaml": 12,
+    "cifar10-cpu-permuted-control-4x-seeds.yaml": 6,
     "cifar10-cpu-scrambled.yaml": 24,
     "cifar10-cpu-scrambled-control.yaml": 24,
     "cifar10-cpu-scrambled-control-4x.yaml": 4,
