@@ -47,19 +47,7 @@ def _analyze(study_dir, bootstrap, seed, families) -> dict:
     if bootstrap < 0:
         raise BenchError(f"--bootstrap must be >= 0, got {bootstrap}")
     folder = StudyDir.at(study_dir)
-    frame, n_records, notes = load_study(folder.study_dir)
-    present = sorted(frame["family"].unique().tolist()) if len(frame) else []
-    fams = select_families(present, families, notes)
-    frame = frame[frame["family"].isin(fams)].reset_index(drop=True) if families else frame
-    if len(fams) == 1:
-        notes.append(
-            f"only one family ({fams[0]}): no break-even, the analysis covers {fams[0]} alone"
-        )
-    if not len(frame):  # an empty report would look like a result: say so and write nothing
-        raise BenchError(
-            f"{study_dir}: no completed records with test_error to analyse "
-            f"({n_records} records found)"
-        )
+    frame, n_records, fams, notes = _load(folder, families)
     main, ctrl = cells.split_control(frame)
     if len(ctrl):
         notes.append(
@@ -75,17 +63,8 @@ def _analyze(study_dir, bootstrap, seed, families) -> dict:
             f"{int(main['val_error'].isna().sum())} records without val_error: where a cell has "
             "none, its size is picked on test error"
         )
-    n_test, n_val = _set_sizes(main, fams, "n_test"), _set_sizes(main, fams, "n_val")
-    result, _ = fits.fit_families(
-        main, fams, "size", "n_train", "fit_error", "family", bootstrap, seed,
-        group_orders=orders, score_col="val_error", n_test=n_test,
-        n_val=n_val,
-    )  # fmt: skip
-    notes += result.pop("notes")
-    for fam in fams:
-        joint = result["fits"][fam]["joint"] = fits.joint_fit(main, fam)
-        if "skipped" in joint:
-            notes.append(f"{fam}: joint fit err(N, n) skipped ({joint['skipped']})")
+    n_sets = {"n_test": _set_sizes(main, fams, "n_test"), "n_val": _set_sizes(main, fams, "n_val")}
+    result = _fit(main, fams, orders, bootstrap, seed, n_sets, notes)
     crossing = result["break_even"]
     pair = tuple(crossing["families"]) if crossing else fits.family_pair(fams, [])
     doc = {
@@ -98,29 +77,69 @@ def _analyze(study_dir, bootstrap, seed, families) -> dict:
         "families": fams,
         "sizes": {f: orders.get(f, []) for f in fams},
         "n_train": sorted(int(v) for v in main["n_train"].unique()) if len(main) else [],
-        "n_test": n_test,
+        "n_test": n_sets["n_test"],
         "bootstrap": {"resamples": bootstrap, "seed": seed},
         "fits": result["fits"],
         "break_even": crossing,
         "winners": fits.winners(result["fits"], pair),
         "control": control.compare(main, ctrl),
         "scaled_arms": scaled_arm.fit_arms(
-            ctrl, pair, size_orders(ctrl) if len(ctrl) else {}, bootstrap, seed, n_test, n_val
-        ),  # fmt: skip
-        "recipes": claims.recipes(frame),
-        "calibration": claims.calibration(frame),
-        "positive_control": claims.positive_control(frame),
-        "pixels_permuted": claims.pixels_permuted(frame),
+            ctrl, pair, size_orders(ctrl) if len(ctrl) else {}, bootstrap, seed, *n_sets.values()
+        ),
         "compute": capacity.compute_frontiers(summary, pair),
+        "break_even_vs_params": _capacity(main, pair, crossing, n_sets["n_test"], bootstrap, seed),
         "notes": notes,
+        **_claims(frame),
     }
-    doc["break_even_vs_params"] = _capacity(main, pair, crossing, n_test, bootstrap, seed)
     doc["lead"] = claims.lead(doc)
     doc["headline"] = claims.headline(doc)
     _write(folder, doc, main, summary, orders)
     doc["report"] = str(folder.report_md)
     doc["break_even_text"] = report.describe_break_even(crossing)
     return doc
+
+
+def _load(folder: StudyDir, families) -> tuple:
+    """The study's records (only ``families`` when given), how many were found, the families
+    analysed and the notes so far; no record to analyse is an error, not an empty report."""
+    frame, n_records, notes = load_study(folder.study_dir)
+    present = sorted(frame["family"].unique().tolist()) if len(frame) else []
+    fams = select_families(present, families, notes)
+    frame = frame[frame["family"].isin(fams)].reset_index(drop=True) if families else frame
+    if len(fams) == 1:
+        notes.append(
+            f"only one family ({fams[0]}): no break-even, the analysis covers {fams[0]} alone"
+        )
+    if not len(frame):
+        raise BenchError(
+            f"{folder.study_dir}: no completed records with test_error to analyse "
+            f"({n_records} records found)"
+        )
+    return frame, n_records, fams, notes
+
+
+def _fit(main, fams, orders, bootstrap, seed, n_sets: dict, notes: list[str]) -> dict:
+    """Each family's envelope fits and the break-even, then its joint fit err(N, n)."""
+    result, _ = fits.fit_families(
+        main, fams, "size", "n_train", "fit_error", "family", bootstrap, seed,
+        group_orders=orders, score_col="val_error", **n_sets,
+    )  # fmt: skip
+    notes += result.pop("notes")
+    for fam in fams:
+        joint = result["fits"][fam]["joint"] = fits.joint_fit(main, fam)
+        if "skipped" in joint:
+            notes.append(f"{fam}: joint fit err(N, n) skipped ({joint['skipped']})")
+    return result
+
+
+def _claims(frame) -> dict:
+    """What the records say about how the cells were trained, for the report's header."""
+    return {
+        "recipes": claims.recipes(frame),
+        "calibration": claims.calibration(frame),
+        "positive_control": claims.positive_control(frame),
+        "pixels_permuted": claims.pixels_permuted(frame),
+    }
 
 
 def _set_sizes(main, fams, col: str) -> dict:

@@ -6,14 +6,12 @@ byte-identical files.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
 from bench.analysis import scaled_arm, scaling
 from bench.analysis.capacity import pareto_frontier
@@ -21,7 +19,6 @@ from bench.analysis.plot_style import (
     FAMILY_MARKERS,
     MAX_EXTEND,
     arm_look,
-    compact_count,
     family_color,
     figure_style,
     pct_axis,
@@ -29,6 +26,7 @@ from bench.analysis.plot_style import (
     shades,
 )
 from bench.analysis.plots_extra import break_even_vs_params, gap_vs_n
+from bench.analysis.plots_params import error_vs_params
 
 
 def make_figures(frame, summary, doc, orders, fig_dir) -> tuple[list[str], list[str]]:
@@ -244,95 +242,6 @@ def _env_std(summary, fam, env):
     return out
 
 
-def _error_vs_params(summary, doc, orders, path):
-    if summary["params"].isna().all():
-        return "no parameter counts in the records"
-    fams = doc["families"]
-    ns = sorted(int(n) for n in summary["n_train"].unique())
-    ncols = min(4, len(ns))
-    nrows = math.ceil(len(ns) / ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(3.4 * ncols + 0.8, 3.0 * nrows + 0.8), sharey=True, squeeze=False
-    )
-    p_all = summary["params"].dropna().astype(float)
-    grid = np.geomspace(p_all.min() / 1.3, p_all.max() * 1.3, 100)
-    for ax, n in zip(axes.flat, ns, strict=False):
-        for fam in fams:
-            color = family_color(fam, fams)
-            rows = summary[
-                (summary["family"] == fam) & (summary["n_train"] == n) & summary["params"].notna()
-            ]
-            rows = rows.sort_values("params")
-            if len(rows):
-                ax.errorbar(
-                    rows["params"].astype(float),
-                    rows["test_error_mean"],
-                    yerr=rows["test_error_std"].fillna(0.0),
-                    fmt="-",
-                    marker=FAMILY_MARKERS.get(fam, "D"),
-                    ms=6,
-                    lw=1.8,
-                    capsize=3,
-                    color=color,
-                    label=fam,
-                )
-            joint = (doc["fits"].get(fam) or {}).get("joint") or {}
-            if "params" in joint:
-                fit = scaling.Fit.from_dict(joint)
-                fam_p = summary.loc[summary["family"] == fam, "params"].dropna().astype(float)
-                g = grid[(grid >= fam_p.min() / 1.3) & (grid <= fam_p.max() * 1.3)]
-                ax.plot(
-                    g,
-                    scaling.predict_joint(fit, g, np.full(len(g), float(n))),
-                    "--",
-                    lw=1.2,
-                    color=color,
-                    alpha=0.8,
-                    label=f"{fam} joint fit",
-                )
-        ax.set_title(f"n = {n:,} training images", fontsize=11)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.xaxis.set_major_locator(_params_locator(p_all))
-        ax.xaxis.set_major_formatter(FuncFormatter(compact_count))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    for ax in axes.flat[len(ns) :]:
-        ax.set_visible(False)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("test error (%, log scale)")
-        pct_axis(ax)
-    for col in range(ncols):  # x label under the lowest panel actually drawn in each column
-        last = max(r for r in range(nrows) if r * ncols + col < len(ns))
-        axes[last, col].set_xlabel("parameters (log scale)")
-        axes[last, col].tick_params(axis="x", labelbottom=True)
-    by_label = {}
-    for ax in axes.flat[: len(ns)]:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            by_label.setdefault(lab, h)
-    labels = sorted(by_label, key=lambda lab: ("joint fit" in lab, lab))  # data, then fits
-    handles = [by_label[lab] for lab in labels]
-    fig.legend(
-        handles,
-        labels,
-        loc="upper center",
-        ncol=min(len(labels), 4),
-        frameon=False,
-        bbox_to_anchor=(0.5, 1.0),
-    )
-    fig.suptitle(f"Test error vs parameter count, per training-set size — {doc['study']}", y=1.04)
-    fig.tight_layout()
-    save(fig, path)
-    return None
-
-
-def _params_locator(params):
-    """Ticks at 1 and 3 per decade; where the rungs span less than a factor of 3 (too few of
-    those ticks fall inside, and matplotlib crowds its own), a tick at each rung's count."""
-    if params.max() / params.min() < 3:
-        return FixedLocator(sorted(params.unique()))
-    return LogLocator(base=10, subs=(1.0, 3.0), numticks=8)
-
-
 def _heatmap(summary, doc, orders, path):
     rows = []
     for fam in doc["families"]:
@@ -437,7 +346,7 @@ def _error_vs_compute(summary, doc, orders, path):
 # Every figure `bench analyze` draws, by file name, in the order the report lists them.
 FIGURES = {
     "error_vs_n.png": _error_vs_n,
-    "error_vs_params.png": _error_vs_params,
+    "error_vs_params.png": error_vs_params,
     "grid_heatmap.png": _heatmap,
     "error_vs_compute.png": _error_vs_compute,
     "gap_vs_n.png": gap_vs_n,
