@@ -9,15 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.cell.batches import PatchPermutation
 from bench.cell.config import Cell
 from bench.cell.models import Arch, build_model
-from bench.vit.probe import log_to_wandb
+from bench.vit.probe import log_to_wandb, probe_images
 from bench.vit.probes import (
     attention_map,
     filter_pca,
+    image_order,
     mean_attention_distance,
     patch_distances,
     pos_embed_similarity,
+    source_centres,
 )
 from tests.conftest import bench, working_dir
 
@@ -33,6 +36,7 @@ TINY = [
     "--progress=false",
     "--results_dir=out",
 ]
+FIGS = ["filters.png", "pos_embed.png", "attention_distance.png"]
 
 
 # ---------------------------------------------------------------------- mean attention distance
@@ -96,6 +100,56 @@ def test_recomputed_attention_reproduces_timm_attention_output():
     assert torch.allclose(out, seen["out"], atol=1e-5)
 
 
+# ---------------------------------------------------------------------- tile-shuffled runs
+@pytest.mark.parametrize("block, pixels", [(4, False), (4, True), (8, False)])
+def test_each_patch_of_a_shuffled_image_is_traced_to_where_it_came_from(block, pixels):
+    shuffle = PatchPermutation(32, block, pixels=pixels)
+    marks = torch.arange(64, dtype=torch.float64).reshape(1, 1, 8, 8)  # one value per 4x4 patch
+    marks = marks.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
+    moved = shuffle(marks).reshape(8, 4, 8, 4).amin(dim=(1, 3)).flatten().long()  # source ids
+    assert sorted(moved.tolist()) != moved.tolist()  # the patches did move
+    raster = source_centres((8, 8), 4)
+    assert torch.allclose(source_centres((8, 8), 4, shuffle), raster[moved])
+    order = image_order((8, 8), 4, shuffle)
+    assert torch.equal(moved[order], torch.arange(64))  # token order[k] came from place k
+
+
+def test_a_shuffled_runs_position_embeddings_read_in_the_image_are_the_images_own():
+    """Token j of a shuffled image holds the patch from place src(j); a ViT that learned the
+    image's geometry has pos[j] = E[src(j)]. Read in the image's layout, that is sim(E)."""
+    shuffle = PatchPermutation(16, 4, pixels=True)
+    src = shuffle(
+        torch.arange(16.0).reshape(1, 1, 4, 4).repeat_interleave(4, 2).repeat_interleave(4, 3)
+    )
+    src = src.reshape(4, 4, 4, 4).amin(dim=(1, 3)).flatten().long()
+    e = torch.randn(16, 24, dtype=torch.float64)
+    sim = pos_embed_similarity(e[src])
+    order = image_order((4, 4), 4, shuffle)
+    assert torch.allclose(sim[order][:, order], pos_embed_similarity(e))
+    assert not torch.allclose(sim, pos_embed_similarity(e))
+
+
+def test_attention_to_the_images_neighbour_is_one_patch_away_in_the_image_not_the_input():
+    shuffle = PatchPermutation(16, 4)
+    order = image_order((4, 4), 4, shuffle)  # token at each image place
+    attn = torch.zeros(1, 1, 16, 16)
+    for place in range(16):
+        r, c = divmod(place, 4)
+        neighbour = r * 4 + (c + 1 if c < 3 else c - 1)
+        attn[0, 0, order[place], order[neighbour]] = 1.0
+    in_image = mean_attention_distance(attn, (4, 4), 4, patch_distances((4, 4), 4, shuffle))
+    assert torch.allclose(in_image, torch.tensor([4.0], dtype=torch.float64))
+    assert mean_attention_distance(attn, (4, 4), 4).item() > 6.0  # scattered in the input
+
+
+def test_a_shuffled_runs_probe_images_are_shuffled_as_in_training():
+    plain = Cell(dataset="synthetic", family="vit", size="xxs", n_train=200, img_size=32)
+    shuffled = Cell(**{**vars(plain), "permute_patches": 8, "permute_pixels": True})
+    arch = Arch("vit", 32, 10, embed_dim=32, depth=2, num_heads=2, patch_size=4)
+    x = probe_images(plain, arch, 6)
+    assert torch.equal(probe_images(shuffled, arch, 6), PatchPermutation(32, 8, pixels=True)(x))
+
+
 # ---------------------------------------------------------------------- position embeddings, filters
 def test_pos_embed_similarity_has_ones_on_its_diagonal():
     pos = torch.randn(64, 48) * torch.rand(64, 1) * 5
@@ -156,6 +210,26 @@ def test_bench_probe_writes_three_figures_and_the_numbers(trained, tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_probe_on_a_shuffled_run_also_reads_it_in_the_unshuffled_image(tmp_path):
+    with working_dir(tmp_path):
+        assert bench("run", "--family=vit", "--permute_patches=8", *TINY) == 0
+        record = next(Path("out").glob("vit-*.json"))
+        assert bench("probe", str(record), "--out=probe", "--n_images=8") == 0
+        probe = json.loads(Path("probe/probe.json").read_text())
+        for name in probe["figures"]:
+            assert Path("probe", name).read_bytes()[:4] == b"\x89PNG"
+    assert probe["figures"][3:] == ["attention_distance_unshuffled.png", "pos_embed_unshuffled.png"]
+    assert "tile-shuffled as in training" in probe["images"]
+    mad = torch.tensor(probe["attention_distance"]["per_head"])
+    in_image = torch.tensor(probe["attention_distance"]["image_layout"]["per_head"])
+    assert in_image.shape == mad.shape and not torch.allclose(in_image, mad)
+    sim = torch.tensor(probe["pos_embed"]["similarity"])
+    unshuffled = torch.tensor(probe["pos_embed"]["image_layout"]["similarity"])
+    assert torch.equal(unshuffled.flatten().sort().values, sim.flatten().sort().values)
+    assert not torch.equal(unshuffled, sim)
+
+
+@pytest.mark.slow
 def test_bench_probe_by_run_id_writes_under_results(trained, monkeypatch, capsys):
     root, vit_record, _ = trained
     monkeypatch.chdir(root)
@@ -194,9 +268,10 @@ def test_figures_go_to_the_runs_wandb_run_when_it_has_one(trained, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     cell = Cell(wandb_project="bench-test")
     assert (
-        log_to_wandb({"wandb": {"mode": "disabled", "path": None, "dir": None}}, cell, out) is None
+        log_to_wandb({"wandb": {"mode": "disabled", "path": None, "dir": None}}, cell, out, FIGS)
+        is None
     )
-    assert log_to_wandb(None, cell, out) is None
+    assert log_to_wandb(None, cell, out, FIGS) is None
     record = {
         "wandb": {
             "mode": "offline",
@@ -205,7 +280,7 @@ def test_figures_go_to_the_runs_wandb_run_when_it_has_one(trained, tmp_path, mon
             "dir": "wandb/offline-run-20240101_000000-probetest1",
         }
     }
-    assert log_to_wandb(record, cell, out) == "offline"
+    assert log_to_wandb(record, cell, out, FIGS) == "offline"
     media = list(
         (tmp_path / "wandb").glob("offline-run-*-probetest1/files/media/images/probe/*.png")
     )

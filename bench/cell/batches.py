@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from bench.cell.config import Cell
+
 
 def channel_stats(
     x: torch.Tensor,
@@ -96,6 +98,13 @@ class PatchPermutation:
         if self.inner is not None:
             tiles = tiles[..., self.inner.to(x.device)]
         return tiles.reshape(b, c, n, n, k, k).permute(0, 1, 2, 4, 3, 5).reshape(b, c, h, w)
+
+
+def tile_permutation(cell: Cell) -> PatchPermutation | None:
+    """The positive control's fixed shuffle of the image's tiles, or None."""
+    if cell.permute_patches is None:
+        return None
+    return PatchPermutation(cell.img_size, cell.permute_patches, pixels=cell.permute_pixels)
 
 
 class DeviceBatches:

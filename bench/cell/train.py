@@ -26,7 +26,7 @@ import torch
 from bench import env
 from bench.cell import artifacts, tracking
 from bench.cell.augment import BatchMix, ImagePolicy
-from bench.cell.batches import DeviceBatches, PatchPermutation, channel_stats, transform_batches
+from bench.cell.batches import DeviceBatches, channel_stats, tile_permutation, transform_batches
 from bench.cell.budget import Budget, resolve_budget
 from bench.cell.compiled import compile_model
 from bench.cell.config import Cell
@@ -203,13 +203,6 @@ def build_loaders(setup: CellSetup) -> tuple[DeviceBatches, DeviceBatches | None
     test = batches(s.test_x, s.test_y, None, EVAL_BATCH, shuffle=False, transform=fixed, **how)
     s.release()  # what was copied to the device need not stay mapped here
     return train, val, test
-
-
-def tile_permutation(cell: Cell) -> PatchPermutation | None:
-    """The positive control's fixed shuffle of the image's tiles, or None."""
-    if cell.permute_patches is None:
-        return None
-    return PatchPermutation(cell.img_size, cell.permute_patches, pixels=cell.permute_pixels)
 
 
 class Chain:

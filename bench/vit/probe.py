@@ -10,7 +10,12 @@ Writes, by default to results/<study>/probes/<run_id>/:
   filters.png             top principal components of the patch-embedding filters
   pos_embed.png           cosine similarity of each patch's position embedding with every other's
   attention_distance.png  mean attention distance (pixels) of every head against depth
-  probe.json              the numbers behind the three figures
+  probe.json              the numbers behind the figures
+
+For a positive-control run (tiles shuffled by ``permute_patches``) the probe images are shuffled
+as in training, and two more figures read the model in the unshuffled image, where each patch
+came from: pos_embed_unshuffled.png and attention_distance_unshuffled.png. A ViT that learned
+the image's geometry from its data, against the shuffle, shows it there.
 
 and logs the figures to the run's W&B run when it has one (online or offline).
 
@@ -27,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.cell.batches import channel_stats
+from bench.cell.batches import channel_stats, tile_permutation
 from bench.cell.checkpoints import load_run
 from bench.cell.datasets import load_splits
 from bench.cell.subsets import balanced_order, make_subsets
@@ -40,6 +45,7 @@ from bench.vit.probes import (
     attention_distances,
     explained_variance,
     filter_pca,
+    image_order,
     patch_distances,
     pos_embed_similarity,
 )
@@ -60,16 +66,26 @@ def probe_indices(test_y: torch.Tensor, n_images: int) -> torch.Tensor:
 
 
 def probe_images(cell, arch, n_images: int) -> torch.Tensor:
-    """The probe's test images at the model's resolution, normalised as in training."""
+    """The probe's test images at the model's resolution, as the model saw them in training:
+    tile-shuffled for a positive-control run, normalised."""
     splits = load_splits(cell, arch.img_size)
     subsets = make_subsets(cell, splits.train_y, splits.num_classes)
     mean, std = channel_stats(splits.train_x, subsets.train_idx)
-    x = splits.test_x[probe_indices(splits.test_y, n_images)].float() / 255.0
+    x = splits.test_x[probe_indices(splits.test_y, n_images)]
+    shuffle = tile_permutation(cell)
+    x = (shuffle(x) if shuffle is not None else x).float() / 255.0
     return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
 
 
-def run_probes(model: nn.Module, arch, images: torch.Tensor, title: str, out: Path) -> dict:
-    """Compute the three analyses, write the figures and probe.json into ``out``."""
+def run_probes(
+    model: nn.Module, arch, images: torch.Tensor, title: str, out: Path, shuffle=None
+) -> dict:
+    """Compute the three analyses, write the figures into ``out``; returns probe.json's numbers.
+
+    ``shuffle``: the run's fixed tile permutation (a positive control). The position
+    embeddings and attention distances are then also read in the unshuffled image's layout,
+    where a ViT that learned the image's geometry from its data shows it again.
+    """
     out.mkdir(parents=True, exist_ok=True)
     grid = tuple(int(g) for g in model.patch_embed.grid_size)
     p = arch.patch_size
@@ -80,8 +96,7 @@ def run_probes(model: nn.Module, arch, images: torch.Tensor, title: str, out: Pa
     plot_filters(comps, explained, title, out / "filters.png")
 
     prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
-    pos = model.pos_embed.detach().cpu()[0, prefix:]
-    sim = pos_embed_similarity(pos)
+    sim = pos_embed_similarity(model.pos_embed.detach().cpu()[0, prefix:])
     plot_pos_embed(sim, grid, title, out / "pos_embed.png")
 
     device = next(model.parameters()).device
@@ -96,7 +111,7 @@ def run_probes(model: nn.Module, arch, images: torch.Tensor, title: str, out: Pa
         "grid": list(grid),
         "n_images": len(images),
         "images": f"the first {len(images)} of a class-balanced order (seed {PROBE_SEED}) of the "
-        "test split",
+        "test split" + (", tile-shuffled as in training" if shuffle is not None else ""),
         "pos_embed_kind": arch.pos_embed,
         "pool": arch.pool,
         "filters": {
@@ -108,7 +123,7 @@ def run_probes(model: nn.Module, arch, images: torch.Tensor, title: str, out: Pa
         "pos_embed": {
             "similarity": _rounded_list(sim),
             "note": "cosine similarity of patch position embeddings, class token dropped, "
-            "row-major patch order",
+            "row-major patch order of the model's input",
         },
         "attention_distance": {
             "unit": "pixels",
@@ -116,11 +131,53 @@ def run_probes(model: nn.Module, arch, images: torch.Tensor, title: str, out: Pa
             "per_layer_mean": _rounded_list(mad.mean(dim=1)),
             "uniform_attention": round(uniform, 4),
             "image_size": arch.img_size,
-            "note": "patch tokens only, class token sliced off, not renormalised",
+            "note": "patch tokens only, class token sliced off, not renormalised; distances "
+            "between patches of the model's input",
         },
         "figures": ["filters.png", "pos_embed.png", "attention_distance.png"],
     }
+    if shuffle is not None:
+        _unshuffled(
+            model, arch, images.to(device), grid, sim, uniform, title, out, shuffle, summary
+        )
     return summary
+
+
+def _unshuffled(model, arch, images, grid, sim, uniform, title, out, shuffle, summary) -> None:
+    """The position-embedding similarity and the attention distances of a tile-shuffled run,
+    read in the unshuffled image: where each patch's pixels came from."""
+    p = arch.patch_size
+    dist = patch_distances(grid, p, shuffle)
+    mad = attention_distances(model, images, grid, p, dist=dist).cpu()
+    plot_attention_distance(
+        mad,
+        arch.img_size,
+        uniform,
+        f"{title}, unshuffled",
+        out / "attention_distance_unshuffled.png",
+    )
+    summary["attention_distance"]["image_layout"] = {
+        "per_head": _rounded_list(mad),
+        "per_layer_mean": _rounded_list(mad.mean(dim=1)),
+        "note": "the same attention, with distances between where the patches sit in the "
+        "unshuffled image",
+    }
+    summary["figures"].append("attention_distance_unshuffled.png")
+    try:
+        order = image_order(grid, p, shuffle)
+    except ValueError as e:  # tiles smaller than the patches: no one place per patch
+        summary["pos_embed"]["image_layout"] = f"not drawn: {e}"
+        return
+    unshuffled = sim[order][:, order]
+    plot_pos_embed(
+        unshuffled, grid, f"{title}, unshuffled", out / "pos_embed_unshuffled.png", axis="image"
+    )
+    summary["pos_embed"]["image_layout"] = {
+        "similarity": _rounded_list(unshuffled),
+        "note": "the same similarities, rows and columns in the row-major order of where "
+        "each patch sits in the unshuffled image",
+    }
+    summary["figures"].append("pos_embed_unshuffled.png")
 
 
 def dump_json(obj: dict) -> str:
@@ -133,7 +190,7 @@ def _rounded_list(t: torch.Tensor, nd: int = 5):
     return torch.round(t.double(), decimals=nd).tolist()
 
 
-def log_to_wandb(record: dict | None, cell, out: Path) -> str | None:
+def log_to_wandb(record: dict | None, cell, out: Path, figures: list[str]) -> str | None:
     """Attach the figures to the cell's W&B run; silently nothing when it has none."""
     info = (record or {}).get("wandb") or {}
     mode = info.get("mode")
@@ -153,12 +210,7 @@ def log_to_wandb(record: dict | None, cell, out: Path) -> str | None:
         if wandb.run is not None:  # a run left open in this process must not take the figures
             wandb.finish()
         run = wandb.init(**kwargs)
-        run.log(
-            {
-                f"probe/{name}": wandb.Image(str(out / f"{name}.png"))
-                for name in ("filters", "pos_embed", "attention_distance")
-            }
-        )
+        run.log({f"probe/{Path(name).stem}": wandb.Image(str(out / name)) for name in figures})
         run.finish()
     except Exception as e:  # no network, no credentials: the files on disk are the result
         print(
@@ -217,9 +269,9 @@ def main(argv: list[str]) -> int:
 
     images = probe_images(cell, arch, args.n_images)
     title = f"{run_id} ({arch.img_size} px, patch {arch.patch_size})"
-    summary = run_probes(model, arch, images, title, out)
+    summary = run_probes(model, arch, images, title, out, tile_permutation(cell))
     summary = {"run_id": run_id, "arch": dict(vars(arch)), **summary}
-    summary["wandb"] = log_to_wandb(record, cell, out)
+    summary["wandb"] = log_to_wandb(record, cell, out, summary["figures"])
     atomic_write_text(out / "probe.json", dump_json(summary))
     mad = torch.tensor(summary["attention_distance"]["per_layer_mean"])
     print(

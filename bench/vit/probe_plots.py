@@ -44,7 +44,11 @@ def plot_filters(components: torch.Tensor, explained: torch.Tensor, title: str, 
     plt.close(fig)
 
 
-def plot_pos_embed(sim: torch.Tensor, grid_hw: tuple[int, int], title: str, path: Path) -> None:
+def plot_pos_embed(
+    sim: torch.Tensor, grid_hw: tuple[int, int], title: str, path: Path, axis: str = "input"
+) -> None:
+    """One small map per patch; ``axis`` names whose rows and columns they are laid out in:
+    the model's ``input``, or the unshuffled ``image`` of a tile-shuffled run."""
     gh, gw = grid_hw
     side = min(0.75, 9.0 / max(gh, gw))
     # at least ~5 inches wide, so the two-line title fits even for a 4x4 grid
@@ -72,8 +76,8 @@ def plot_pos_embed(sim: torch.Tensor, grid_hw: tuple[int, int], title: str, path
         axes[-1, c].set_xlabel(str(c + 1), fontsize=7)
     for r in range(gh):
         axes[r, 0].set_ylabel(str(r + 1), fontsize=7, rotation=0, labelpad=8, va="center")
-    fig.supxlabel("input patch column", fontsize=9)
-    fig.supylabel("input patch row", fontsize=9)
+    fig.supxlabel(f"{axis} patch column", fontsize=9)
+    fig.supylabel(f"{axis} patch row", fontsize=9)
     fig.suptitle(
         f"{title}\nposition-embedding similarity: one tile per patch,\n"
         f"its cosine similarity with every patch",

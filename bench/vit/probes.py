@@ -11,9 +11,13 @@ learned"). Tensors in, tensors out; :mod:`bench.vit.probe` runs them on a traine
   weights are *not* renormalised: the share of attention a patch gives the class token adds no
   distance. Attention maps are recomputed from each block's own q/k projections on the block's
   normed input (captured with forward hooks), so fused attention kernels do not matter.
+- a tile-shuffled run (positive control): the same numbers, read where each patch's pixels came
+  from in the unshuffled image (:func:`source_centres`, :func:`image_order`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -23,22 +27,59 @@ from bench.errors import BenchError
 N_COMPONENTS = 28
 
 
-def patch_distances(grid_hw: tuple[int, int], patch_size: int) -> torch.Tensor:
-    """[N, N] distances in pixels between patch centres of a row-major patch grid."""
+def source_centres(
+    grid_hw: tuple[int, int], patch_size: int, shuffle: Callable | None = None
+) -> torch.Tensor:
+    """[N, 2] where each patch of a row-major patch grid sits in the unshuffled image: the mean
+    (row, column), in pixels, of the image positions its pixels came from.
+
+    ``shuffle`` is the run's fixed tile permutation (a callable on [B, C, H, W] images); without
+    one these are the grid's own patch centres. Exact where each patch is a whole patch of the
+    image, moved (tiles a multiple of the patch size); where a patch gathers several smaller
+    tiles, the mean of where they came from.
+    """
     gh, gw = grid_hw
-    rows, cols = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
-    centres = torch.stack([rows.flatten(), cols.flatten()], dim=1).double() * patch_size
+    rows, cols = torch.meshgrid(
+        torch.arange(gh * patch_size, dtype=torch.float64),
+        torch.arange(gw * patch_size, dtype=torch.float64),
+        indexing="ij",
+    )
+    coords = torch.stack([rows, cols])[None]  # [1, 2, H, W]: each pixel's own position
+    if shuffle is not None:
+        coords = shuffle(coords)
+    per_patch = coords.reshape(2, gh, patch_size, gw, patch_size).mean(dim=(2, 4))
+    return per_patch.reshape(2, gh * gw).T
+
+
+def patch_distances(
+    grid_hw: tuple[int, int], patch_size: int, shuffle: Callable | None = None
+) -> torch.Tensor:
+    """[N, N] distances in pixels between patches of a row-major patch grid, measured where
+    they sit in the unshuffled image (:func:`source_centres`)."""
+    centres = source_centres(grid_hw, patch_size, shuffle)
     return torch.cdist(centres, centres)
 
 
+def image_order(grid_hw: tuple[int, int], patch_size: int, shuffle: Callable) -> torch.Tensor:
+    """[N] the token at each row-major place of the unshuffled image: index a token-by-token
+    matrix with it on both axes to read it in the image's own layout."""
+    gh, gw = grid_hw
+    rc = (source_centres(grid_hw, patch_size, shuffle) - (patch_size - 1) / 2) / patch_size
+    place = rc[:, 0].round().long() * gw + rc[:, 1].round().long()
+    if sorted(place.tolist()) != list(range(gh * gw)):
+        raise ValueError("the tiles are smaller than the patches: no patch has one source place")
+    return torch.argsort(place)
+
+
 def mean_attention_distance(
-    attn: torch.Tensor, grid_hw: tuple[int, int], patch_size: int
+    attn: torch.Tensor, grid_hw: tuple[int, int], patch_size: int, dist: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Mean attention distance in pixels, one value per head: [H].
 
     ``attn`` is [B, H, T, T] softmax attention (rows are queries). When T is larger than the
     number of patches, the first T - N tokens (class / register tokens) are sliced off both axes;
     the rest is not renormalised. Averaged over the B images and the N query patches.
+    ``dist``: the [N, N] patch distances to use (default: the grid's own, :func:`patch_distances`).
     """
     if attn.ndim != 4 or attn.shape[-1] != attn.shape[-2]:
         raise ValueError(f"attention must be [B, H, T, T], got {list(attn.shape)}")
@@ -47,7 +88,7 @@ def mean_attention_distance(
     if prefix < 0:
         raise ValueError(f"{attn.shape[-1]} tokens cannot hold a {grid_hw} patch grid")
     a = attn[..., prefix:, prefix:].double()
-    dist = patch_distances(grid_hw, patch_size).to(a.device)
+    dist = (patch_distances(grid_hw, patch_size) if dist is None else dist).to(a.device)
     per_query = (a * dist).sum(-1)  # [B, H, N]
     return per_query.mean(dim=(0, 2))
 
@@ -140,8 +181,10 @@ def attention_distances(
     grid_hw: tuple[int, int],
     patch_size: int,
     batch_size: int = 64,
+    dist: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """[L, H] mean attention distance (pixels) over ``images`` (already normalised floats)."""
+    """[L, H] mean attention distance (pixels) over ``images`` (already normalised floats),
+    with the patch distances ``dist`` (default: the grid's own)."""
     totals, count = None, 0
     model.eval()
     with AttentionRecorder(model) as rec:
@@ -149,7 +192,7 @@ def attention_distances(
             rec.maps.clear()
             model(chunk)
             per_layer = torch.stack(
-                [mean_attention_distance(a, grid_hw, patch_size) for a in rec.maps]
+                [mean_attention_distance(a, grid_hw, patch_size, dist) for a in rec.maps]
             )  # [L, H], mean over the chunk
             totals = per_layer * len(chunk) if totals is None else totals + per_layer * len(chunk)
             count += len(chunk)
