@@ -48,41 +48,51 @@ def fit_families(
     n_test = n_test or {}
     for fam in families:
         rows = table[table[fam_col] == fam]
-        groups = rows[group_col].tolist() if group_col else [""] * len(rows)
-        xs = rows[x_col].to_numpy(float)
-        seeds = scaling.group_seeds(groups, xs, rows[y_col].to_numpy(float))
-        score = vals = None
-        if score_col and score_col in rows:
-            vals = scaling.group_seeds(groups, xs, rows[score_col].to_numpy(float))
-            score = {
-                k: float(np.nanmean(v)) if np.isfinite(v).any() else None for k, v in vals.items()
-            }
         order = (group_orders or {}).get(fam)
+        seeds, vals, score = _seed_values(rows, group_col, x_col, y_col, score_col)
         env = envs[fam] = scaling.envelope(seeds, order, score)
         if repick_sizes:
             rivals[fam] = repick.rivals(seeds, vals, order)
         fits[fam], fit = _family_entry(env, x_col, fam, notes, n_test.get(fam))
         if fit is not None:
             chosen[fam] = fit
+    crossing = _break_even(envs, chosen, families, n_test, bootstrap, seed, rivals, n_val, notes)
+    return {"fits": fits, "break_even": crossing, "notes": notes}, envs
 
+
+def _seed_values(rows, group_col, x_col, y_col, score_col) -> tuple[dict, dict | None, dict | None]:
+    """One family's seed values of ``y_col`` per (group, x); with ``score_col``, its seed values
+    too and their mean per (group, x): what picks the envelope's size."""
+    groups = rows[group_col].tolist() if group_col else [""] * len(rows)
+    xs = rows[x_col].to_numpy(float)
+    seeds = scaling.group_seeds(groups, xs, rows[y_col].to_numpy(float))
+    if not (score_col and score_col in rows):
+        return seeds, None, None
+    vals = scaling.group_seeds(groups, xs, rows[score_col].to_numpy(float))
+    score = {k: float(np.nanmean(v)) if np.isfinite(v).any() else None for k, v in vals.items()}
+    return seeds, vals, score
+
+
+def _break_even(envs, chosen, families, n_test, bootstrap, seed, rivals, n_val, notes):
+    """The break-even between the first two families, or None with a note saying why not."""
     pair = family_pair(families, notes)
-    crossing = None
     if pair is None:
         notes.append(
             "break-even skipped: it needs two families, found "
             + (", ".join(families) if families else "none")
         )
-    elif any(f not in chosen for f in pair):
-        missing = [f for f in pair if f not in chosen]
+        return None
+    missing = [f for f in pair if f not in chosen]
+    if missing:
         notes.append(f"break-even skipped: no envelope fit for {', '.join(missing)}")
-    else:
-        if bootstrap == 0:
-            notes.append("bootstrap skipped (--bootstrap 0): no interval for the break-even")
-        crossing = breakeven.analyse_pair(
-            envs, chosen, pair, n_test, bootstrap, seed, rivals=rivals, n_val=n_val
-        )
-        notes += crossing.pop("notes")
-    return {"fits": fits, "break_even": crossing, "notes": notes}, envs
+        return None
+    if bootstrap == 0:
+        notes.append("bootstrap skipped (--bootstrap 0): no interval for the break-even")
+    crossing = breakeven.analyse_pair(
+        envs, chosen, pair, n_test, bootstrap, seed, rivals=rivals, n_val=n_val
+    )
+    notes += crossing.pop("notes")
+    return crossing
 
 
 def _family_entry(env, x_col, fam, notes, n_test=None) -> tuple[dict, scaling.Fit | None]:
