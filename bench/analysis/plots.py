@@ -274,20 +274,7 @@ def _heatmap(summary, doc, orders, path):
     ax.set_facecolor("0.9")  # missing cells show as grey, not as a colour of the scale
     for i, j in zip(*np.where(np.isnan(data)), strict=True):
         ax.text(j + 0.5, i + 0.5, "missing", ha="center", va="center", color="0.45", fontsize=9)
-    # Box each family's envelope cell (its best size at that n): the points the fits use.
-    for fam in doc["families"]:
-        for e in (doc["fits"].get(fam) or {}).get("envelope") or []:
-            if (fam, e["group"]) in index and int(e["x"]) in ns:
-                ax.add_patch(
-                    Rectangle(
-                        (ns.index(int(e["x"])), index[(fam, e["group"])]),
-                        1,
-                        1,
-                        fill=False,
-                        edgecolor="0.1",
-                        lw=1.8,
-                    )
-                )
+    _box_envelopes(ax, doc, index, ns)
     ax.set_xlabel("training images")
     ax.set_ylabel("family / size")
     ax.tick_params(axis="y", rotation=0)
@@ -298,6 +285,15 @@ def _heatmap(summary, doc, orders, path):
     )
     save(fig, path)
     return None
+
+
+def _box_envelopes(ax, doc, index: dict, ns: list[int]) -> None:
+    """Box each family's envelope cell (its best size at that n): the points the fits use."""
+    for fam in doc["families"]:
+        for e in (doc["fits"].get(fam) or {}).get("envelope") or []:
+            if (fam, e["group"]) in index and int(e["x"]) in ns:
+                xy = (ns.index(int(e["x"])), index[(fam, e["group"])])
+                ax.add_patch(Rectangle(xy, 1, 1, fill=False, edgecolor="0.1", lw=1.8))
 
 
 def _error_vs_compute(summary, doc, orders, path):
