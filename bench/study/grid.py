@@ -135,22 +135,7 @@ def main(argv: list[str]) -> int:
     if args.count is not None and args.count < 1:
         raise BenchError(f"--count={args.count} must be >= 1")
     if args.launcher == "slurm":
-        if args.dry_run:
-            raise BenchError("--dry-run lists cells locally: leave out --launcher=slurm")
-        if args.workers is not None and args.gpus_per_node > 0:
-            raise BenchError(
-                "with --launcher=slurm give --gpus_per_node (and --per_device), not --workers"
-            )
-        if sweep.method == "grid":
-            grid_jobs(sweep, args.results_dir, args.wandb, settings)  # all valid before submitting
-        jobs = submit_slurm(args, sweep.study, main)
-        print(
-            f"submitted {len(jobs)} SLURM job(s) for study {sweep.study}: {', '.join(j.job_id for j in jobs)}"
-        )
-        print(
-            f"each runs: bench grid {shlex.join(node_argv(args))}   (job files in {args.slurm_dir}/)"
-        )
-        return 0
+        return _submit(sweep, args, settings)
     if args.dry_run:
         return dry_run(sweep, args, settings)
     slots = slots_for(args.workers, args.devices, args.per_device)
@@ -161,29 +146,55 @@ def main(argv: list[str]) -> int:
     if args.pack != 1:
         raise BenchError("--pack needs --worker (packing happens inside a worker)")
     if sweep.method == "grid":
-        jobs = grid_jobs(sweep, args.results_dir, args.wandb, settings)
-        keep_sweep(sweep, records_dir_for(sweep, args.results_dir))
-        total = len(jobs) if args.count is None else min(args.count, len(jobs))
-        runner = Runner(slots, count=args.count, grace_s=args.grace, label=sweep.study, total=total)
-        done = sum(job.done() for job in jobs)
-        runner.say(
-            f"{len(jobs)} cells, {done} done, {len(jobs) - done} to run, {len(slots)} at once; "
-            f"records in {jobs[0].records_dir}"
-            if jobs
-            else "no cells"
+        return _run_grid(sweep, args, slots, settings)
+    return _run_search(sweep, args, slots, settings)
+
+
+def _submit(sweep: Sweep, args, settings: dict) -> int:
+    """--launcher=slurm: one job per node, each running this command with the same sweep."""
+    if args.dry_run:
+        raise BenchError("--dry-run lists cells locally: leave out --launcher=slurm")
+    if args.workers is not None and args.gpus_per_node > 0:
+        raise BenchError(
+            "with --launcher=slurm give --gpus_per_node (and --per_device), not --workers"
         )
-        batches = iter([jobs])
-        outcome = runner.run(lambda n: next(batches, []))
-    else:
-        if args.count is None:
-            raise BenchError(f"a {sweep.method} sweep has no fixed size: give --count N")
-        records_dir = records_dir_for(sweep, args.results_dir)
-        source = Proposals(sweep, records_dir, args.results_dir, args.wandb, settings)
-        runner = Runner(
-            slots, count=args.count, grace_s=args.grace, label=sweep.study, total=args.count
-        )
-        outcome = runner.run(source, on_finish=source.finished)
-    return outcome.exit_code
+    if sweep.method == "grid":
+        grid_jobs(sweep, args.results_dir, args.wandb, settings)  # all valid before submitting
+    jobs = submit_slurm(args, sweep.study, main)
+    print(
+        f"submitted {len(jobs)} SLURM job(s) for study {sweep.study}: {', '.join(j.job_id for j in jobs)}"
+    )
+    print(f"each runs: bench grid {shlex.join(node_argv(args))}   (job files in {args.slurm_dir}/)")
+    return 0
+
+
+def _run_grid(sweep: Sweep, args, slots, settings: dict) -> int:
+    """Every cell of a grid not done yet, ``len(slots)`` at a time."""
+    jobs = grid_jobs(sweep, args.results_dir, args.wandb, settings)
+    keep_sweep(sweep, records_dir_for(sweep, args.results_dir))
+    total = len(jobs) if args.count is None else min(args.count, len(jobs))
+    runner = Runner(slots, count=args.count, grace_s=args.grace, label=sweep.study, total=total)
+    done = sum(job.done() for job in jobs)
+    runner.say(
+        f"{len(jobs)} cells, {done} done, {len(jobs) - done} to run, {len(slots)} at once; "
+        f"records in {jobs[0].records_dir}"
+        if jobs
+        else "no cells"
+    )
+    batches = iter([jobs])
+    return runner.run(lambda n: next(batches, [])).exit_code
+
+
+def _run_search(sweep: Sweep, args, slots, settings: dict) -> int:
+    """A random or Bayesian sweep: ``--count`` cells proposed by W&B's sweeps engine."""
+    if args.count is None:
+        raise BenchError(f"a {sweep.method} sweep has no fixed size: give --count N")
+    records_dir = records_dir_for(sweep, args.results_dir)
+    source = Proposals(sweep, records_dir, args.results_dir, args.wandb, settings)
+    runner = Runner(
+        slots, count=args.count, grace_s=args.grace, label=sweep.study, total=args.count
+    )
+    return runner.run(source, on_finish=source.finished).exit_code
 
 
 def keep_sweep(sweep: Sweep, records_dir: Path) -> None:
