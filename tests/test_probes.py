@@ -15,6 +15,7 @@ from bench.cell.models import Arch, build_model
 from bench.vit.probe import log_to_wandb, probe_images
 from bench.vit.probes import (
     attention_map,
+    embedding_locality,
     filter_pca,
     image_order,
     mean_attention_distance,
@@ -142,6 +143,14 @@ def test_attention_to_the_images_neighbour_is_one_patch_away_in_the_image_not_th
     assert mean_attention_distance(attn, (4, 4), 4).item() > 6.0  # scattered in the input
 
 
+def test_embedding_locality_is_high_for_a_smooth_map_and_lost_in_a_shuffle():
+    dist = patch_distances((6, 6), 4)
+    sim = pos_embed_similarity(torch.exp(-(dist**2) / 50))  # each patch: its closeness to all
+    assert embedding_locality(sim, dist) > 0.9
+    perm = torch.randperm(36, generator=torch.Generator().manual_seed(0))
+    assert abs(embedding_locality(sim[perm][:, perm], dist)) < 0.2
+
+
 def test_a_shuffled_runs_probe_images_are_shuffled_as_in_training():
     plain = Cell(dataset="synthetic", family="vit", size="xxs", n_train=200, img_size=32)
     shuffled = Cell(**{**vars(plain), "permute_patches": 8, "permute_pixels": True})
@@ -226,6 +235,7 @@ def test_bench_probe_on_a_shuffled_run_also_reads_it_in_the_unshuffled_image(tmp
     sim = torch.tensor(probe["pos_embed"]["similarity"])
     unshuffled = torch.tensor(probe["pos_embed"]["image_layout"]["similarity"])
     assert torch.equal(unshuffled.flatten().sort().values, sim.flatten().sort().values)
+    assert -1 <= probe["pos_embed"]["image_layout"]["locality"] <= 1
     assert not torch.equal(unshuffled, sim)
 
 

@@ -43,6 +43,7 @@ from bench.vit.probe_plots import plot_attention_distance, plot_filters, plot_po
 from bench.vit.probes import (
     N_COMPONENTS,
     attention_distances,
+    embedding_locality,
     explained_variance,
     filter_pca,
     image_order,
@@ -121,9 +122,11 @@ def run_probes(
             "components": _rounded_list(comps),
         },
         "pos_embed": {
+            "locality": round(embedding_locality(sim, patch_distances(grid, p)), 4),
             "similarity": _rounded_list(sim),
             "note": "cosine similarity of patch position embeddings, class token dropped, "
-            "row-major patch order of the model's input",
+            "row-major patch order of the model's input; locality: rank correlation over patch "
+            "pairs of that similarity with their closeness (1: nearby patches most alike)",
         },
         "attention_distance": {
             "unit": "pixels",
@@ -173,6 +176,7 @@ def _unshuffled(model, arch, images, grid, sim, uniform, title, out, shuffle, su
         unshuffled, grid, f"{title}, unshuffled", out / "pos_embed_unshuffled.png", axis="image"
     )
     summary["pos_embed"]["image_layout"] = {
+        "locality": round(embedding_locality(sim, dist), 4),
         "similarity": _rounded_list(unshuffled),
         "note": "the same similarities, rows and columns in the row-major order of where "
         "each patch sits in the unshuffled image",
@@ -275,7 +279,8 @@ def main(argv: list[str]) -> int:
     atomic_write_text(out / "probe.json", dump_json(summary))
     mad = torch.tensor(summary["attention_distance"]["per_layer_mean"])
     print(
-        f"{run_id}: probes -> {out}  (mean attention distance per layer, px: "
+        f"{run_id}: probes -> {out}  (position-embedding locality "
+        f"{summary['pos_embed']['locality']:+.2f}; mean attention distance per layer, px: "
         f"{', '.join(f'{v:.1f}' for v in mad.tolist())})",
         file=sys.stderr,
     )

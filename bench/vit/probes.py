@@ -11,6 +11,8 @@ learned"). Tensors in, tensors out; :mod:`bench.vit.probe` runs them on a traine
   weights are *not* renormalised: the share of attention a patch gives the class token adds no
   distance. Attention maps are recomputed from each block's own q/k projections on the block's
   normed input (captured with forward hooks), so fused attention kernels do not matter.
+- locality of the position embeddings: the rank correlation, over patch pairs, of their
+  similarity with their closeness (:func:`embedding_locality`).
 - a tile-shuffled run (positive control): the same numbers, read where each patch's pixels came
   from in the unshuffled image (:func:`source_centres`, :func:`image_order`).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from scipy.stats import spearmanr
 from torch import nn
 
 from bench.errors import BenchError
@@ -97,6 +100,15 @@ def pos_embed_similarity(pos: torch.Tensor) -> torch.Tensor:
     """[N, N] cosine similarity between the rows of ``pos`` ([N, D], class token already dropped)."""
     unit = nn.functional.normalize(pos.double(), dim=-1)
     return unit @ unit.T
+
+
+def embedding_locality(sim: torch.Tensor, dist: torch.Tensor) -> float:
+    """How local the position embeddings are: the rank correlation, over all pairs of patches,
+    between their embeddings' similarity and their closeness (minus their distance ``dist``).
+    Near 1: nearby patches have the most alike embeddings; near 0: no trace of the geometry."""
+    pairs = torch.triu_indices(len(sim), len(sim), offset=1)
+    rho = spearmanr(sim[pairs[0], pairs[1]].numpy(), -dist[pairs[0], pairs[1]].numpy())[0]
+    return float(rho)
 
 
 def _pca(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
