@@ -270,16 +270,7 @@ class Cell:
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         """Everything that can be checked without data. Each message names the field."""
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, float) and not math.isfinite(v):  # nan passes every <= test
-                raise BenchError(f"{f.name}={v} must be a finite number")
-            choices = f.metadata["choices"]
-            value = getattr(self, f.name)
-            if choices and value is not None and value not in choices:
-                raise BenchError(
-                    f"{f.name}={getattr(self, f.name)!r} is not one of: {', '.join(choices)}"
-                )
+        self._validate_values()
         _positive(self, "img_size", "batch_size", "evals")
         self._validate_recipe()
         _positive(
@@ -313,6 +304,22 @@ class Cell:
             raise BenchError(f"n_train={self.n_train!r} must be a positive integer or 'all'")
         if isinstance(self.n_train, int) and self.n_train <= 0:
             raise BenchError(f"n_train={self.n_train} must be a positive integer or 'all'")
+        self._validate_architecture()
+        if self.dataset in ("imagefolder", "hf") and not self.data_dir:
+            raise BenchError(f"data_dir is required for dataset={self.dataset}")
+        self._validate_permutation()
+
+    def _validate_values(self) -> None:
+        """Every number finite, every field with choices one of them."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):  # nan passes every <= test
+                raise BenchError(f"{f.name}={value} must be a finite number")
+            choices = f.metadata["choices"]
+            if choices and value is not None and value not in choices:
+                raise BenchError(f"{f.name}={value!r} is not one of: {', '.join(choices)}")
+
+    def _validate_architecture(self) -> None:
         if self.family == "vit":
             p = self.resolved_patch_size
             for side_name in ("img_size", "finetune_img_size"):
@@ -325,8 +332,8 @@ class Cell:
             raise BenchError(f"depth={self.depth} for resnet must be one of {RESNET_DEPTHS}")
         if self.finetune_img_size is not None and self.family != "vit":
             raise BenchError("finetune_img_size applies to family=vit only")
-        if self.dataset in ("imagefolder", "hf") and not self.data_dir:
-            raise BenchError(f"data_dir is required for dataset={self.dataset}")
+
+    def _validate_permutation(self) -> None:
         if self.permute_patches is not None:
             if self.img_size % self.permute_patches:
                 raise BenchError(
