@@ -87,19 +87,8 @@ def record_from_run(run: PulledRun) -> dict[str, Any] | None:
         return _retype(json.loads(json.dumps(rec)))  # plain dicts and lists, whatever wandb gave
     if run.state in ("running", "pending", "preempting"):
         return None
-    known = {
-        k: v for k, v in run.config.items() if k in Cell.__dataclass_fields__ and v is not None
-    }
-    lacking = [k for k in IDENTITY if k not in known]
-    if lacking:  # a run killed before its config was written: nothing to rebuild it from
-        print(
-            f"bench pull: skipping {run.source}: its config has no {lacking[0]!r}", file=sys.stderr
-        )
-        return None
-    try:
-        cell = Cell.from_dict(known)
-    except BenchError as e:
-        print(f"bench pull: skipping {run.source}: its config is not a cell ({e})", file=sys.stderr)
+    cell = _cell_of(run)
+    if cell is None:
         return None
     metrics = {m: None for m in records.METRICS}
     for key, name in SUMMARY_METRICS.items():
@@ -107,11 +96,8 @@ def record_from_run(run: PulledRun) -> dict[str, Any] | None:
             metrics[name] = _scalar(run.summary[key])
     status = run.summary.get("status")
     if status not in records.STATUSES:
-        status = (
-            "completed"
-            if run.state == "finished" and metrics["test_error"] is not None
-            else "failed"
-        )
+        finished_ok = run.state == "finished" and metrics["test_error"] is not None
+        status = "completed" if finished_ok else "failed"
     stamp = run.summary.get("_timestamp")
     finished = (
         datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds")
@@ -132,6 +118,24 @@ def record_from_run(run: PulledRun) -> dict[str, Any] | None:
         finished_at=finished,
         pulled_from=f"W&B config and summary of {run.source} (the run has no record)",
     )
+
+
+def _cell_of(run: PulledRun) -> Cell | None:
+    """The cell a run's config describes; None, said on stderr, when it describes none."""
+    known = {
+        k: v for k, v in run.config.items() if k in Cell.__dataclass_fields__ and v is not None
+    }
+    lacking = [k for k in IDENTITY if k not in known]
+    if lacking:  # a run killed before its config was written: nothing to rebuild it from
+        print(
+            f"bench pull: skipping {run.source}: its config has no {lacking[0]!r}", file=sys.stderr
+        )
+        return None
+    try:
+        return Cell.from_dict(known)
+    except BenchError as e:
+        print(f"bench pull: skipping {run.source}: its config is not a cell ({e})", file=sys.stderr)
+        return None
 
 
 def store(rec: dict[str, Any], results_dir: str | None, overwrite: bool = False) -> str:
