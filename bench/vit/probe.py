@@ -153,11 +153,7 @@ def _unshuffled(model, arch, images, grid, sim, uniform, title, out, shuffle, su
     dist = patch_distances(grid, p, shuffle)
     mad = attention_distances(model, images, grid, p, dist=dist).cpu()
     plot_attention_distance(
-        mad,
-        arch.img_size,
-        uniform,
-        f"{title}, unshuffled",
-        out / "attention_distance_unshuffled.png",
+        mad, arch.img_size, uniform, title, out / "attention_distance_unshuffled.png", axis="image"
     )
     summary["attention_distance"]["image_layout"] = {
         "per_head": _rounded_list(mad),
@@ -172,9 +168,7 @@ def _unshuffled(model, arch, images, grid, sim, uniform, title, out, shuffle, su
         summary["pos_embed"]["image_layout"] = f"not drawn: {e}"
         return
     unshuffled = sim[order][:, order]
-    plot_pos_embed(
-        unshuffled, grid, f"{title}, unshuffled", out / "pos_embed_unshuffled.png", axis="image"
-    )
+    plot_pos_embed(unshuffled, grid, title, out / "pos_embed_unshuffled.png", axis="image")
     summary["pos_embed"]["image_layout"] = {
         "locality": round(embedding_locality(sim, dist), 4),
         "similarity": _rounded_list(unshuffled),

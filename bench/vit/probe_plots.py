@@ -78,8 +78,9 @@ def plot_pos_embed(
         axes[r, 0].set_ylabel(str(r + 1), fontsize=7, rotation=0, labelpad=8, va="center")
     fig.supxlabel(f"{axis} patch column", fontsize=9)
     fig.supylabel(f"{axis} patch row", fontsize=9)
+    where = " in the unshuffled image" if axis == "image" else ""
     fig.suptitle(
-        f"{title}\nposition-embedding similarity: one tile per patch,\n"
+        f"{title}\nposition-embedding similarity{where}: one tile per patch,\n"
         f"its cosine similarity with every patch",
         fontsize=9,
     )
@@ -91,8 +92,10 @@ def plot_pos_embed(
 
 
 def plot_attention_distance(
-    mad: torch.Tensor, img_size: int, uniform: float, title: str, path: Path
+    mad: torch.Tensor, img_size: int, uniform: float, title: str, path: Path, axis: str = "input"
 ) -> None:
+    """Every head's mean attention distance against depth; ``axis="image"``: the distances
+    were measured in the unshuffled image of a tile-shuffled run."""
     layers, heads = mad.shape
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
     depth = torch.arange(1, layers + 1)
@@ -105,7 +108,8 @@ def plot_attention_distance(
     ax.set_ylabel("mean attention distance (pixels)")
     ax.set_xticks(depth.tolist())
     ax.set_ylim(0, img_size * 1.1)
-    ax.set_title(f"{title}\nmean attention distance of every head", fontsize=9)
+    where = ", in the unshuffled image" if axis == "image" else ""
+    ax.set_title(f"{title}\nmean attention distance of every head{where}", fontsize=9)
     ax.legend(fontsize=7, loc="lower right", ncol=2 if heads > 4 else 1)
     ax.grid(alpha=0.3)
     fig.tight_layout()
