@@ -30,6 +30,7 @@ SHIPPED = {
     "cifar10-permuted.yaml": 36,
     "cifar10-cpu-plain.yaml": 16,
     "cifar10-cpu-plain-control-4x.yaml": 12,
+    "cifar10-cpu-plain-control-4x-probe.yaml": 2,
     "cifar10-cpu-permuted.yaml": 16,
     "cifar10-cpu-permuted-control.yaml": 16,
     "cifar10-cpu-permuted-control-4x.yaml": 4,
