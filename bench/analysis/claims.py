@@ -176,9 +176,14 @@ def _shorter_arm_clause(doc: dict) -> str:
     ci = ci_words(shorter.get("ci"), shorter["bracket"])
     at = f"the {shorter['budget_scale']:g}x arm's crossing (n = {fmt_x(shorter['x'])}"
     at += f", {ci})" if ci else ")"
-    if shorter["holds_longest"]:
+    if shorter["verdict"] == "held":
         return f", within the interval of {at}"
-    return f", outside the interval of {at}: the crossing moves with the budget"
+    if shorter["verdict"] == "overlap":
+        return (
+            f", outside the interval of {at}, though the two intervals overlap: whether more "
+            "training moved the crossing is not resolved"
+        )
+    return f", apart from the interval of {at}: the crossing moves with the budget"
 
 
 def seed_warning(seeds: dict) -> str | None:

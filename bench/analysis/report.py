@@ -117,14 +117,19 @@ def _against_shorter_arm(doc: dict, scale: float) -> list[str]:
     x = fmt_x(shorter["longest"]["x"])
     ci = ci_text(shorter.get("ci"), shorter["bracket"])
     where = f"the {shorter['budget_scale']:g}x arm's crossing, n = {fmt_x(shorter['x'])}{ci}"
-    if shorter["holds_longest"]:
+    if shorter["verdict"] == "held":
         return [
             f"- against {where}: n* = {x} lies inside that interval; more training did not "
             "move the crossing beyond the bootstrap's uncertainty"
         ]
+    if shorter["verdict"] == "overlap":
+        return [
+            f"- against {where}: n* = {x} lies outside that interval, but the two intervals "
+            "overlap: whether more training moved the crossing is not resolved"
+        ]
     return [
-        f"- against {where}: n* = {x} lies outside that interval; the crossing moves with "
-        "the budget: it has not settled at these budgets"
+        f"- against {where}: n* = {x} lies outside that interval, and the two intervals do not "
+        "meet; the crossing moves with the budget: it has not settled at these budgets"
     ]
 
 

@@ -71,13 +71,26 @@ def crossing_of(arms: list[dict]) -> dict | None:
 
 def held_by_shorter(arms: list[dict]) -> dict | None:
     """Where two arms place a crossing: the next shorter arm's crossing, the longest arm's
-    (``longest``), and whether the shorter one's 95% interval holds the longest one's point
-    (more training moved it no farther than the bootstrap's own uncertainty). None with fewer
-    than two placed crossings."""
+    (``longest``), and ``verdict``: ``held`` when the shorter arm's 95% interval holds the longest
+    arm's point (more training moved it no farther than the bootstrap's own uncertainty),
+    ``apart`` when the two intervals do not meet (it moved), else ``overlap`` (the point lies
+    outside, the intervals meet: not resolved). None with fewer than two placed crossings, or
+    without an interval for both (no bootstrap): then nothing can be said either way."""
     placed = crossings(arms)
-    if len(placed) < 2:
+    if len(placed) < 2 or not (placed[-2].get("ci") and placed[-1].get("ci")):
         return None
     shorter, longest = placed[-2], placed[-1]
-    ci = shorter.get("ci")
-    held = bool(ci) and ci[0] <= longest["x"] <= (ci[1] if ci[1] is not None else float("inf"))
-    return {**shorter, "holds_longest": held, "longest": longest}
+    a, b = _interval(shorter["ci"])
+    c, d = _interval(longest["ci"])
+    if a <= longest["x"] <= b:
+        verdict = "held"
+    elif c <= b and a <= d:
+        verdict = "overlap"
+    else:
+        verdict = "apart"
+    return {**shorter, "verdict": verdict, "longest": longest}
+
+
+def _interval(ci: list) -> tuple[float, float]:
+    """A 95% interval as numbers, its open upper end (None) as infinity."""
+    return ci[0], ci[1] if ci[1] is not None else float("inf")
