@@ -594,24 +594,24 @@ def test_two_arms_say_whether_the_crossing_moves_with_the_budget(x_4x, ci_4x, ve
     arms = [_placed_arm(4.0, x_4x, ci_4x), _placed_arm(2.0, 4785.0, [3114.0, 6774.0])]
     arms.append(unplaced)
     assert scaled_arm.crossing_of(arms)["budget_scale"] == 4.0  # the 8x arm places none
-    shorter = scaled_arm.held_by_shorter(arms)
+    shorter = scaled_arm.versus_shorter(arms)
     assert shorter["budget_scale"] == 2.0 and shorter["verdict"] == verdict
     text = claims.arm_crossing_text({"scaled_arms": arms})
     at = "the 2x arm's crossing (n = 4,785, 95% CI 3,114..6,774)"
     assert (f"within the interval of {at}" in text) is (verdict == "held")
     assert ("moved the crossing is not resolved" in text) is (verdict == "overlap")
     assert ("the crossing moves with the budget" in text) is (verdict == "apart")
-    assert scaled_arm.held_by_shorter(arms[:1] + [unplaced]) is None
+    assert scaled_arm.versus_shorter(arms[:1] + [unplaced]) is None
     assert "interval" not in claims.arm_crossing_text({"scaled_arms": arms[:1]})
 
 
 def test_an_open_interval_meets_everything_above_it():
     arms = [_placed_arm(2.0, 22639.0, [9592.0, None]), _placed_arm(4.0, 9270.0, [6608.0, 15441.0])]
-    assert scaled_arm.held_by_shorter(arms)["verdict"] == "overlap"
+    assert scaled_arm.versus_shorter(arms)["verdict"] == "overlap"
     arms[1]["break_even"]["ci"] = [6608.0, 9000.0]
-    assert scaled_arm.held_by_shorter(arms)["verdict"] == "apart"
+    assert scaled_arm.versus_shorter(arms)["verdict"] == "apart"
     arms[1]["break_even"]["ci"] = None  # no bootstrap: nothing to compare
-    assert scaled_arm.held_by_shorter(arms) is None
+    assert scaled_arm.versus_shorter(arms) is None
 
 
 def test_a_control_at_one_n_is_not_fitted_as_a_grid(tmp_path):

@@ -170,7 +170,7 @@ def arm_crossing_text(doc: dict, after: str = "") -> str:
 def _shorter_arm_clause(doc: dict) -> str:
     """How the longest arm's crossing compares with the next shorter arm's, when both place one:
     a crossing that stays put as training doubles is not the budget's artefact."""
-    shorter = scaled_arm.held_by_shorter(doc.get("scaled_arms") or [])
+    shorter = scaled_arm.versus_shorter(doc.get("scaled_arms") or [])
     if shorter is None:
         return ""
     ci = ci_words(shorter.get("ci"), shorter["bracket"])

@@ -111,7 +111,7 @@ def _scaled_arm_sections(doc: dict) -> list[str]:
 def _against_shorter_arm(doc: dict, scale: float) -> list[str]:
     """For the longest arm that places a crossing: whether the next shorter arm's interval holds
     it, i.e. whether more training moved the crossing beyond the bootstrap's uncertainty."""
-    shorter = scaled_arm.held_by_shorter(doc.get("scaled_arms") or [])
+    shorter = scaled_arm.versus_shorter(doc.get("scaled_arms") or [])
     if shorter is None or shorter["longest"]["budget_scale"] != scale:
         return []
     x = fmt_x(shorter["longest"]["x"])

@@ -69,7 +69,7 @@ def crossing_of(arms: list[dict]) -> dict | None:
     return placed[-1] if placed else None
 
 
-def held_by_shorter(arms: list[dict]) -> dict | None:
+def versus_shorter(arms: list[dict]) -> dict | None:
     """Where two arms place a crossing: the next shorter arm's crossing, the longest arm's
     (``longest``), and ``verdict``: ``held`` when the shorter arm's 95% interval holds the longest
     arm's point (more training moved it no farther than the bootstrap's own uncertainty),
