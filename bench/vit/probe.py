@@ -271,11 +271,25 @@ def main(argv: list[str]) -> int:
     summary = {"run_id": run_id, "arch": dict(vars(arch)), **summary}
     summary["wandb"] = log_to_wandb(record, cell, out, summary["figures"])
     atomic_write_text(out / "probe.json", dump_json(summary))
-    mad = torch.tensor(summary["attention_distance"]["per_layer_mean"])
-    print(
-        f"{run_id}: probes -> {out}  (position-embedding locality "
-        f"{summary['pos_embed']['locality']:+.2f}; mean attention distance per layer, px: "
-        f"{', '.join(f'{v:.1f}' for v in mad.tolist())})",
-        file=sys.stderr,
-    )
+    print(f"{run_id}: probes -> {out}  ({_in_brief(summary)})", file=sys.stderr)
     return 0
+
+
+def _in_brief(summary: dict) -> str:
+    """The probe's numbers in one line; a tile-shuffled run's also in the unshuffled image."""
+    pos, mad = summary["pos_embed"], summary["attention_distance"]
+
+    def layers(per_layer):
+        return ", ".join(f"{v:.1f}" for v in per_layer)
+
+    text = (
+        f"position-embedding locality {pos['locality']:+.2f}; "
+        f"mean attention distance per layer, px: {layers(mad['per_layer_mean'])}"
+    )
+    image_pos, image_mad = pos.get("image_layout"), mad.get("image_layout")
+    if isinstance(image_pos, dict) and image_mad:
+        text += (
+            f"; in the unshuffled image: locality {image_pos['locality']:+.2f}, "
+            f"distances {layers(image_mad['per_layer_mean'])}"
+        )
+    return text
