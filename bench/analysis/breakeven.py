@@ -202,28 +202,42 @@ def analyse_pair(
         picks = size_picks(envs, pair, rivals, boot.pop("picks"))
         if picks:  # absent where every n has one size: such a study's fits.json is as it was
             out["size_picks"] = picks
-        crossed = np.isfinite(boot["x"])
-        out["n_crossing"] = int(crossed.sum())
-        out["resamples_crossing"] = {
-            "below": int((boot["x"] < x_lo).sum()),
-            "inside": int(((boot["x"] >= x_lo) & (boot["x"] <= x_hi)).sum()),
-            "above": int((boot["x"] > x_hi).sum()),
-        }
-        out["p_no_crossing"] = scaling.round6(1 - crossed.mean())
-        out["lead_ci"] = _ci(boot["lead"])
+        out.update(_resample_counts(boot, x_lo, x_hi))
     if out["x"] is not None:
-        out["kind"] = "inside" if out["inside_range"] else "extrapolated"
-        if boot is not None:
-            out["ci"] = _crossing_ci(boot["x"])
-        if out["kind"] == "extrapolated" and _unsupported(out):
-            side = out["side"]
-            counts = out.get("resamples_crossing") or {}
-            out["unsupported"] = {"x": out["x"], "side": side, "resamples": counts.get(side)}
-            out.update(x=None, ci=None)
+        _place(out, boot)
     if out["x"] is None:
         _lower_bound(pair, envs, boot, x_hi, out)
     out["gap"] = gap_summary(envs, pair, boot)
     return dict(sorted(out.items()))
+
+
+def _resample_counts(boot: dict, x_lo: float, x_hi: float) -> dict:
+    """How many resamples cross, and where against the measured range; the lead's interval."""
+    x = boot["x"]
+    crossed = np.isfinite(x)
+    return {
+        "n_crossing": int(crossed.sum()),
+        "resamples_crossing": {
+            "below": int((x < x_lo).sum()),
+            "inside": int(((x >= x_lo) & (x <= x_hi)).sum()),
+            "above": int((x > x_hi).sum()),
+        },
+        "p_no_crossing": scaling.round6(1 - crossed.mean()),
+        "lead_ci": _ci(boot["lead"]),
+    }
+
+
+def _place(out: dict, boot: dict | None) -> None:
+    """A crossing of the full-data fits: inside the data or extrapolated, with its interval; an
+    extrapolated one the resamples do not back is kept as ``unsupported`` and withdrawn."""
+    out["kind"] = "inside" if out["inside_range"] else "extrapolated"
+    if boot is not None:
+        out["ci"] = _crossing_ci(boot["x"])
+    if out["kind"] == "extrapolated" and _unsupported(out):
+        side = out["side"]
+        counts = out.get("resamples_crossing") or {}
+        out["unsupported"] = {"x": out["x"], "side": side, "resamples": counts.get(side)}
+        out.update(x=None, ci=None)
 
 
 def _method(envs, pair, n_test, rivals) -> str:
