@@ -489,30 +489,7 @@ def fit_family(x, y, x_name: str = "x") -> dict:
         }
     checks = {f: holdout(f, x, y) for f in fits}
     checks = {f: v for f, v in checks.items() if v is not None}
-    if not checks:
-        chosen = next(iter(fits))
-        reason = (
-            f"only {n_x} distinct {x_name}: too few to hold the largest out; "
-            f"using the simplest form that fits ({chosen})"
-        )
-    else:
-        chosen = None
-        for f in ENVELOPE_FORMS:  # simplest first: a complex form must win by SELECT_MARGIN
-            if f not in checks:
-                continue
-            if (
-                chosen is None
-                or abs(checks[f]["log_error"]) < abs(checks[chosen]["log_error"]) - SELECT_MARGIN
-            ):
-                chosen = f
-        skipped = [f for f in fits if f not in checks]
-        reason = f"best prediction of the held-out largest {x_name}: " + ", ".join(
-            f"{f} abs log error {abs(checks[f]['log_error']):.3g}" for f in checks
-        )
-        if skipped:
-            reason += f"; not checked (too few {x_name} to hold one out): " + ", ".join(skipped)
-        if chosen not in fits:
-            chosen = next(iter(fits))
+    chosen, reason = _choose(fits, checks, n_x, x_name)
     return {
         "chosen": chosen,
         "fits": fits,
@@ -520,6 +497,31 @@ def fit_family(x, y, x_name: str = "x") -> dict:
         "not_fitted": not_fitted,
         "reason": reason,
     }
+
+
+def _choose(fits: dict, checks: dict, n_x: int, x_name: str) -> tuple[str, str]:
+    """The form that best predicts the held-out largest x, simplest first (a more complex form
+    must win by SELECT_MARGIN), and why; the simplest fitted form where none could be checked."""
+    if not checks:
+        chosen = next(iter(fits))
+        return chosen, (
+            f"only {n_x} distinct {x_name}: too few to hold the largest out; "
+            f"using the simplest form that fits ({chosen})"
+        )
+    chosen = None
+    for f in ENVELOPE_FORMS:
+        if f not in checks:
+            continue
+        error = abs(checks[f]["log_error"])
+        if chosen is None or error < abs(checks[chosen]["log_error"]) - SELECT_MARGIN:
+            chosen = f
+    reason = f"best prediction of the held-out largest {x_name}: " + ", ".join(
+        f"{f} abs log error {abs(checks[f]['log_error']):.3g}" for f in checks
+    )
+    skipped = [f for f in fits if f not in checks]
+    if skipped:
+        reason += f"; not checked (too few {x_name} to hold one out): " + ", ".join(skipped)
+    return chosen, reason
 
 
 # ---------------------------------------------------------------------------------------------
