@@ -89,69 +89,84 @@ def run_probes(
     """
     out.mkdir(parents=True, exist_ok=True)
     grid = tuple(int(g) for g in model.patch_embed.grid_size)
-    p = arch.patch_size
-
-    weight = model.patch_embed.proj.weight.detach().cpu()
-    comps = filter_pca(weight, N_COMPONENTS)
-    explained = explained_variance(weight, N_COMPONENTS)
-    plot_filters(comps, explained, title, out / "filters.png")
-
-    prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
-    sim = pos_embed_similarity(model.pos_embed.detach().cpu()[0, prefix:])
-    plot_pos_embed(sim, grid, title, out / "pos_embed.png")
-
-    device = next(model.parameters()).device
-    mad = attention_distances(model, images.to(device), grid, p).cpu()
-    n = grid[0] * grid[1]
-    uniform = float(patch_distances(grid, p).sum() / (n * n))
-    plot_attention_distance(mad, arch.img_size, uniform, title, out / "attention_distance.png")
-
+    images = images.to(next(model.parameters()).device)
     summary = {
         "img_size": arch.img_size,
-        "patch_size": p,
+        "patch_size": arch.patch_size,
         "grid": list(grid),
         "n_images": len(images),
         "images": f"the first {len(images)} of a class-balanced order (seed {PROBE_SEED}) of the "
         "test split" + (", tile-shuffled as in training" if shuffle is not None else ""),
         "pos_embed_kind": arch.pos_embed,
         "pool": arch.pool,
-        "filters": {
-            "k": comps.shape[0],
-            "shape": list(comps.shape[1:]),
-            "explained_variance_ratio": _rounded_list(explained),
-            "components": _rounded_list(comps),
-        },
-        "pos_embed": {
-            "locality": round(embedding_locality(sim, patch_distances(grid, p)), 4),
-            "similarity": _rounded_list(sim),
-            "note": "cosine similarity of patch position embeddings, class token dropped, "
-            "row-major patch order of the model's input; locality: rank correlation over patch "
-            "pairs of that similarity with their closeness (1: nearby patches most alike)",
-        },
-        "attention_distance": {
-            "unit": "pixels",
-            "per_head": _rounded_list(mad),
-            "per_layer_mean": _rounded_list(mad.mean(dim=1)),
-            "uniform_attention": round(uniform, 4),
-            "image_size": arch.img_size,
-            "note": "patch tokens only, class token sliced off, not renormalised; distances "
-            "between patches of the model's input",
-        },
+        "filters": _filters(model, title, out),
+        "pos_embed": _pos_embed(model, grid, arch.patch_size, title, out),
+        "attention_distance": _attention(model, images, grid, arch, title, out),
         "figures": ["filters.png", "pos_embed.png", "attention_distance.png"],
     }
     if shuffle is not None:
-        _unshuffled(
-            model, arch, images.to(device), grid, sim, uniform, title, out, shuffle, summary
-        )
+        _unshuffled(model, arch, images, grid, title, out, shuffle, summary)
     return summary
 
 
-def _unshuffled(model, arch, images, grid, sim, uniform, title, out, shuffle, summary) -> None:
+def _filters(model: nn.Module, title: str, out: Path) -> dict:
+    weight = model.patch_embed.proj.weight.detach().cpu()
+    comps = filter_pca(weight, N_COMPONENTS)
+    explained = explained_variance(weight, N_COMPONENTS)
+    plot_filters(comps, explained, title, out / "filters.png")
+    return {
+        "k": comps.shape[0],
+        "shape": list(comps.shape[1:]),
+        "explained_variance_ratio": _rounded_list(explained),
+        "components": _rounded_list(comps),
+    }
+
+
+def _similarity(model: nn.Module) -> torch.Tensor:
+    """[N, N] cosine similarity of the patches' position embeddings (class token dropped)."""
+    prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+    return pos_embed_similarity(model.pos_embed.detach().cpu()[0, prefix:])
+
+
+def _pos_embed(model: nn.Module, grid, p: int, title: str, out: Path) -> dict:
+    sim = _similarity(model)
+    plot_pos_embed(sim, grid, title, out / "pos_embed.png")
+    return {
+        "locality": round(embedding_locality(sim, patch_distances(grid, p)), 4),
+        "similarity": _rounded_list(sim),
+        "note": "cosine similarity of patch position embeddings, class token dropped, "
+        "row-major patch order of the model's input; locality: rank correlation over patch "
+        "pairs of that similarity with their closeness (1: nearby patches most alike)",
+    }
+
+
+def _uniform_distance(grid, p: int) -> float:
+    """The mean attention distance of a head that attends to every patch alike."""
+    return float(patch_distances(grid, p).mean())
+
+
+def _attention(model: nn.Module, images: torch.Tensor, grid, arch, title: str, out: Path) -> dict:
+    mad = attention_distances(model, images, grid, arch.patch_size).cpu()
+    uniform = _uniform_distance(grid, arch.patch_size)
+    plot_attention_distance(mad, arch.img_size, uniform, title, out / "attention_distance.png")
+    return {
+        "unit": "pixels",
+        "per_head": _rounded_list(mad),
+        "per_layer_mean": _rounded_list(mad.mean(dim=1)),
+        "uniform_attention": round(uniform, 4),
+        "image_size": arch.img_size,
+        "note": "patch tokens only, class token sliced off, not renormalised; distances "
+        "between patches of the model's input",
+    }
+
+
+def _unshuffled(model, arch, images, grid, title, out, shuffle, summary) -> None:
     """The position-embedding similarity and the attention distances of a tile-shuffled run,
     read in the unshuffled image: where each patch's pixels came from."""
     p = arch.patch_size
     dist = patch_distances(grid, p, shuffle)
     mad = attention_distances(model, images, grid, p, dist=dist).cpu()
+    uniform = _uniform_distance(grid, p)
     plot_attention_distance(
         mad, arch.img_size, uniform, title, out / "attention_distance_unshuffled.png", axis="image"
     )
@@ -167,6 +182,7 @@ def _unshuffled(model, arch, images, grid, sim, uniform, title, out, shuffle, su
     except ValueError as e:  # tiles smaller than the patches: no one place per patch
         summary["pos_embed"]["image_layout"] = f"not drawn: {e}"
         return
+    sim = _similarity(model)
     unshuffled = sim[order][:, order]
     plot_pos_embed(unshuffled, grid, title, out / "pos_embed_unshuffled.png", axis="image")
     summary["pos_embed"]["image_layout"] = {
