@@ -84,7 +84,7 @@ def _analyze(study_dir, bootstrap, seed, families) -> dict:
         "winners": fits.winners(result["fits"], pair),
         "control": control.compare(main, ctrl),
         "scaled_arms": scaled_arm.fit_arms(
-            ctrl, pair, size_orders(ctrl) if len(ctrl) else {}, bootstrap, seed, *n_sets.values()
+            ctrl, pair, size_orders(ctrl) if len(ctrl) else {}, bootstrap, seed, **n_sets
         ),
         "compute": capacity.compute_frontiers(summary, pair),
         "break_even_vs_params": _capacity(main, pair, crossing, n_sets["n_test"], bootstrap, seed),

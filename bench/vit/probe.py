@@ -89,10 +89,18 @@ def run_probes(
     """
     out.mkdir(parents=True, exist_ok=True)
     grid = tuple(int(g) for g in model.patch_embed.grid_size)
+    p = arch.patch_size
     images = images.to(next(model.parameters()).device)
+    # the patches' distances as the model sees them, and (shuffled run) in the unshuffled image
+    dists = [patch_distances(grid, p)]
+    if shuffle is not None:
+        dists.append(patch_distances(grid, p, shuffle))
+    mads = [m.cpu() for m in attention_distances(model, images, grid, p, dists=dists)]
+    sim = _similarity(model)
+    uniform = float(dists[0].mean())  # a head that attends to every patch alike
     summary = {
         "img_size": arch.img_size,
-        "patch_size": arch.patch_size,
+        "patch_size": p,
         "grid": list(grid),
         "n_images": len(images),
         "images": f"the first {len(images)} of a class-balanced order (seed {PROBE_SEED}) of the "
@@ -100,12 +108,12 @@ def run_probes(
         "pos_embed_kind": arch.pos_embed,
         "pool": arch.pool,
         "filters": _filters(model, title, out),
-        "pos_embed": _pos_embed(model, grid, arch.patch_size, title, out),
-        "attention_distance": _attention(model, images, grid, arch, title, out),
+        "pos_embed": _pos_embed(sim, dists[0], grid, title, out),
+        "attention_distance": _attention(mads[0], uniform, arch, title, out),
         "figures": ["filters.png", "pos_embed.png", "attention_distance.png"],
     }
     if shuffle is not None:
-        _unshuffled(model, arch, images, grid, title, out, shuffle, summary)
+        _unshuffled(sim, mads[1], dists[1], uniform, arch, grid, title, out, shuffle, summary)
     return summary
 
 
@@ -128,11 +136,10 @@ def _similarity(model: nn.Module) -> torch.Tensor:
     return pos_embed_similarity(model.pos_embed.detach().cpu()[0, prefix:])
 
 
-def _pos_embed(model: nn.Module, grid, p: int, title: str, out: Path) -> dict:
-    sim = _similarity(model)
+def _pos_embed(sim: torch.Tensor, dist: torch.Tensor, grid, title: str, out: Path) -> dict:
     plot_pos_embed(sim, grid, title, out / "pos_embed.png")
     return {
-        "locality": round(embedding_locality(sim, patch_distances(grid, p)), 4),
+        "locality": round(embedding_locality(sim, dist), 4),
         "similarity": _rounded_list(sim),
         "note": "cosine similarity of patch position embeddings, class token dropped, "
         "row-major patch order of the model's input; locality: rank correlation over patch "
@@ -140,14 +147,7 @@ def _pos_embed(model: nn.Module, grid, p: int, title: str, out: Path) -> dict:
     }
 
 
-def _uniform_distance(grid, p: int) -> float:
-    """The mean attention distance of a head that attends to every patch alike."""
-    return float(patch_distances(grid, p).mean())
-
-
-def _attention(model: nn.Module, images: torch.Tensor, grid, arch, title: str, out: Path) -> dict:
-    mad = attention_distances(model, images, grid, arch.patch_size).cpu()
-    uniform = _uniform_distance(grid, arch.patch_size)
+def _attention(mad: torch.Tensor, uniform: float, arch, title: str, out: Path) -> dict:
     plot_attention_distance(mad, arch.img_size, uniform, title, out / "attention_distance.png")
     return {
         "unit": "pixels",
@@ -160,13 +160,9 @@ def _attention(model: nn.Module, images: torch.Tensor, grid, arch, title: str, o
     }
 
 
-def _unshuffled(model, arch, images, grid, title, out, shuffle, summary) -> None:
+def _unshuffled(sim, mad, dist, uniform, arch, grid, title, out, shuffle, summary) -> None:
     """The position-embedding similarity and the attention distances of a tile-shuffled run,
-    read in the unshuffled image: where each patch's pixels came from."""
-    p = arch.patch_size
-    dist = patch_distances(grid, p, shuffle)
-    mad = attention_distances(model, images, grid, p, dist=dist).cpu()
-    uniform = _uniform_distance(grid, p)
+    read in the unshuffled image: where each patch's pixels came from (``dist``, ``mad``)."""
     plot_attention_distance(
         mad, arch.img_size, uniform, title, out / "attention_distance_unshuffled.png", axis="image"
     )
@@ -178,11 +174,10 @@ def _unshuffled(model, arch, images, grid, title, out, shuffle, summary) -> None
     }
     summary["figures"].append("attention_distance_unshuffled.png")
     try:
-        order = image_order(grid, p, shuffle)
+        order = image_order(grid, arch.patch_size, shuffle)
     except ValueError as e:  # tiles smaller than the patches: no one place per patch
         summary["pos_embed"]["image_layout"] = f"not drawn: {e}"
         return
-    sim = _similarity(model)
     unshuffled = sim[order][:, order]
     plot_pos_embed(unshuffled, grid, title, out / "pos_embed_unshuffled.png", axis="image")
     summary["pos_embed"]["image_layout"] = {

@@ -193,10 +193,11 @@ def attention_distances(
     grid_hw: tuple[int, int],
     patch_size: int,
     batch_size: int = 64,
-    dist: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """[L, H] mean attention distance (pixels) over ``images`` (already normalised floats),
-    with the patch distances ``dist`` (default: the grid's own)."""
+    dists: list[torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """[L, H] mean attention distance (pixels) over ``images`` (already normalised floats), one
+    per [N, N] patch-distance matrix in ``dists`` (default: the grid's own), all from one pass."""
+    dists = dists if dists is not None else [patch_distances(grid_hw, patch_size)]
     totals, count = None, 0
     model.eval()
     with AttentionRecorder(model) as rec:
@@ -204,8 +205,13 @@ def attention_distances(
             rec.maps.clear()
             model(chunk)
             per_layer = torch.stack(
-                [mean_attention_distance(a, grid_hw, patch_size, dist) for a in rec.maps]
-            )  # [L, H], mean over the chunk
+                [
+                    torch.stack(
+                        [mean_attention_distance(a, grid_hw, patch_size, d) for a in rec.maps]
+                    )
+                    for d in dists
+                ]
+            )  # [K, L, H], mean over the chunk
             totals = per_layer * len(chunk) if totals is None else totals + per_layer * len(chunk)
             count += len(chunk)
-    return totals / count
+    return list(totals / count)
