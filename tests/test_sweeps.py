@@ -52,6 +52,8 @@ def write_yaml(tmp_path: Path, **changes) -> Path:
     for k, v in changes.items():
         if k == "parameters":
             cfg["parameters"].update(v)
+        elif v is None:  # None removes a key
+            cfg.pop(k, None)
         else:
             cfg[k] = v
     cfg["parameters"] = {k: v for k, v in cfg["parameters"].items() if v is not None}
@@ -152,6 +154,9 @@ def test_bad_parameter_block_gives_engine_message(tmp_path, capsys):
         ({"parameters": {"lr": {"value": None}}}, "non-null"),
         ({"parameters": {"study": {"values": ["a", "b"]}}}, "study must be one name"),
         ({"command": ["bench", "run"]}, "no ${args}"),
+        ({"command": ["${program}", "${args}"], "program": ""}, "has no 'program'"),
+        ({"name": ""}, "give the sweep a 'name'"),
+        ({"method": "random", "metric": None}, "needs 'metric"),
         ({"parameters": {"family": {"values": ["vit", "mlp"]}}}, "family='mlp'"),
     ],
 )

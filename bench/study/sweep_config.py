@@ -117,7 +117,19 @@ def check_config(config: dict[str, Any], where: str = "sweep") -> None:
         raise BenchError(
             f"{where}: method {method!r} is not run locally: use one of {', '.join(METHODS)}"
         )
-    params = config.get("parameters")
+    _check_parameters(config.get("parameters"), where)
+    _check_study(config, where)
+    _check_command(config, where)
+    if method in ("random", "bayes") or config.get("metric"):
+        metric = config.get("metric") or {}
+        if not metric.get("name"):
+            raise BenchError(
+                f"{where}: method {method} needs 'metric: {{name: val/error, goal: minimize}}'"
+            )
+
+
+def _check_parameters(params: Any, where: str) -> None:
+    """Flat keys and scalar values: what an agent passes on to a command line intact."""
     if not isinstance(params, dict) or not params:
         raise BenchError(f"{where}: 'parameters' must hold at least one parameter")
     for key, block in params.items():
@@ -133,15 +145,23 @@ def check_config(config: dict[str, Any], where: str = "sweep") -> None:
                     f"{where}: parameter {key!r} has the value {v!r}: values must be scalar and "
                     "non-null (an agent renders None as the string 'None' and lists as \"['a']\")"
                 )
+
+
+def _check_study(config: dict[str, Any], where: str) -> None:
+    """A sweep names its study: one folder for all its cells."""
     name = config.get("name")
     if not name or not isinstance(name, str):
         raise BenchError(f"{where}: give the sweep a 'name': it is the study's name")
-    study = params.get("study")
+    study = config["parameters"].get("study")
     if study is not None and not isinstance(study.get("value"), str):
         raise BenchError(
             f"{where}: parameter study must be one name ('value: NAME'; default: the sweep's "
             f"name {name!r}), not {study.get('value', study.get('values'))!r}"
         )
+
+
+def _check_command(config: dict[str, Any], where: str) -> None:
+    """The command must pass each cell its own arguments."""
     command = config.get("command")
     if not isinstance(command, list) or not command:
         raise BenchError(f"{where}: give a 'command:' list, e.g. [bench, run, ${{args}}]")
@@ -151,12 +171,6 @@ def check_config(config: dict[str, Any], where: str = "sweep") -> None:
         )
     if "${program}" in command and not config.get("program"):
         raise BenchError(f"{where}: command uses ${{program}} but the sweep has no 'program'")
-    if method in ("random", "bayes") or config.get("metric"):
-        metric = config.get("metric") or {}
-        if not metric.get("name"):
-            raise BenchError(
-                f"{where}: method {method} needs 'metric: {{name: val/error, goal: minimize}}'"
-            )
 
 
 # ---------------------------------------------------------------------- expansion
