@@ -192,33 +192,32 @@ def finetune_phase(setup: CellSetup, outcome: dict, ckpt_dir: Path, logger) -> d
     )
     with _prefixed(logger, PHASE_DIR, pretrain_steps):
         tuned = fit_and_test(tuned_setup, Path(ckpt_dir) / PHASE_DIR, logger)
-    tuned_steps = int(tuned.get("steps") or 0)
-
-    pre = {k: outcome.get(k) for k in PHASE_KEYS}
-    pre.update(
-        img_size=setup.arch.img_size,
-        flops_per_image=setup.flops_per_image,
-        train_flops=train_flops(setup.flops_per_image, setup.batch_size, pretrain_steps),
-    )
-    info = {k: tuned.get(k) for k in PHASE_KEYS}
-    info.update(
-        mode="in_cell",
-        parent=None,
-        from_img_size=setup.arch.img_size,
-        img_size=size,
-        continued=size == setup.arch.img_size,
-        lr=lr,
-        patch_size=setup.arch.patch_size,
-        tokens=tuned_setup.model.patch_embed.num_patches,
-        flops_per_image=tuned_setup.flops_per_image,
-        train_flops=train_flops(tuned_setup.flops_per_image, tuned_setup.batch_size, tuned_steps),
-    )
     result = dict(tuned)
-    result["steps"] = pretrain_steps + tuned_steps
+    result["steps"] = pretrain_steps + int(tuned.get("steps") or 0)
     result["epochs"] = (outcome.get("epochs") or 0) + (tuned.get("epochs") or 0)
-    result["pretrain"] = pre
-    result["finetune"] = info
+    result["pretrain"] = _phase_numbers(setup, outcome)
+    result["finetune"] = {
+        **_phase_numbers(tuned_setup, tuned),
+        "mode": "in_cell",
+        "parent": None,
+        "from_img_size": setup.arch.img_size,
+        "continued": size == setup.arch.img_size,
+        "lr": lr,
+        "patch_size": setup.arch.patch_size,
+        "tokens": tuned_setup.model.patch_embed.num_patches,
+    }
     return result
+
+
+def _phase_numbers(setup: CellSetup, outcome: dict) -> dict:
+    """One phase's errors and steps, at its resolution, with its training FLOPs."""
+    steps = int(outcome.get("steps") or 0)
+    return {
+        **{k: outcome.get(k) for k in PHASE_KEYS},
+        "img_size": setup.arch.img_size,
+        "flops_per_image": setup.flops_per_image,
+        "train_flops": train_flops(setup.flops_per_image, setup.batch_size, steps),
+    }
 
 
 # ---------------------------------------------------------------------- bench finetune RUN
