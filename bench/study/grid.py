@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --worker: train up to G cells of one shape (seeds, n_train) as one model",
     )
     p.add_argument("--launcher", choices=("local", "slurm"), default="local")
+    _add_slurm_arguments(p)
+    return p
+
+
+def _add_slurm_arguments(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("slurm (with --launcher=slurm; one job per node, each a local runner)")
     s.add_argument("--partition", default=None)
     s.add_argument("--time", type=int, default=240, help="minutes per job")
@@ -125,7 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="a shell line to run before the job (repeatable), e.g. 'source venv/bin/activate'",
     )
     s.add_argument("--slurm_dir", "--slurm-dir", default="slurm", help="submitit's job folder")
-    return p
 
 
 def main(argv: list[str]) -> int:
