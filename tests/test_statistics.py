@@ -574,6 +574,19 @@ def test_a_control_over_enough_n_is_fitted_as_its_own_grid(tmp_path):
     assert all(fig.exists() for fig in figures)  # both arms drawn, each in its own look
 
 
+def test_a_longer_check_that_finds_an_arm_converged_says_so():
+    check = {"base_scale": 4.0, "budget_scale": 8.0, "n_train": [30000], "bound_n": []}
+    doc = {"scaled_arms": [_placed_arm(4.0, 9270.0, [6608.0, 15441.0])]}
+    doc["control"] = {"arms": [{**check, "compute_bound": False}]}
+    text = claims.arm_crossing_text(doc)
+    assert "trained 4x as long, the fitted envelopes cross at n = 9,270" in text
+    assert "(trained 8x as long at n = 30,000, they gain no more than the seed spread)" in text
+    doc["control"] = {"arms": [{**check, "bound_n": [30000], "compute_bound": True}]}
+    text = claims.arm_crossing_text(doc)
+    assert "(but those cells are still compute-bound at n = 30,000)" in text
+    assert "seed spread" not in text
+
+
 def _placed_arm(scale: float, x: float, ci: list) -> dict:
     return {
         "budget_scale": scale,

@@ -164,6 +164,10 @@ def arm_crossing_text(doc: dict, after: str = "") -> str:
     elif checked[0]["compute_bound"]:
         ns = ", ".join(f"{n:,}" for n in checked[0]["bound_n"])
         text += f" (but those cells are still compute-bound at n = {ns})"
+    else:
+        ns = ", ".join(f"{n:,}" for n in checked[0]["n_train"])
+        longer = f"{checked[0]['budget_scale']:g}x"
+        text += f" (trained {longer} as long at n = {ns}, they gain no more than the seed spread)"
     return text + _shorter_arm_clause(doc)
 
 
