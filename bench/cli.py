@@ -2,7 +2,7 @@
 
 Each subcommand names a module whose ``main(argv)`` takes the remaining arguments and returns an
 exit code. Modules are imported only when their subcommand runs, so ``bench run`` never imports
-plotting code and ``bench analyze``, ``bench fit``, ``bench compare`` and ``bench finetune
+plotting code and ``bench analyze``, ``bench fit``, ``bench tune``, ``bench compare`` and ``bench finetune
 --report`` never import torch (the report is served by the analysis stage, which only reads
 records).
 """
@@ -25,6 +25,10 @@ COMMANDS = {
         "fit curves, find the break-even, write figures and report",
     ),
     "fit": ("bench.analysis.fit_csv", "fit scaling curves and break-even on any CSV"),
+    "tune": (
+        "bench.analysis.tuning",
+        "read a tuning grid: per cell, the setting with the lowest validation error",
+    ),
     "compare": (
         "bench.analysis.compare",
         "set the gaps of several analysed studies side by side (a control and its baseline)",

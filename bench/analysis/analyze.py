@@ -26,6 +26,7 @@ from bench.analysis import (
     report,
     scaled_arm,
     scaling,
+    settings,
     wandb_run,
 )
 from bench.analysis.frame import load_study, select_families, size_orders, summarize
@@ -103,6 +104,13 @@ def _load(folder: StudyDir, families) -> tuple:
     """The study's records (only ``families`` when given), how many were found, the families
     analysed and the notes so far; no record to analyse is an error, not an empty report."""
     frame, n_records, notes = load_study(folder.study_dir)
+    frame, derived = settings.split_derived(frame)
+    if derived:
+        notes.append(
+            f"{derived} records started from another run's weights (bench finetune) left out: "
+            f"compare them with `bench finetune --report {folder.study_dir}`"
+        )
+    settings.check_pooled(frame, str(folder.study_dir))
     present = sorted(frame["family"].unique().tolist()) if len(frame) else []
     fams = select_families(present, families, notes)
     frame = frame[frame["family"].isin(fams)].reset_index(drop=True) if families else frame

@@ -1,0 +1,112 @@
+"""The figure of a tuning grid: validation error against the setting, one panel per cell.
+
+One numeric setting: a line per cell against it (a log axis where the values span a factor of 3
+or more, as learning rates and weight decays do). Two: a heatmap per cell, the chosen setting
+boxed. More, or settings that are not numbers: no figure (the table says it all).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+from bench.analysis.plot_style import family_color, figure_style, save
+
+LOG_SPAN = 3.0  # values spanning at least this factor get a log axis
+LABELS = {"lr": "peak learning rate", "weight_decay": "weight decay"}
+
+
+def draw(doc: dict, path: Path) -> Path | None:
+    axes = doc["axes"]
+    if len(axes) > 2 or not all(_numeric(doc, a) for a in axes):
+        return None
+    with figure_style():
+        if len(axes) == 1:
+            _lines(doc, axes[0], path)
+        else:
+            _heatmaps(doc, axes, path)
+    return path
+
+
+def _numeric(doc: dict, axis: str) -> bool:
+    values = [o["settings"][axis] for c in doc["cells"] for o in c["options"]]
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _axis_label(axis: str) -> str:
+    return LABELS.get(axis, axis)
+
+
+def _label(cell: dict) -> str:
+    scale = f", {cell['budget_scale']:g}x" if cell["budget_scale"] != 1 else ""
+    return f"{cell['family']} {cell['size']}, n = {cell['n_train']:,}{scale}"
+
+
+def _lines(doc: dict, axis: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    families = sorted({c["family"] for c in doc["cells"]})
+    values = []
+    for cell in doc["cells"]:
+        points = sorted(
+            (o["settings"][axis], o["val_error"]) for o in cell["options"] if o["val_error"]
+        )
+        xs, ys = zip(*points, strict=True) if points else ((), ())
+        values += xs
+        color = family_color(cell["family"], families)
+        ax.plot(xs, [100 * y for y in ys], "o-", color=color, label=_label(cell))
+        best = cell["options"][0]
+        if best["val_error"] is not None:
+            ax.plot(best["settings"][axis], 100 * best["val_error"], "*", ms=16, color=color)
+    if values and min(values) > 0 and max(values) / min(values) >= LOG_SPAN:
+        ax.set_xscale("log")
+    # the values tried, as written in the sweep, and no other tick
+    ax.xaxis.set_major_locator(FixedLocator(sorted(set(values))))
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(_axis_label(axis))
+    ax.set_ylabel("validation error (%)")
+    ax.set_title(f"Tuning — {doc['study']}: validation error per {axis}\nstar: the choice")
+    ax.legend()
+    save(fig, path)
+
+
+def _heatmaps(doc: dict, axes: list[str], path: Path) -> None:
+    cells = doc["cells"]
+    fig, panels = plt.subplots(1, len(cells), figsize=(4.8 * len(cells), 4.2), squeeze=False)
+    fig.subplots_adjust(wspace=0.45, top=0.82)  # room for each panel's colour bar and title
+    x_axis, y_axis = axes
+    for ax, cell in zip(panels[0], cells, strict=True):
+        xs = sorted({o["settings"][x_axis] for o in cell["options"]})
+        ys = sorted({o["settings"][y_axis] for o in cell["options"]})
+        grid = np.full((len(ys), len(xs)), np.nan)
+        for o in cell["options"]:
+            if o["val_error"] is not None:
+                grid[ys.index(o["settings"][y_axis]), xs.index(o["settings"][x_axis])] = (
+                    100 * o["val_error"]
+                )
+        sns.heatmap(
+            grid,
+            annot=True,
+            fmt=".1f",
+            cmap="rocket_r",
+            ax=ax,
+            cbar_kws={"label": "validation error (%)"},
+            xticklabels=[f"{v:g}" for v in xs],
+            yticklabels=[f"{v:g}" for v in ys],
+        )
+        best = cell["best"]
+        i, j = ys.index(best[y_axis]), xs.index(best[x_axis])
+        ax.add_patch(Rectangle((j, i), 1, 1, fill=False, edgecolor="0.1", lw=2.5))
+        ax.invert_yaxis()  # the larger value up, as on a plot's y axis
+        ax.set_xlabel(_axis_label(x_axis))
+        ax.set_ylabel(_axis_label(y_axis) if ax is panels[0][0] else "")
+        ax.tick_params(axis="y", rotation=0)
+        ax.set_title(_label(cell), fontsize=11)
+    fig.suptitle(f"Tuning — {doc['study']}: validation error (%), boxed: the choice")
+    save(fig, path)
