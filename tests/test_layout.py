@@ -130,11 +130,12 @@ def test_imports_run_down_the_pipeline():
     assert not wrong, wrong
 
 
-@pytest.mark.parametrize("command", ["analyze", "fit", "compare", "finetune_report"])
+@pytest.mark.parametrize("command", ["analyze", "fit", "tune", "compare", "finetune_report"])
 def test_analysis_commands_never_import_torch(command):
     module = {
         "analyze": "bench.analysis.analyze",
         "fit": "bench.analysis.fit_csv",
+        "tune": "bench.analysis.tuning",
         "compare": "bench.analysis.compare",
         "finetune_report": "bench.analysis.finetune_report",
     }[command]
