@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bench.analysis.plot_style import plt, save
 from bench.cell.config import Cell
 from bench.errors import StorageError
 from bench.results import records
@@ -393,6 +394,25 @@ def test_record_on_a_full_disk_is_one_error_naming_it_and_leaves_nothing(tmp_pat
     with pytest.raises(StorageError, match=r"cannot write .*\.json: No space left on device"):
         records.write_record(rec, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_figure_on_a_full_disk_leaves_the_old_figure_whole(tmp_path, monkeypatch):
+    path = tmp_path / "figures" / "error_vs_n.png"
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [3, 4])
+    save(fig, path)
+    before = path.read_bytes()
+    assert before.startswith(b"\x89PNG")
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [4, 3])
+    with pytest.raises(StorageError, match=r"cannot write .*error_vs_n\.png"):
+        save(fig, path)
+    assert path.read_bytes() == before and [p.name for p in path.parent.iterdir()] == [path.name]
 
 
 def test_bench_run_on_a_full_disk_exits_3_in_one_line_with_no_partial_files(tmp_path, tiny_disk):

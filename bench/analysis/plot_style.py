@@ -6,6 +6,7 @@ byte-identical files.
 
 from __future__ import annotations
 
+import io
 import math
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,8 @@ matplotlib.use("Agg")  # headless and deterministic; analyze never shows a windo
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+
+from bench.results.records import atomic_write_bytes  # noqa: E402
 
 # Colour-blind-safe, and the same family keeps its colour in every figure.
 FAMILY_COLORS = {"resnet": "#0072B2", "vit": "#D55E00"}
@@ -98,6 +101,9 @@ def compact_count(v, _=None) -> str:
 
 
 def save(fig, path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    """Render, then write atomically: a crash never leaves half a figure beside the report."""
+    buffer = io.BytesIO()
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    fig.savefig(buffer, format=fmt, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -12,6 +13,7 @@ matplotlib.use("Agg")  # headless: probes run on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from bench.results.records import atomic_write_bytes  # noqa: E402
 from bench.vit.probes import minmax  # noqa: E402
 
 
@@ -40,8 +42,7 @@ def plot_filters(components: torch.Tensor, explained: torch.Tensor, title: str, 
         fontsize=9,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_pos_embed(
@@ -87,8 +88,7 @@ def plot_pos_embed(
     fig.subplots_adjust(left=0.1, right=0.8, bottom=0.08, top=0.86)
     cax = fig.add_axes([0.83, 0.15, 0.025, 0.65])
     fig.colorbar(image, cax=cax).set_label("cosine similarity")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_attention_distance(
@@ -113,5 +113,12 @@ def plot_attention_distance(
     ax.legend(fontsize=7, loc="lower right", ncol=2 if heads > 4 else 1)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    """Render, then write atomically: a crash never leaves half a figure in a probe folder."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
