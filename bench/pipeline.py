@@ -1,5 +1,6 @@
 """``bench study``: a whole study in one command, the sweep's cells through the local grid runner,
-then the analysis.
+then the analysis (``bench tune``'s table where the sweep is a tuning grid: its cells differ in a
+setting such as the learning rate, so their records are not seeds of one cell).
 
     bench study sweeps/smoke.yaml [--workers N] [--bootstrap N] [grid options]
 """
@@ -9,7 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bench.analysis import settings, tuning
 from bench.analysis.analyze import analyze
+from bench.analysis.frame import load_study
 from bench.errors import ArgumentParser
 from bench.results.layout import StudyDir
 from bench.study import grid
@@ -46,6 +49,11 @@ def main(argv: list[str]) -> int:
             f"bench study: some cells failed (exit {code}); analysing the records there are",
             file=sys.stderr,
         )
+    if _is_tuning_grid(folder.study_dir):
+        tuning.tune(folder.study_dir)
+        print(f"\nstudy {sweep.study}: a tuning grid")
+        print(f"table:   {folder.study_dir / 'tuning.md'}")
+        return code
     result = analyze(folder.study_dir, bootstrap=args.bootstrap)
     print(f"\nstudy {sweep.study}: {result['records']['used']} records analysed")
     print(f"report:  {result['report']}")
@@ -53,3 +61,8 @@ def main(argv: list[str]) -> int:
         print(f"figure:  {folder.figures / fig}")
     print(result["break_even_text"])
     return code
+
+
+def _is_tuning_grid(study_dir) -> bool:
+    frame, _, _ = load_study(study_dir)
+    return bool(settings.varying(settings.split_derived(frame)[0]))

@@ -142,8 +142,9 @@ def test_bench_tune_reads_a_real_lr_grid(in_tmp, capsys):
         lr_scale={"values": [0.1, 1.0, 10.0]},
     )
     Path("lr.yaml").write_text(yaml.safe_dump(sweep))
-    assert bench("grid", "lr.yaml", "--wandb=disabled") == 0
-    capsys.readouterr()
+    assert bench("study", "lr.yaml", "--wandb=disabled") == 0  # the grid, then its table
+    assert "tuning.md" in capsys.readouterr().out
+    Path("results/lr/tuning.md").unlink()
     assert bench("tune", "results/lr") == 0
     out = capsys.readouterr().out
     doc = json.loads(Path("results/lr/tuning.json").read_text())
