@@ -388,6 +388,16 @@ def test_missing_cells_are_listed_from_the_records_or_the_sweep(tmp_path):
     ctrl = analyze(folder, bootstrap=0)["control_grid"]
     assert (ctrl["expected"], ctrl["held"]) == (8, 1)
     assert "vit s n=64,000 seed 0 at 4x" in ctrl["missing"]
+    # a sweep adding a seed at 1x and at 2x feeds both grids: its 1x cells are the study's
+    (folder / "sweeps" / "seeds.yaml").write_text(
+        "parameters:\n  family: {value: vit}\n  size: {value: s}\n"
+        "  n_train: {value: 64000}\n  seed: {value: 3}\n  budget_scale: {values: [1, 2]}\n"
+    )
+    doc = analyze(folder, bootstrap=0)
+    assert doc["grid"]["expected"] == 67 and "vit s n=64,000 seed 3" in doc["grid"]["missing"]
+    assert "seeds.yaml" in doc["grid"]["source"]
+    ctrl = doc["control_grid"]
+    assert ctrl["expected"] == 9 and "vit s n=64,000 seed 3 at 2x" in ctrl["missing"]
 
 
 def test_few_seeds_and_the_positive_control_are_said_first(tmp_path, capsys):

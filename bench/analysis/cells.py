@@ -65,36 +65,38 @@ def _resolve_all(values: list, present: list[int]) -> list:
     return out
 
 
-def _scaled(path: Path) -> bool:
-    """Whether a sweep trains at another budget_scale than 1: a convergence control's sweep."""
-    return any(float(v) != 1.0 for v in _sweep_values(path).get("budget_scale", [1]))
-
-
 def expected_grid(
     study_dir: Path, frame: pd.DataFrame, control: bool = False
 ) -> tuple[list[tuple], str]:
     """Every (family, size, n_train, seed) the study should hold, and where that list came from;
-    ``control``: the cells its convergence-control sweeps (budget_scale != 1) should hold."""
-    paths = [p for p in sweep_files(study_dir) if _scaled(p) is control]
-    if control and not paths:
-        return [], "no convergence-control sweep"
+    ``control``: the cells at another budget_scale than 1 (with it) its sweeps should hold. A
+    sweep may feed both: one that adds a seed at 1x and 2x puts half its cells in each."""
     keys = CONTROL_KEYS if control else KEYS
-    present = {k: sorted(frame[k].unique().tolist()) if len(frame) else [] for k in keys}
-    if not paths:
-        grid = set(itertools.product(*(present[k] for k in keys)))
+    present = {k: sorted(frame[k].unique().tolist()) if len(frame) else [] for k in KEYS}
+    grids = {}
+    for path in sweep_files(study_dir):
+        cells = {c for c in _sweep_grid(path, present) if (float(c[-1]) != 1.0) is control}
+        if cells:
+            grids[path.name] = {c[: len(keys)] for c in cells}
+    if control and not grids:
+        return [], "no convergence-control sweep"
+    if not grids:
+        grid = set(itertools.product(*(present[k] for k in KEYS)))
         source = "the distinct values in the records"
     else:
-        grid = set().union(*(_sweep_grid(p, present, keys) for p in paths))
-        source = "the sweep" + ("s " if len(paths) > 1 else " ") + ", ".join(p.name for p in paths)
+        grid = set().union(*grids.values())
+        source = "the sweep" + ("s " if len(grids) > 1 else " ") + ", ".join(grids)
     return sorted({tuple(map(_plain, c)) for c in grid}, key=_order), source
 
 
-def _sweep_grid(path: Path, present: dict[str, list], keys=KEYS) -> set[tuple]:
+def _sweep_grid(path: Path, present: dict[str, list]) -> set[tuple]:
+    """The sweep's cells as (family, size, n_train, seed, budget_scale)."""
     values = _sweep_values(path)
-    for k in keys:  # a key the sweep leaves to the default: whatever the records show
+    for k in KEYS:  # a key the sweep leaves to the default: whatever the records show
         values.setdefault(k, present[k] or [0])
+    values.setdefault("budget_scale", [1.0])
     values["n_train"] = _resolve_all(values["n_train"], present["n_train"])
-    return set(itertools.product(*(values[k] for k in keys)))
+    return set(itertools.product(*(values[k] for k in CONTROL_KEYS)))
 
 
 def _plain(v):
