@@ -230,11 +230,12 @@ def record(
     scale=1.0,
     n_test=10_000,
     n_val=None,
+    tag="",
     **cfg,
 ):
     config = {"family": family, "size": size, "n_train": n, "seed": seed, "budget_scale": scale}
     config.update(cfg)
-    rid = f"{family}-{size}-n{n}-s{seed}-x{scale:g}"
+    rid = f"{family}-{size}-n{n}-s{seed}-x{scale:g}" + (f"-{tag}" if tag else "")
     write_record(
         {
             "schema": 1,

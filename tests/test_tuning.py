@@ -11,8 +11,8 @@ import yaml
 from bench.analysis.analyze import analyze
 from bench.analysis.tuning import tune
 from bench.errors import BenchError
-from bench.results.records import write_record
 from tests.conftest import REPO, bench
+from tests.test_statistics import record as stats_record
 
 LRS = (3e-4, 1e-3, 3e-3)
 WDS = (0.01, 0.05)
@@ -20,29 +20,8 @@ WDS = (0.01, 0.05)
 
 def record(folder, family, seed, val, test, n_val=2000, n=10_000, **config):
     """A completed record of one cell under the settings ``config``."""
-    config = {"family": family, "size": "xs", "n_train": n, "seed": seed, **config}
     tag = "-".join(f"{k}{v:g}" for k, v in sorted(config.items()) if isinstance(v, float))
-    write_record(
-        {
-            "schema": 1,
-            "run_id": f"{family}-xs-n{n}-s{seed}-{tag}",
-            "study": "tuning",
-            "status": "completed",
-            "error": None,
-            "config": config,
-            "data": {"n_train": n, "n_test": 10_000, "n_val": n_val},
-            "params": 700_000,
-            "flops_per_image": 1.4e6,
-            "train_flops": 1e15,
-            "metrics": {"test_error": test, "val_error": val},
-            "timing": {},
-            "env": {},
-            "wandb": {},
-            "created_at": "2026-01-01T00:00:00Z",
-            "finished_at": "2026-01-01T00:01:00Z",
-        },
-        Path(folder) / "runs",
-    )
+    stats_record(folder, family, "xs", n, seed, test, val=val, n_val=n_val, tag=tag, **config)
 
 
 def lr_wd_grid(folder, seeds=(0,)):
