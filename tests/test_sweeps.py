@@ -41,6 +41,7 @@ SHIPPED = {
     "cifar10-cpu-permuted-control-4x-arm.yaml": 12,
     "cifar10-cpu-permuted-control-4x-seeds.yaml": 6,
     "cifar10-cpu-permuted-control-8x.yaml": 2,
+    "cifar10-cpu-permuted-tuned-resnet.yaml": 2,
     "cifar10-cpu-permuted-seeds.yaml": 16,
     "cifar10-cpu-scrambled.yaml": 24,
     "cifar10-cpu-scrambled-control.yaml": 24,

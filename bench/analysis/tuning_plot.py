@@ -71,7 +71,9 @@ def _lines(doc: dict, axis: str, path: Path) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(_axis_label(axis))
     ax.set_ylabel("validation error (%)")
-    ax.set_title(f"Tuning — {doc['study']}: validation error per {axis}\nstar: the choice")
+    ax.set_title(
+        f"Tuning — {doc['study']}: validation error per {_axis_label(axis)}\nstar: the choice"
+    )
     ax.legend()
     save(fig, path)
 
