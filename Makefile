@@ -38,11 +38,14 @@ study-cpu: setup
 	$(BIN)/bench study sweeps/cifar10-cpu.yaml
 
 # Every committed study's fits, figures and report again from its records (under half a minute a
-# study on 2 cores), then the positive controls beside their baseline (docs/figures/controls_gap.png).
+# study on 2 cores), the tuning grids' tables, then the positive controls beside their baseline
+# (docs/figures/controls_gap.png).
 STUDIES := cifar10-gpu cifar10-cpu cifar10-cpu-plain cifar10-cpu-permuted cifar10-cpu-scrambled
+TUNING := cifar10-cpu-lr
 CONTROLS := results/cifar10-cpu-plain results/cifar10-cpu-permuted results/cifar10-cpu-scrambled
 analyses: setup
 	for s in $(STUDIES); do $(BIN)/bench analyze results/$$s || exit 1; done
+	for s in $(TUNING); do $(BIN)/bench tune results/$$s > /dev/null || exit 1; done
 	$(BIN)/bench compare $(CONTROLS) --labels "unchanged,tiles shuffled,tiles and pixels shuffled" \
 	  --out docs/figures/controls_gap.png
 
