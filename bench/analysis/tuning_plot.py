@@ -53,7 +53,9 @@ def _lines(doc: dict, axis: str, path: Path) -> None:
     values = []
     for cell in doc["cells"]:
         points = sorted(
-            (o["settings"][axis], o["val_error"]) for o in cell["options"] if o["val_error"]
+            (o["settings"][axis], o["val_error"])
+            for o in cell["options"]
+            if o["val_error"] is not None
         )
         xs, ys = zip(*points, strict=True) if points else ((), ())
         values += xs
