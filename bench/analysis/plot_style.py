@@ -6,7 +6,6 @@ byte-identical files.
 
 from __future__ import annotations
 
-import io
 import math
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from bench.results.records import atomic_write_bytes  # noqa: E402
+from bench.results.records import atomic_write_figure  # noqa: E402
 
 # Colour-blind-safe, and the same family keeps its colour in every figure.
 FAMILY_COLORS = {"resnet": "#0072B2", "vit": "#D55E00"}
@@ -101,9 +100,8 @@ def compact_count(v, _=None) -> str:
 
 
 def save(fig, path: Path):
-    """Render, then write atomically: a crash never leaves half a figure beside the report."""
-    buffer = io.BytesIO()
-    fmt = Path(path).suffix.lstrip(".") or "png"
-    fig.savefig(buffer, format=fmt, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    """Written atomically: a crash never leaves half a figure beside the report."""
+    try:
+        atomic_write_figure(fig, path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    finally:
+        plt.close(fig)

@@ -22,12 +22,13 @@ from pathlib import Path
 import pandas as pd
 
 from bench.analysis import settings, tuning_plot
+from bench.analysis.control import Z95
 from bench.analysis.formats import pct
 from bench.analysis.frame import load_study
+from bench.analysis.scaling import round6
 from bench.errors import ArgumentParser, BenchError
 from bench.results.records import atomic_write_text
 
-Z95 = 1.96
 # A scale multiplies the lr or weight decay the record holds resolved: one of the two is enough.
 SHOWN_INSTEAD = {"lr_scale": "lr", "wd_scale": "weight_decay"}
 
@@ -89,9 +90,9 @@ def _option(values: dict, group: pd.DataFrame) -> dict:
     n_val = pd.to_numeric(group["n_val"], errors="coerce").dropna()
     return {
         "settings": {k: _plain(v) for k, v in values.items()},
-        "val_error": _round(val.mean()),
-        "val_std": _round(val.std(ddof=1)) if val.count() > 1 else None,
-        "test_error": _round(pd.to_numeric(group["test_error"], errors="coerce").mean()),
+        "val_error": round6(val.mean()),
+        "val_std": round6(val.std(ddof=1)) if val.count() > 1 else None,
+        "test_error": round6(pd.to_numeric(group["test_error"], errors="coerce").mean()),
         "seeds": int(len(group)),
         "n_val": int(n_val.iloc[0]) if len(n_val) else None,
     }
@@ -116,7 +117,7 @@ def _margin(best: dict, runner: dict) -> dict:
     """How far the runner-up trails, and whether that is beyond the noise."""
     margin = runner["val_error"] - best["val_error"]
     noise = Z95 * math.sqrt(_mean_variance(best) + _mean_variance(runner))
-    return {"margin": _round(margin), "noise": _round(noise), "resolved": bool(margin > noise)}
+    return {"margin": round6(margin), "noise": round6(noise), "resolved": bool(margin > noise)}
 
 
 def _mean_variance(option: dict) -> float:
@@ -189,10 +190,6 @@ def _number(v) -> bool:
 def _plain(v):
     """A setting's value as JSON holds it (numpy scalars to Python)."""
     return v.item() if hasattr(v, "item") else v
-
-
-def _round(v) -> float | None:
-    return None if v is None or pd.isna(v) else round(float(v), 6)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ training run, by the grid runner for a cell that died, or by ``bench pull`` has 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -95,6 +96,15 @@ def make_record(run_id: str, study: str, status: str, config: dict, **fields: An
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_figure(fig, path: str | os.PathLike, **savefig_kwargs) -> None:
+    """A matplotlib figure rendered in memory, then written by :func:`atomic_write_bytes`: a crash
+    or a full disk never leaves half an image. The format follows the file's suffix."""
+    buffer = io.BytesIO()
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    fig.savefig(buffer, format=fmt, **savefig_kwargs)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

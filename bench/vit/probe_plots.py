@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
@@ -13,7 +12,7 @@ matplotlib.use("Agg")  # headless: probes run on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from bench.results.records import atomic_write_bytes  # noqa: E402
+from bench.results.records import atomic_write_figure  # noqa: E402
 from bench.vit.probes import minmax  # noqa: E402
 
 
@@ -117,8 +116,8 @@ def plot_attention_distance(
 
 
 def _save(fig, path: Path) -> None:
-    """Render, then write atomically: a crash never leaves half a figure in a probe folder."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    """Written atomically: a crash never leaves half a figure in a probe folder."""
+    try:
+        atomic_write_figure(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
