@@ -4,6 +4,7 @@
     bench grid sweeps/smoke.yaml --workers 2        # run every cell not done yet
     bench grid sweeps/cifar10.yaml --devices 0,1,2,3 --per_device 2
     bench grid sweeps/cifar10.yaml --devices 0 --set data_dir=/data/cifar10-jpeg   # a runtime field
+    bench grid sweeps/cifar10-cpu-permuted-tuned-vit.yaml --adopt results/cifar10-cpu-permuted
     bench grid sweeps/cifar10.yaml --launcher=slurm --partition gpu --nodes 4 --gpus_per_node 8
 
 Expansion and command rendering: :mod:`bench.study.sweep_config`; cells to jobs:
@@ -22,6 +23,7 @@ from bench.clock import fmt_duration
 from bench.errors import ArgumentParser, BenchError, StorageError
 from bench.results.layout import StudyDir
 from bench.results.records import atomic_write_text
+from bench.study import adopt
 from bench.study.estimate import grid_cost
 from bench.study.jobs import (
     Proposals,
@@ -85,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--set data_dir=/data/cifar10-jpeg --set compile_mode=reduce-overhead",
     )
     p.add_argument(
+        "--adopt",
+        action="append",
+        default=None,
+        metavar="STUDY_DIR",
+        help="take over the finished cells another study holds with the same run_id instead of "
+        "training them (repeatable; grid sweeps)",
+    )
+    p.add_argument(
         "--count",
         type=int,
         default=None,
@@ -138,6 +148,13 @@ def main(argv: list[str]) -> int:
     sweep = load_sweep(args.sweep)
     if args.count is not None and args.count < 1:
         raise BenchError(f"--count={args.count} must be >= 1")
+    if args.adopt and sweep.method != "grid":
+        raise BenchError(f"--adopt takes a grid sweep; {sweep.path} is {sweep.method}")
+    folders = adopt.sources(args.adopt)
+    if folders and not args.dry_run:  # before any launcher: its nodes find those cells done
+        jobs = grid_jobs(sweep, args.results_dir, args.wandb, settings)
+        keep_sweep(sweep, records_dir_for(sweep, args.results_dir))
+        adopt.adopt(jobs, folders)
     if args.launcher == "slurm":
         return _submit(sweep, args, settings)
     if args.dry_run:
@@ -223,7 +240,8 @@ def dry_run(sweep: Sweep, args: argparse.Namespace, settings: dict[str, str]) ->
         )
         what = f"{len(proposals)} sample proposals (the engine draws new ones each time; --count bounds a run)"
     print(f"study {sweep.study}: method {sweep.method}, {what}")
-    invalid, done, shown, cells, jobs = [], 0, None, [], []
+    invalid, done, adopted, shown, cells, jobs = [], 0, 0, None, [], []
+    sources = adopt.sources(args.adopt)
     for params in proposals:
         label = " ".join(f"{k}={params[k]}" for k in sweep.varied if k in params)
         try:
@@ -237,7 +255,10 @@ def dry_run(sweep: Sweep, args: argparse.Namespace, settings: dict[str, str]) ->
         jobs.append(job)
         state = job.state(quarantine=False)  # a dry run moves nothing
         state = "todo" if state == "failed" else state
+        if state == "todo" and adopt.adoptable(job, sources):
+            state = "adopt"
         done += state == "done"
+        adopted += state == "adopt"
         print(f"  {state:<8} {job.run_id:<32} {label}")
     if shown is not None:
         print(f"records: {shown.records_dir}   logs: {shown.log_path.parent}")
@@ -250,7 +271,9 @@ def dry_run(sweep: Sweep, args: argparse.Namespace, settings: dict[str, str]) ->
         check_unique(sweep, jobs)  # the same check as the real grid's
     corrupt = sum(job.state(quarantine=False) == "corrupt" for job in jobs)
     print(
-        f"{len(proposals)} cells: {done} done, {len(proposals) - done - corrupt} to run"
+        f"{len(proposals)} cells: {done} done, "
+        + (f"{adopted} to adopt, " if args.adopt else "")
+        + f"{len(proposals) - done - adopted - corrupt} to run"
         + (f", {corrupt} with a damaged record (retrain with bench run --force)" if corrupt else "")
     )
     cost = grid_cost(cells)
