@@ -176,6 +176,33 @@ def test_one_family_only_is_analysed_without_break_even(tmp_path, capsys):
     assert (folder / "figures" / "error_vs_n.png").exists()
 
 
+def test_a_study_trained_longer_throughout_is_its_own_grid(tmp_path):
+    """Every cell at 4x (a control arm paired with a retuned family): fitted as the study's grid,
+    with the same answer as the same records at 1x; a sweep that also names 1x makes them a
+    control again."""
+    small = {"sizes": {"s": 4e6}, "n_train": N_TRAIN[:4], "seeds": 2}
+    docs = {}
+    for scale in (1.0, 4.0):
+        folder = write_study(tmp_path / f"x{scale:g}", budget_scale=scale, **small)
+        docs[scale] = analyze(folder, bootstrap=50, seed=0)
+    longer = docs[4.0]
+    assert longer["budget_scale"] == 4.0 and docs[1.0]["budget_scale"] == 1.0
+    assert longer["records"] == {"total": 16, "used": 16, "control": 0}
+    assert longer["break_even"]["x"] == pytest.approx(docs[1.0]["break_even"]["x"])
+    report = (tmp_path / "x4" / "report.md").read_text()
+    assert "- budget: every fitted cell at 4x the budget rule" in report
+    assert "- budget:" not in (tmp_path / "x1" / "report.md").read_text()
+
+    grid = {"family": ["vit", "resnet"], "size": ["s"], "n_train": list(N_TRAIN[:4])}
+    grid.update(seed=[0, 1], budget_scale=[1, 4])
+    sweep = {"parameters": {k: {"values": v} for k, v in grid.items()}}
+    (tmp_path / "x4" / "sweeps").mkdir()
+    (tmp_path / "x4" / "sweeps" / "s.yaml").write_text(json.dumps(sweep))
+    doc = analyze(tmp_path / "x4", bootstrap=50, seed=0)
+    assert doc["budget_scale"] == 1.0 and doc["records"]["control"] == 16
+    assert doc["grid"]["expected"] == 16 and len(doc["grid"]["missing"]) == 16
+
+
 def test_too_few_points_and_zero_records_say_what_was_skipped(tmp_path, capsys):
     few = write_study(tmp_path / "few", sizes={"m": 16e6}, n_train=(1000, 10000), seeds=1)
     assert main(["analyze", str(few), "--bootstrap", "20"]) == 0

@@ -49,15 +49,16 @@ def _analyze(study_dir, bootstrap, seed, families) -> dict:
         raise BenchError(f"--bootstrap must be >= 0, got {bootstrap}")
     folder = StudyDir.at(study_dir)
     frame, n_records, fams, notes = _load(folder, families)
-    main, ctrl = cells.split_control(frame)
+    base = cells.base_scale(folder.study_dir, frame)
+    main, ctrl = cells.split_control(frame, base)
     if len(ctrl):
         notes.append(
-            f"{len(ctrl)} convergence-control records (budget_scale != 1) compared with their "
-            "1x twins, not fitted"
+            f"{len(ctrl)} convergence-control records (budget_scale != {base:g}) compared with "
+            f"their {base:g}x twins, not fitted"
         )
     orders = size_orders(main) if len(main) else {}
     summary = summarize(main, orders)
-    grid = cells.coverage(folder.study_dir, main)
+    grid = cells.coverage(folder.study_dir, main, base=base)
     _note_missing(grid["missing"], notes)
     if len(main) and main["val_error"].isna().any():
         notes.append(
@@ -73,7 +74,8 @@ def _analyze(study_dir, bootstrap, seed, families) -> dict:
         "records": {"total": n_records, "used": int(len(main)), "control": int(len(ctrl))},
         "cells": int(len(summary)),
         "grid": grid,
-        "control_grid": cells.coverage(folder.study_dir, ctrl, control=True),
+        "control_grid": cells.coverage(folder.study_dir, ctrl, control=True, base=base),
+        "budget_scale": base,
         "seeds_per_cell": cells.seeds_per_cell(summary),
         "families": fams,
         "sizes": {f: orders.get(f, []) for f in fams},

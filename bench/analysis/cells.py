@@ -1,8 +1,9 @@
 """A study's cells: the scaling grid apart from its convergence control, and what is missing.
 
-A cell is (family, size, n_train, seed). Cells trained at ``budget_scale`` other than 1 are the
-convergence control: compared with their 1x twins (:mod:`bench.analysis.control`), never
-fitted as extra points of a scaling curve. The grid a study should hold is the union of the sweep
+A cell is (family, size, n_train, seed). Cells trained at a ``budget_scale`` other than the
+study's own (1, unless every sweep of the study trains longer: :func:`base_scale`) are the
+convergence control: compared with their twins at the study's budget
+(:mod:`bench.analysis.control`), never fitted as extra points of a scaling curve. The grid a study should hold is the union of the sweep
 YAMLs in the study folder (``sweeps/*.yaml``, which ``bench grid`` keeps there, and any ``*.yaml``
 beside the records), else the distinct values the records show.
 """
@@ -22,9 +23,23 @@ KEYS = ("family", "size", "n_train", "seed")
 CONTROL_KEYS = (*KEYS, "budget_scale")
 
 
-def split_control(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(cells at the study's budget, cells at another budget_scale)."""
-    scaled = frame["budget_scale"].astype(float) != 1.0
+def base_scale(study_dir: Path, frame: pd.DataFrame) -> float:
+    """The study's own budget: the smallest budget_scale its sweeps name (else its records
+    show). It is 1 unless every cell trains longer, as in a study that pairs a control arm's
+    cells with those of a retuned family: they are then its grid, not a control of a missing one."""
+    scales = {
+        float(s)
+        for p in sweep_files(study_dir)
+        for s in _sweep_values(p).get("budget_scale", [1.0])
+    }
+    if not scales and len(frame):
+        scales = set(frame["budget_scale"].astype(float))
+    return min(scales, default=1.0)
+
+
+def split_control(frame: pd.DataFrame, base: float = 1.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cells at the study's budget ``base``, cells at another budget_scale)."""
+    scaled = frame["budget_scale"].astype(float) != base
     return frame[~scaled].reset_index(drop=True), frame[scaled].reset_index(drop=True)
 
 
@@ -66,16 +81,16 @@ def _resolve_all(values: list, present: list[int]) -> list:
 
 
 def expected_grid(
-    study_dir: Path, frame: pd.DataFrame, control: bool = False
+    study_dir: Path, frame: pd.DataFrame, control: bool = False, base: float = 1.0
 ) -> tuple[list[tuple], str]:
     """Every (family, size, n_train, seed) the study should hold, and where that list came from;
-    ``control``: the cells at another budget_scale than 1 (with it) its sweeps should hold. A
-    sweep may feed both: one that adds a seed at 1x and 2x puts half its cells in each."""
+    ``control``: the cells at another budget_scale than ``base`` (with it) its sweeps should
+    hold. A sweep may feed both: one that adds a seed at 1x and 2x puts half its cells in each."""
     keys = CONTROL_KEYS if control else KEYS
     present = {k: sorted(frame[k].unique().tolist()) if len(frame) else [] for k in KEYS}
     grids = {}
     for path in sweep_files(study_dir):
-        cells = {c for c in _sweep_grid(path, present) if (float(c[-1]) != 1.0) is control}
+        cells = {c for c in _sweep_grid(path, present) if (float(c[-1]) != base) is control}
         if cells:
             grids[path.name] = {c[: len(keys)] for c in cells}
     if control and not grids:
@@ -130,11 +145,13 @@ def missing_cells(expected: list[tuple], frame: pd.DataFrame) -> list[str]:
     return [_label(cell) for cell in expected if cell not in have]
 
 
-def coverage(study_dir: Path, frame: pd.DataFrame, control: bool = False) -> dict:
+def coverage(
+    study_dir: Path, frame: pd.DataFrame, control: bool = False, base: float = 1.0
+) -> dict:
     """{held, expected, missing: [...], by_model: [...], source}: how much of its grid a study
     holds (``control``: of its convergence-control sweeps' grid, ``frame`` their records);
     ``by_model`` says the same per family and size, one line each."""
-    expected, source = expected_grid(Path(study_dir), frame, control)
+    expected, source = expected_grid(Path(study_dir), frame, control, base)
     missing = missing_cells(expected, frame)
     return {
         "expected": len(expected),

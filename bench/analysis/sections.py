@@ -159,6 +159,7 @@ def facts(doc: dict) -> list[str]:
         f"control, {doc['records']['total']} found",
         f"- families: {', '.join(doc['families']) or 'none'}; seeds per cell: {seeds_txt}",
         f"- training-set sizes: {', '.join(f'{n:,}' for n in doc['n_train']) or 'none'}",
+        *_budget(doc),
         f"- bootstrap: {doc['bootstrap']['resamples']} resamples, seed {doc['bootstrap']['seed']}"
         + _pick_text(doc),
         f"- calibration against published numbers: {doc['calibration']['text']}",
@@ -166,6 +167,14 @@ def facts(doc: dict) -> list[str]:
     ]
     lines += [f"  - {r}" for r in doc["recipes"]] or ["  - none recorded"]
     return lines
+
+
+def _budget(doc: dict) -> list[str]:
+    """A line when the study's own cells train longer than the budget rule gives."""
+    base = doc.get("budget_scale", 1.0)
+    if base == 1.0:
+        return []
+    return [f"- budget: every fitted cell at {base:g}x the budget rule (budget_scale={base:g})"]
 
 
 def _pick_text(doc: dict) -> str:
