@@ -42,6 +42,7 @@ SHIPPED = {
     "cifar10-cpu-permuted-control-4x-seeds.yaml": 6,
     "cifar10-cpu-permuted-control-8x.yaml": 2,
     "cifar10-cpu-permuted-tuned-resnet.yaml": 9,
+    "cifar10-cpu-permuted-tuned-vit.yaml": 9,
     "cifar10-cpu-permuted-seeds.yaml": 16,
     "cifar10-cpu-scrambled.yaml": 24,
     "cifar10-cpu-scrambled-control.yaml": 24,
@@ -49,6 +50,19 @@ SHIPPED = {
     "cifar10-cpu-scrambled-control-4x-seeds.yaml": 4,
     "cifar10-cpu-scrambled-control-4x-arm.yaml": 18,
 }
+
+# sweeps whose cells their own feature's tests check (test_ablations, test_finetune, test_recipe)
+CHECKED_ELSEWHERE = {
+    "cifar10-ablations.yaml",
+    "cifar10-calibration.yaml",
+    "cifar10-finetune.yaml",
+    "cifar10-lr-wd.yaml",
+}
+
+
+def test_every_shipped_sweep_is_counted():
+    on_disk = {p.name for p in (REPO / "sweeps").glob("*.yaml")}
+    assert on_disk - CHECKED_ELSEWHERE == set(SHIPPED)
 
 
 def write_yaml(tmp_path: Path, **changes) -> Path:
