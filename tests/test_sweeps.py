@@ -49,6 +49,9 @@ SHIPPED = {
     "cifar10-cpu-scrambled-control-4x.yaml": 4,
     "cifar10-cpu-scrambled-control-4x-seeds.yaml": 4,
     "cifar10-cpu-scrambled-control-4x-arm.yaml": 18,
+    "cifar10-cpu-scrambled-tuned-resnet.yaml": 6,
+    "cifar10-cpu-scrambled-tuned-resnet-seeds.yaml": 3,
+    "cifar10-cpu-scrambled-tuned-vit.yaml": 9,
 }
 
 # sweeps whose cells their own feature's tests check (test_ablations, test_finetune, test_recipe)
