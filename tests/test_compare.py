@@ -53,6 +53,17 @@ def test_compare_sets_each_studys_gaps_side_by_side(studies, tmp_path, capsys):
     assert two[1] > 1.3 * one[1] and abs(two[0] - one[0]) < 0.2 * one[0], (two, one)
 
 
+def test_a_study_trained_longer_throughout_joins_that_budgets_panel(studies, tmp_path, capsys):
+    _, b = studies
+    longer = write_study(tmp_path / "longer", seed=4, budget_scale=2.0, **SMALL)
+    assert main(["analyze", str(longer), "--bootstrap", "50"]) == 0
+    capsys.readouterr()
+    args = ["compare", str(b), str(longer), "--labels", "control,tuned"]
+    assert main([*args, "--out", str(tmp_path / "gap.png")]) == 0
+    table = rows(capsys.readouterr().out)
+    assert set(table) == {("control", "1x"), ("control", "2x"), ("tuned", "2x")}
+
+
 @pytest.mark.parametrize(
     "args, named",
     [

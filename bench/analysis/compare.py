@@ -36,8 +36,9 @@ def read_fits(study_dir: str) -> dict:
 
 
 def study_series(doc: dict, label: str) -> list[dict]:
-    """One series per budget the study's analysis measured a gap at: its own, then each arm."""
-    budgets = [(1.0, doc.get("break_even"))]
+    """One series per budget the study's analysis measured a gap at: its own (1x unless every
+    cell of the study trained longer), then each arm."""
+    budgets = [(doc.get("budget_scale", 1.0), doc.get("break_even"))]
     budgets += [(a["budget_scale"], a.get("break_even")) for a in doc.get("scaled_arms") or []]
     return [
         {"label": label, "budget_scale": float(scale), "gap": be["gap"], "break_even": be}
