@@ -35,6 +35,8 @@ SHIPPED = {
     "cifar10-cpu-plain-control-4x-probe.yaml": 2,
     "cifar10-cpu-plain-control-4x-seeds.yaml": 6,
     "cifar10-cpu-plain-seeds.yaml": 8,
+    "cifar10-cpu-plain-tuned-resnet.yaml": 9,
+    "cifar10-cpu-plain-tuned-vit.yaml": 9,
     "cifar10-cpu-permuted.yaml": 16,
     "cifar10-cpu-permuted-control.yaml": 16,
     "cifar10-cpu-permuted-control-4x.yaml": 4,
