@@ -78,3 +78,20 @@ def test_adopt_from_a_missing_study_is_a_one_line_error(tmp_path):
             "bench grid: error: --adopt results/nowhere: no records folder results/nowhere/runs"
         ]
     assert not (tmp_path / "results").exists()
+
+
+def test_a_failed_cell_here_is_replaced_and_a_damaged_one_left_alone(tmp_path):
+    make_grid(tmp_path, steps=1, families=("vit",))
+    assert grid("t.yaml", cwd=tmp_path).returncode == 0
+    source = study_records(tmp_path, "t")
+    second_sweep(tmp_path)
+    runs = tmp_path / "results" / "u" / "runs"
+    failed, damaged = sorted(source)  # n = 100 and n = 200
+    results.write_record(results.make_record(failed, "u", "failed", {}, error="oom"), runs)
+    (runs / f"{damaged}.json").write_text("{not json")
+    p = grid("u.yaml", "--dry-run", "--adopt", "results/t", cwd=tmp_path)
+    assert "3 cells: 0 done, 1 to adopt, 1 to run, 1 with a damaged record" in p.stdout
+    p = grid("u.yaml", "--adopt", "results/t", cwd=tmp_path)
+    assert p.returncode == 1 and "1 with a damaged record (not retrained)" in p.stderr  # as ever
+    assert study_records(tmp_path, "u")[failed]["status"] == "completed"
+    assert (runs / f"{damaged}.json").read_text() == "{not json"

@@ -46,10 +46,11 @@ def adoptable(job: Job, folders: list[Path]) -> dict | None:
 
 def adopt(jobs: list[Job], folders: list[Path], say=print) -> int:
     """Copy into its own study every job's record that another study holds finished, unless the
-    job is done here already or another runner holds its lock. Returns how many were adopted."""
+    job is done here already (a failed record here is replaced, as a retrain would) or another
+    runner holds its lock. Returns how many were adopted."""
     adopted = 0
     for job in jobs:
-        if not folders or job.state(quarantine=False) != "todo":
+        if not folders or not _open(job):
             continue
         rec = adoptable(job, folders)
         if rec is None:
@@ -58,7 +59,7 @@ def adopt(jobs: list[Job], folders: list[Path], say=print) -> int:
         if fd is None:  # being trained here right now: leave it to that runner
             continue
         try:
-            if job.state(quarantine=False) != "todo":  # finished while we looked
+            if not _open(job):  # finished while we looked
                 continue
             records.write_record(
                 {**rec, "study": job.study, "adopted_from": rec["study"]}, job.records_dir
@@ -68,3 +69,8 @@ def adopt(jobs: list[Job], folders: list[Path], say=print) -> int:
         adopted += 1
         say(f"adopted {job.run_id} from study {rec['study']}")
     return adopted
+
+
+def _open(job: Job) -> bool:
+    """Not done here, and no damaged record that only ``bench run --force`` may replace."""
+    return job.state(quarantine=False) in ("todo", "failed")
