@@ -94,4 +94,6 @@ def test_a_failed_cell_here_is_replaced_and_a_damaged_one_left_alone(tmp_path):
     p = grid("u.yaml", "--adopt", "results/t", cwd=tmp_path)
     assert p.returncode == 1 and "1 with a damaged record (not retrained)" in p.stderr  # as ever
     assert study_records(tmp_path, "u")[failed]["status"] == "completed"
-    assert (runs / f"{damaged}.json").read_text() == "{not json"
+    assert damaged not in study_records(tmp_path, "u")  # moved aside as ever, not adopted
+    (aside,) = (runs / ".corrupt").glob(f"{damaged}.json*")
+    assert aside.read_text() == "{not json"
