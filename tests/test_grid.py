@@ -228,6 +228,26 @@ def test_two_runners_train_each_cell_exactly_once(tmp_path):
     assert "another runner" in err_a + err_b
 
 
+def test_a_second_runner_on_the_host_holds_back_and_says_why(tmp_path):
+    """Two runners of one study on one host share its slots: never more cells than one's
+    --workers at once, and the one that waits says so rather than sitting silent."""
+    make_grid(tmp_path, steps=80, n_train=(100, 200, 300), families=("vit",))
+    a = start_grid("t.yaml", "--workers", "1", cwd=tmp_path)
+    wait_for(lambda: len(trained(tmp_path, "start")) == 1)
+    b = start_grid("t.yaml", "--workers", "1", cwd=tmp_path)
+    (_, err_a), (_, err_b) = a.communicate(timeout=120), b.communicate(timeout=120)
+    assert a.returncode == 0 and b.returncode == 0, err_a + err_b
+    assert "holding back: 1 cell(s) of another runner" in err_b
+    lines = (tmp_path / "trained.log").read_text().split("\n")
+    spans = {}
+    for what, run_id, when, _ in (ln.split() for ln in lines if ln):
+        spans.setdefault(run_id, {})[what] = float(when)
+    assert len(spans) == 3
+    ordered = sorted(spans.values(), key=lambda s: s["start"])
+    for before, after in zip(ordered, ordered[1:], strict=False):
+        assert after["start"] >= before["end"]  # one cell at a time on the host
+
+
 def test_devices_spread_cells_with_per_device_slots(tmp_path, monkeypatch):
     make_grid(tmp_path, steps=3, n_train=(100, 200, 300, 400))
     p = grid(

@@ -200,6 +200,7 @@ class Runner:
         self._stop: int | None = None
         self.lock_dirs: set[Path] = set()
         self._foreign: tuple[float, int] = (0.0, 0)  # (when counted, live cells of other runners)
+        self._held_back = False  # said so since the last start
         self.display = GridDisplay(label, total, self.out)  # a live bar on a terminal
 
     # ------------------------------------------------------------------ reporting
@@ -406,7 +407,9 @@ class Runner:
             self.lock_dirs.add(job.lock_path.parent)
             if len(self.free) <= self._foreign_here():  # other runners' cells use our slots
                 self.queue.appendleft(job)
+                self._hold_back()
                 break
+            self._held_back = False
             if job.run_id in self.outcome.corrupt or self._settled(job):
                 continue
             try:
@@ -428,6 +431,17 @@ class Runner:
             self.launched += 1
             started = True
         return started
+
+    def _hold_back(self) -> None:
+        """Say once, until a cell starts here again, why queued cells wait with slots free."""
+        if self._held_back:
+            return
+        self._held_back = True
+        self.say(
+            f"holding back: {self._foreign[1]} cell(s) of another runner of this study on this "
+            f"host fill this runner's {len(self.free)} free slot(s); cells start here as they "
+            "finish (one runner with --workers N uses the slots better)"
+        )
 
     def _foreign_here(self) -> int:
         """Live cells of other runners on this host (counted at most every REVISIT_S)."""
