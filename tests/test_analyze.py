@@ -191,6 +191,7 @@ def test_a_study_trained_longer_throughout_is_its_own_grid(tmp_path):
     assert longer["break_even"]["x"] == pytest.approx(docs[1.0]["break_even"]["x"])
     report = (tmp_path / "x4" / "report.md").read_text()
     assert "- budget: every fitted cell at 4x the budget rule" in report
+    assert "no cell was trained at budget_scale 8," in report
     assert "- budget:" not in (tmp_path / "x1" / "report.md").read_text()
 
     grid = {"family": ["vit", "resnet"], "size": ["s"], "n_train": list(N_TRAIN[:4])}

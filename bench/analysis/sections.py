@@ -299,8 +299,9 @@ def control(doc: dict) -> list[str]:
     lines = ["## Convergence control", ""]
     if not ctrl:
         return lines + [
-            "- none: no cell was trained at budget_scale 2, so nothing says whether the "
-            "largest-n cells were still improving when training stopped",
+            f"- none: no cell was trained at budget_scale {2 * doc.get('budget_scale', 1.0):g}, "
+            "so nothing says whether the largest-n cells were still improving when training "
+            "stopped",
             "",
         ]
     for r in ctrl["cells"]:
