@@ -16,7 +16,13 @@ matplotlib.use("Agg")  # headless and deterministic; analyze never shows a windo
 
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    FixedLocator,
+    FuncFormatter,
+    Locator,
+    LogLocator,
+    NullFormatter,
+)
 
 from bench.results.records import atomic_write_figure  # noqa: E402
 
@@ -87,6 +93,14 @@ def pct_axis(ax):
     ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.3g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def count_axis(axis, ticks) -> None:
+    """A log axis of counts labelled 1k, 30k, 1M at ``ticks`` (values, or a Locator), with no
+    minor labels: matplotlib's own (3x10^3 4x10^3) crowd each other on a span of a decade or two."""
+    axis.set_major_locator(ticks if isinstance(ticks, Locator) else FixedLocator(list(ticks)))
+    axis.set_major_formatter(FuncFormatter(compact_count))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def compact_count(v, _=None) -> str:

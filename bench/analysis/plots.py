@@ -19,6 +19,7 @@ from bench.analysis.plot_style import (
     FAMILY_MARKERS,
     MAX_EXTEND,
     arm_look,
+    count_axis,
     family_color,
     figure_style,
     pct_axis,
@@ -194,6 +195,7 @@ def _error_vs_n(summary, doc, orders, path):
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(x_lo, x_hi)
+    count_axis(ax.xaxis, sorted(int(n) for n in summary["n_train"].unique()))
     ax.set_xlabel("training images n (log scale)")
     ax.set_ylabel("test error (%, log scale)")
     pct_axis(ax)

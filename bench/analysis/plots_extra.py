@@ -5,10 +5,10 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import LogLocator
 
 from bench.analysis.formats import signed_range
-from bench.analysis.plot_style import arm_look, compact_count, family_color, save
+from bench.analysis.plot_style import arm_look, count_axis, family_color, save
 
 
 def gap_vs_n(summary, doc, orders, path):
@@ -60,9 +60,7 @@ def gap_across_studies(series: list[dict], path):
             look = {"line_color": color, "dodge": dodge[s["label"]]}
             _gap_series(ax, s["gap"], color, s["label"], "--", {}, None, **look)
         ax.set_xscale("log")
-        ax.set_xticks(ticks)
-        ax.xaxis.set_major_formatter(FuncFormatter(compact_count))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        count_axis(ax.xaxis, ticks)
         ax.set_xlabel("training images n (log scale)")
         # a study may train every cell longer than its budget rule: the panel is the budget_scale
         ax.set_title("at the budget rule (1x)" if scale == 1 else f"at {scale:g}x the budget rule")
@@ -126,9 +124,7 @@ def break_even_vs_params(summary, doc, orders, path):
     ax.set_xscale("log")
     ax.set_yscale("log")
     for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0), numticks=10))
-        axis.set_major_formatter(FuncFormatter(compact_count))
-        axis.set_minor_formatter(NullFormatter())
+        count_axis(axis, LogLocator(base=10, subs=(1.0, 3.0), numticks=10))
     ax.set_xlabel(f"{a} parameters N (log scale)")
     ax.set_ylabel("break-even training images n* (log scale)")
     ax.set_title(f"Where a {b} rung meets a {a} of N parameters — {doc['study']}")

@@ -7,10 +7,16 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FixedLocator, LogLocator
 
 from bench.analysis import scaling
-from bench.analysis.plot_style import FAMILY_MARKERS, compact_count, family_color, pct_axis, save
+from bench.analysis.plot_style import (
+    FAMILY_MARKERS,
+    count_axis,
+    family_color,
+    pct_axis,
+    save,
+)
 
 
 def error_vs_params(summary, doc, orders, path):
@@ -89,9 +95,7 @@ def _joint_fit(ax, summary, doc, fam, n, grid, color):
 def _log_axes(ax, params):
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.xaxis.set_major_locator(_params_locator(params))
-    ax.xaxis.set_major_formatter(FuncFormatter(compact_count))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    count_axis(ax.xaxis, _params_locator(params))
 
 
 def _params_locator(params):
