@@ -40,13 +40,17 @@ study-cpu: setup
 # Every committed study's fits, figures and report again from its records (under half a minute a
 # study on 2 cores), the tuning grids' tables, then the positive controls beside their baseline
 # (docs/figures/controls_gap.png).
-STUDIES := cifar10-gpu cifar10-cpu cifar10-cpu-plain cifar10-cpu-permuted cifar10-cpu-scrambled
+STUDIES := cifar10-gpu cifar10-cpu cifar10-cpu-plain cifar10-cpu-permuted cifar10-cpu-scrambled \
+  cifar10-cpu-permuted-tuned-resnet cifar10-cpu-scrambled-tuned-resnet
 TUNING := cifar10-cpu-lr
-CONTROLS := results/cifar10-cpu-plain results/cifar10-cpu-permuted results/cifar10-cpu-scrambled
+CONTROL_LABELS := unchanged,tiles shuffled,tiles and pixels shuffled,tiles shuffled (ResNet tuned),tiles and pixels shuffled (ResNet tuned)
+CONTROLS := results/cifar10-cpu-plain results/cifar10-cpu-permuted results/cifar10-cpu-scrambled \
+  results/cifar10-cpu-permuted-tuned-resnet results/cifar10-cpu-scrambled-tuned-resnet
+
 analyses: setup
 	for s in $(STUDIES); do $(BIN)/bench analyze results/$$s || exit 1; done
 	for s in $(TUNING); do $(BIN)/bench tune results/$$s > /dev/null || exit 1; done
-	$(BIN)/bench compare $(CONTROLS) --labels "unchanged,tiles shuffled,tiles and pixels shuffled" \
+	$(BIN)/bench compare $(CONTROLS) --labels "$(CONTROL_LABELS)" \
 	  --out docs/figures/controls_gap.png
 
 clean:
