@@ -3,9 +3,10 @@
 A cell is (family, size, n_train, seed). Cells trained at a ``budget_scale`` other than the
 study's own (1, unless every sweep of the study trains longer: :func:`base_scale`) are the
 convergence control: compared with their twins at the study's budget
-(:mod:`bench.analysis.control`), never fitted as extra points of a scaling curve. The grid a study should hold is the union of the sweep
-YAMLs in the study folder (``sweeps/*.yaml``, which ``bench grid`` keeps there, and any ``*.yaml``
-beside the records), else the distinct values the records show.
+(:mod:`bench.analysis.control`), never fitted as extra points of a scaling curve. The grid a
+study should hold is the union of the sweep YAMLs in the study folder (``sweeps/*.yaml``, which
+``bench grid`` keeps there, and any ``*.yaml`` beside the records), else the distinct values the
+records show.
 """
 
 from __future__ import annotations
