@@ -158,7 +158,7 @@ def main(argv: list[str]) -> int:
     if args.launcher == "slurm":
         return _submit(sweep, args, settings)
     if args.dry_run:
-        return dry_run(sweep, args, settings)
+        return dry_run(sweep, args, settings, folders)
     slots = slots_for(args.workers, args.devices, args.per_device)
     if args.worker:
         if sweep.method == "grid":
@@ -228,7 +228,10 @@ def keep_sweep(sweep: Sweep, records_dir: Path) -> None:
         print(f"warning: {e}; bench analyze will infer the grid from the records", file=sys.stderr)
 
 
-def dry_run(sweep: Sweep, args: argparse.Namespace, settings: dict[str, str]) -> int:
+def dry_run(
+    sweep: Sweep, args: argparse.Namespace, settings: dict[str, str], sources: list[Path]
+) -> int:
+    """The cells, validated, and each one's state (``sources``: the --adopt record folders)."""
     if sweep.method == "grid":
         proposals = expand(sweep)
         if args.count is not None:
@@ -241,7 +244,6 @@ def dry_run(sweep: Sweep, args: argparse.Namespace, settings: dict[str, str]) ->
         what = f"{len(proposals)} sample proposals (the engine draws new ones each time; --count bounds a run)"
     print(f"study {sweep.study}: method {sweep.method}, {what}")
     invalid, done, adopted, shown, cells, jobs = [], 0, 0, None, [], []
-    sources = adopt.sources(args.adopt)
     for params in proposals:
         label = " ".join(f"{k}={params[k]}" for k in sweep.varied if k in params)
         try:
