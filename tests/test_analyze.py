@@ -204,6 +204,25 @@ def test_a_study_trained_longer_throughout_is_its_own_grid(tmp_path):
     assert doc["grid"]["expected"] == 16 and len(doc["grid"]["missing"]) == 16
 
 
+def test_a_longer_check_of_a_study_trained_longer_throughout_is_read_against_its_own_budget(
+    tmp_path,
+):
+    """An 8x check of a study whose every cell is at 4x is compared with the 4x cells (its own
+    budget), and the report says 4x and 2x as long, never 1x."""
+    small = {"sizes": {"s": 4e6}, "n_train": N_TRAIN[:4], "seeds": 2}
+    folder = write_study(tmp_path / "x4", budget_scale=4.0, **small)
+    write_study(folder, budget_scale=8.0, sizes=small["sizes"], n_train=N_TRAIN[3:4], seeds=1)
+    doc = analyze(folder, bootstrap=50, seed=0)
+    ctrl = doc["control"]
+    assert doc["budget_scale"] == 4.0 and doc["records"]["control"] == 2
+    assert ctrl["base_scale"] == 4.0 and ctrl["compute_bound"] is not None
+    assert [(r["base_scale"], r["base_seeds"]) for r in ctrl["cells"]] == [(4.0, 2)] * 2
+    assert [r["base_scale"] for r in ctrl["leaders"]] == [4.0]
+    report = (folder / "report.md").read_text()
+    section = report.split("## Convergence control")[1]
+    assert section.count("% at 4x (2 seeds)") == 2 and "1x" not in section
+
+
 def test_too_few_points_and_zero_records_say_what_was_skipped(tmp_path, capsys):
     few = write_study(tmp_path / "few", sizes={"m": 16e6}, n_train=(1000, 10000), seeds=1)
     assert main(["analyze", str(few), "--bootstrap", "20"]) == 0

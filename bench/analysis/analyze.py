@@ -85,7 +85,7 @@ def _analyze(study_dir, bootstrap, seed, families) -> dict:
         "fits": result["fits"],
         "break_even": crossing,
         "winners": fits.winners(result["fits"], pair),
-        "control": control.compare(main, ctrl),
+        "control": control.compare(main, ctrl, base),
         "scaled_arms": scaled_arm.fit_arms(
             ctrl, pair, size_orders(ctrl) if len(ctrl) else {}, bootstrap, seed, **n_sets
         ),

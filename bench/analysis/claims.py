@@ -131,7 +131,7 @@ def _budget_turns(ctrl: dict, ld: dict) -> str:
         if r["n_train"] != ld["n_train"]:
             continue
         win, points = leader(r["scaled"])
-        scale = f"{r['budget_scale']:g}x"
+        scale = f"{control.times_longer(r):g}x"
         if r["level_scaled"]:
             return (
                 f", but trained {scale} as long the two are level there (the {win} "
@@ -151,7 +151,7 @@ def arm_crossing_text(doc: dict, after: str = "") -> str:
     if not cross:
         return ""
     where = "inside its measured range" if cross["kind"] == "inside" else "extrapolated"
-    scale = f"{cross['budget_scale']:g}x"
+    scale = f"{cross['budget_scale'] / doc.get('budget_scale', 1.0):g}x"
     lead = "at that budget" if f"trained {scale} as long" in after else f"trained {scale} as long,"
     text = (
         f"{lead} the fitted envelopes cross at "
@@ -166,7 +166,7 @@ def arm_crossing_text(doc: dict, after: str = "") -> str:
         text += f" (but those cells are still compute-bound at n = {ns})"
     else:
         ns = ", ".join(f"{n:,}" for n in checked[0]["n_train"])
-        longer = f"{checked[0]['budget_scale']:g}x"
+        longer = f"{checked[0]['budget_scale'] / doc.get('budget_scale', 1.0):g}x"
         text += f" (trained {longer} as long at n = {ns}, they gain no more than the seed spread)"
     return text + _shorter_arm_clause(doc)
 

@@ -2,8 +2,9 @@
 
 A study may train some cells again at ``budget_scale`` 2 (twice the images seen). Each such
 cell is compared with its twin at the next lower budget the study holds for it (same family,
-size, n_train): the study's own 1x cell, or, for a 4x cell beside a 2x arm, the 2x cell, so a
-longer control checks the shorter one. The lower cell is compute-bound when the longer one's
+size, n_train): the study's own cell (at 1x, or at the study's own budget where every sweep of
+it trains longer), or, for a 4x cell beside a 2x arm, the 2x cell, so a longer control checks
+the shorter one. The lower cell is compute-bound when the longer one's
 mean error is lower by more than the seed spread: the lower cell's seed standard deviation when
 it has several seeds, else the pooled seed-to-seed deviation of the study, else (one seed
 everywhere) the binomial standard deviation of the difference of two test-set errors,
@@ -48,15 +49,16 @@ def _binomial_var(cell: pd.DataFrame) -> float | None:
     return err * (1 - err) / float(n_test.iloc[0]) if len(n_test) else None
 
 
-def compare(main: pd.DataFrame, control: pd.DataFrame) -> dict | None:
-    """Per control cell: 1x and scaled mean error, the difference, the spread, the verdict."""
+def compare(main: pd.DataFrame, control: pd.DataFrame, own: float = 1.0) -> dict | None:
+    """Per control cell: its mean error and its twin's (at the study's own budget_scale ``own``,
+    or in the next lower arm), the difference, the spread, the verdict."""
     if not len(control):
         return None
     pooled = _pooled_std(main)
     rows = []
     for (fam, size, n, scale), cell in control.groupby([*KEY, "budget_scale"], sort=True):
         key = (fam, size, n)
-        base_scale, twin = _below(main, control, scale, lambda f, key=key: _at(f, key))
+        base_scale, twin = _below(main, control, scale, lambda f, key=key: _at(f, key), own)
         row = {
             "family": fam,
             "size": size,
@@ -67,7 +69,7 @@ def compare(main: pd.DataFrame, control: pd.DataFrame) -> dict | None:
             "scaled_seeds": int(len(cell)),
         }
         if not len(twin):
-            rows.append({**row, "verdict": "no 1x twin"})
+            rows.append({**row, "verdict": f"no {own:g}x twin"})
             continue
         spread, source = _spread(twin, pooled, base_scale)
         base = float(twin["test_error"].mean())
@@ -84,22 +86,23 @@ def compare(main: pd.DataFrame, control: pd.DataFrame) -> dict | None:
         rows.append(row)
     judged = [r for r in rows if "compute_bound" in r]
     return {
+        "base_scale": own,
         "cells": rows,
-        "compute_bound": _verdict([r for r in judged if r["base_scale"] == 1.0]),
-        "arms": _arm_verdicts(judged),
+        "compute_bound": _verdict([r for r in judged if r["base_scale"] == own]),
+        "arms": _arm_verdicts(judged, own),
         "largest_n": _at_largest(main, rows),
-        "leaders": leaders(main, control),
+        "leaders": leaders(main, control, own),
     }
 
 
-def _below(main, control, scale, pick) -> tuple[float, pd.DataFrame]:
+def _below(main, control, scale, pick, base: float) -> tuple[float, pd.DataFrame]:
     """The cells ``pick`` (a frame -> mask) selects at the largest budget below ``scale``: a
-    lower control arm when the study holds one, else the study's own 1x cells."""
+    lower control arm when the study holds one, else the study's own cells (at ``base``)."""
     lower = control[(control["budget_scale"] < scale) & pick(control)]
     if len(lower):
         below = float(lower["budget_scale"].max())
         return below, lower[lower["budget_scale"] == below]
-    return 1.0, main[pick(main)]
+    return base, main[pick(main)]
 
 
 def _at(frame: pd.DataFrame, key) -> pd.Series:
@@ -109,7 +112,7 @@ def _at(frame: pd.DataFrame, key) -> pd.Series:
     return mask
 
 
-def leaders(main: pd.DataFrame, control: pd.DataFrame) -> list[dict]:
+def leaders(main: pd.DataFrame, control: pd.DataFrame, own: float = 1.0) -> list[dict]:
     """Who leads at each control n, at the next lower budget and at the scaled one, over the
     sizes the control trained: a leader that changes with the budget means the lower-budget cells
     are too starved to say which family is ahead there, let alone where they cross. A lead
@@ -119,7 +122,11 @@ def leaders(main: pd.DataFrame, control: pd.DataFrame) -> list[dict]:
     for (n, scale), cells in control.groupby(["n_train", "budget_scale"], sort=True):
         sizes = cells["size"].unique()
         base_scale, twins = _below(
-            main, control, scale, lambda f, n=n, s=sizes: (f["n_train"] == n) & f["size"].isin(s)
+            main,
+            control,
+            scale,
+            lambda f, n=n, s=sizes: (f["n_train"] == n) & f["size"].isin(s),
+            own,
         )
         base, scaled = _best_per_family(twins), _best_per_family(cells)
         if len(scaled) < 2 or set(base) != set(scaled):
@@ -176,9 +183,9 @@ def _level(best: dict[str, tuple[float, float]]) -> bool:
     return abs(a - b) < Z95 * math.sqrt(va + vb)
 
 
-def _arm_verdicts(judged: list[dict]) -> list[dict]:
+def _arm_verdicts(judged: list[dict], base: float) -> list[dict]:
     """A longer control's word on a shorter control arm: is the arm itself compute-bound?"""
-    scales = sorted({r["base_scale"] for r in judged} - {1.0})
+    scales = sorted({r["base_scale"] for r in judged} - {base})
     out = []
     for scale in scales:
         rows = [r for r in judged if r["base_scale"] == scale]
@@ -206,5 +213,11 @@ def _at_largest(main: pd.DataFrame, rows: list[dict]) -> bool:
 
 
 def first_leaders(ctrl: dict) -> list[dict]:
-    """The leader rows that compare the study's own 1x cells with a control arm."""
-    return [r for r in ctrl.get("leaders", []) if r.get("base_scale", 1.0) == 1.0]
+    """The leader rows that compare the study's own cells with a control arm."""
+    base = ctrl.get("base_scale", 1.0)
+    return [r for r in ctrl.get("leaders", []) if r.get("base_scale", 1.0) == base]
+
+
+def times_longer(row: dict) -> float:
+    """How many times the images of the cells it is compared with a control row's cells saw."""
+    return row["budget_scale"] / row.get("base_scale", 1.0)

@@ -87,7 +87,7 @@ def _scaled_arm_sections(doc: dict) -> list[str]:
     """The convergence control fitted as its own grid, where it spans enough n."""
     lines = []
     for arm in doc.get("scaled_arms") or []:
-        scale = f"{arm['budget_scale']:g}x"
+        scale = f"{arm['budget_scale'] / doc.get('budget_scale', 1.0):g}x"
         intro = [
             f"The convergence control's {arm['cells']} cells span n = "
             f"{', '.join(f'{n:,}' for n in arm['n_train'])}: fitted as a grid of its own, "

@@ -10,7 +10,7 @@ from bench.analysis import claims
 from bench.analysis import control as control_rows
 from bench.analysis.formats import fmt_x, leader, pct, unsupported_text
 
-# The moves of the standing that keep the 1x cells from placing the break-even, as the verdict
+# The moves of the standing that keep the study's cells from placing the break-even, as the verdict
 # names them (control.move).
 BUDGET_MOVES = {
     "changes": "the leader changes with the budget",
@@ -106,7 +106,7 @@ def _lead_when_trained_longer(doc: dict, win: str) -> str:
         return ""
     r = rows[-1]
     (_, before), (_, after) = leader(r["base"]), leader(r["scaled"])
-    longer = f"trained {r['budget_scale']:g}x as long, the {win}'s lead at n = {r['n_train']:,}"
+    longer = f"trained {control_rows.times_longer(r):g}x as long, the {win}'s lead at n = {r['n_train']:,}"
     if r["level_scaled"]:
         return f"{longer} ({before:.1f} points) closes to within the noise"
     return f"{longer} goes from {before:.1f} to {after:.1f} points"
@@ -135,7 +135,7 @@ def _vit_ahead_when_trained_longer(doc: dict) -> str:
     where = [f"at n = {_ns(led)}, where the resnet led"] if led else []
     where += [f"at n = {_ns(tied)}, where the two were level"] if tied else []
     return (
-        f" at its budget; trained {rows[0]['budget_scale']:g}x as long, the vit leads "
+        f" at its budget; trained {control_rows.times_longer(rows[0]):g}x as long, the vit leads "
         f"{' and '.join(where)}: the budget, not the data, hides the crossing (see the "
         "convergence control)"
     )
@@ -318,13 +318,14 @@ def control(doc: dict) -> list[str]:
         )
     lines += [_leader_line(r) for r in ctrl.get("leaders", [])]
     where = "at the largest n" if ctrl["largest_n"] else "not at the largest n"
+    base = f"{ctrl.get('base_scale', 1.0):g}x"
     if ctrl["compute_bound"] is None:
-        verdict = "no verdict (no 1x twins)"
+        verdict = f"no verdict (no {base} twins)"
     elif ctrl["compute_bound"]:
         verdict = "the cells are compute-bound: more training lowers their error beyond the noise"
     else:
-        verdict = "the cells are not compute-bound: 2x training changes them within the noise"
-    verdict += _budget_moves(control_rows.first_leaders(ctrl))
+        verdict = "the cells are not compute-bound: longer training changes them within the noise"
+    verdict += _budget_moves(control_rows.first_leaders(ctrl), base)
     return lines + [f"- verdict ({where}): {verdict}", *map(_arm_verdict, ctrl.get("arms", [])), ""]
 
 
@@ -337,7 +338,7 @@ def _ns(rows: list[dict]) -> str:
     return ", ".join(f"{r['n_train']:,}" for r in rows)
 
 
-def _budget_moves(first: list[dict]) -> str:
+def _budget_moves(first: list[dict], base: str) -> str:
     """Where more training moves the families' standing (a new leader, a tie that becomes a lead,
     a lead that closes to a tie), as a clause for the verdict; '' where it moves nowhere."""
     said = [
@@ -345,7 +346,7 @@ def _budget_moves(first: list[dict]) -> str:
         for kind, what in BUDGET_MOVES.items()
         if (rows := [r for r in first if control_rows.move(r) == kind])
     ]
-    return f"; {'; '.join(said)}, so the 1x cells cannot place the break-even" if said else ""
+    return f"; {'; '.join(said)}, so the {base} cells cannot place the break-even" if said else ""
 
 
 def _arm_verdict(arm: dict) -> str:
