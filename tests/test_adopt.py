@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from bench.results import records as results
+from bench.results.locks import holder
 from tests.test_grid import grid, make_grid, trained
 
 
@@ -55,6 +56,10 @@ def test_adopt_copies_the_same_experiments_and_trains_the_rest(tmp_path):
         assert rec["study"] == "u" and rec["adopted_from"] == "t"
         assert rec["metrics"] == original["metrics"] and rec["config"] == original["config"]
     assert source == study_records(tmp_path, "t")  # the source study is left as it was
+    # an adopted cell's lock names no holder: while the adopting runner lives, another runner of
+    # the study would count it as a cell in training and hold back a slot
+    locks = tmp_path / "results" / "u" / "runs" / ".locks"
+    assert {holder(locks / f"{r}.lock") for r in adopted} == {"unknown"}
 
     again = grid("u.yaml", "--dry-run", "--adopt", "results/t", cwd=tmp_path)
     assert "3 cells: 3 done, 0 to adopt, 0 to run" in again.stdout

@@ -21,6 +21,7 @@ import yaml
 
 from bench.results import records as results
 from bench.study.jobs import finished_runs, grid_jobs
+from bench.study.procs import foreign_cells_here
 from bench.study.runner import child_env
 from bench.study.sweep_config import load_sweep
 from bench.study.worker import cell_of
@@ -226,6 +227,36 @@ def test_two_runners_train_each_cell_exactly_once(tmp_path):
     assert len(starts) == 6 and len(set(starts)) == 6
     assert len(records(tmp_path)) == 6
     assert "another runner" in err_a + err_b
+
+
+LOOK_AT_A_LOCK = """
+import sys, time
+from pathlib import Path
+from bench.results.locks import release, try_lock
+fd = try_lock(Path(sys.argv[1]))
+if sys.argv[2] == "let-go":
+    release(fd)
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_lock_let_go_names_no_live_cell(tmp_path):
+    """A runner that only looked at a cell, or adopted it, lets go of its lock without leaving
+    its name there: while it lives, another runner of the study would count a cell in training
+    and hold back a slot."""
+    locks = tmp_path / ".locks"
+    procs = []
+    try:
+        for how in ("hold", "let-go"):
+            cmd = [sys.executable, "-c", LOOK_AT_A_LOCK, str(locks / f"{how}.lock"), how]
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
+            assert procs[-1].stdout.readline().strip() == "ready"
+        assert foreign_cells_here([locks], own=set()) == 1  # the held lock only
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
 
 
 def test_a_second_runner_on_the_host_holds_back_and_says_why(tmp_path):

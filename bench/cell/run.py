@@ -5,7 +5,6 @@ bench run --family=vit --size=s --n_train=2000 --seed=0 --dataset=cifar10
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 
 from bench.cell.config import Cell, build_parser, parse_cell_args
@@ -21,7 +20,7 @@ from bench.cell.train import (
     train_and_record,
 )
 from bench.errors import CellBusy, StorageError
-from bench.results.locks import holder, inherited, try_lock
+from bench.results.locks import holder, inherited, release, try_lock
 
 
 def run_cell(cell: Cell) -> dict | None:
@@ -62,7 +61,7 @@ def cell_lock(cell: Cell):
     try:
         yield
     finally:
-        os.close(fd)
+        release(fd)
 
 
 def executed_as(mode: str, **more) -> Annotate:

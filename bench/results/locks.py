@@ -30,11 +30,18 @@ def try_lock(path: Path) -> int | None:
     return fd
 
 
+def release(fd: int) -> None:
+    """Let go of a lock and of the name in its file: a lock left naming a live process (a runner
+    that only looked, or adopted the cell) would count as a cell that process still trains."""
+    os.ftruncate(fd, 0)
+    os.close(fd)
+
+
 def is_locked(path: Path) -> bool:
     fd = try_lock(path)
     if fd is None:
         return True
-    os.close(fd)
+    release(fd)
     return False
 
 

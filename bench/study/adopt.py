@@ -11,13 +11,12 @@ it; its checkpoint and W&B run stay where the training put them.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from bench.errors import BenchError
 from bench.results import records
 from bench.results.layout import StudyDir
-from bench.results.locks import try_lock
+from bench.results.locks import release, try_lock
 from bench.study.runner import Job
 
 
@@ -65,7 +64,7 @@ def adopt(jobs: list[Job], folders: list[Path], say=print) -> int:
                 {**rec, "study": job.study, "adopted_from": rec["study"]}, job.records_dir
             )
         finally:
-            os.close(fd)
+            release(fd)
         adopted += 1
         say(f"adopted {job.run_id} from study {rec['study']}")
     return adopted

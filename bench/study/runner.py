@@ -29,7 +29,7 @@ from bench.clock import fmt_duration, utc_now
 from bench.errors import STORAGE_EXIT, BenchError, StorageError, is_storage
 from bench.results import records
 from bench.results.layout import StudyDir
-from bench.results.locks import LOCK_FD_ENV, is_locked, try_lock
+from bench.results.locks import LOCK_FD_ENV, is_locked, release, try_lock
 from bench.study.display import GridDisplay, GridState, cell_fraction, plan_eta
 from bench.study.procs import die_with_parent, foreign_cells_here, write_owner
 
@@ -250,7 +250,7 @@ class Runner:
             )
             log.flush()
         except OSError as e:  # a full disk: this cell cannot run, the others may
-            os.close(lock_fd)
+            release(lock_fd)
             self.free.append(slot)
             self._fail(job, str(StorageError(job.log_path, e)), time.time(), storage=True)
             return
@@ -270,7 +270,7 @@ class Runner:
             log.write(f"could not start: {e}\n")
             log.close()
             self._fail(job, f"could not start {job.command[0]!r}: {e.strerror or e}", time.time())
-            os.close(lock_fd)
+            release(lock_fd)
             self.free.append(slot)
             return
         self.running[job.run_id] = Running(job, proc, slot, lock_fd, log, time.time())
@@ -319,7 +319,7 @@ class Runner:
             self._fail(job, f"exit code {rc}: {last}", r.started, storage=True)
         else:
             self._fail(job, f"exit code {rc}", r.started)
-        os.close(r.lock_fd)  # after the record is final: a waiting runner then sees it
+        release(r.lock_fd)  # after the record is final: a waiting runner then sees it
         del self.running[job.run_id]
         self.free.append(r.slot)
 
@@ -424,7 +424,7 @@ class Runner:
                 self.say(f"{job.run_id} is being trained by another runner: revisiting it later")
                 continue
             if job.done():  # finished while we were looking
-                os.close(fd)
+                release(fd)
                 self.outcome.skipped.append(job.run_id)
                 continue
             self._start(job, self.free.pop(0), fd)

@@ -42,7 +42,7 @@ from bench.clock import fmt_duration, utc_now
 from bench.errors import ArgumentParser, BenchError
 from bench.results import records
 from bench.results.layout import StudyDir
-from bench.results.locks import is_locked, try_lock
+from bench.results.locks import is_locked, release, try_lock
 from bench.study.jobs import grid_jobs
 from bench.study.runner import REVISIT_S, Job, child_env, failure_record
 from bench.study.sweep_config import Sweep
@@ -195,7 +195,7 @@ def work(jobs: list[Job], pack: int = 1, name: str = "worker") -> int:
                     )
         finally:
             for _, fd in taken:
-                os.close(fd)
+                release(fd)
         for job, _ in taken:
             done = job.done()
             failed += not done
@@ -218,7 +218,7 @@ def _take(pending: deque, waiting: dict, pack: int) -> list[tuple[Job, int]]:
         if fd is None:
             waiting[job.run_id] = job
         elif job.done():
-            os.close(fd)
+            release(fd)
         else:
             taken.append((job, fd))
     return taken
