@@ -4,11 +4,10 @@ A study may train some cells again at ``budget_scale`` 2 (twice the images seen)
 cell is compared with its twin at the next lower budget the study holds for it (same family,
 size, n_train): the study's own cell (at 1x, or at the study's own budget where every sweep of
 it trains longer), or, for a 4x cell beside a 2x arm, the 2x cell, so a longer control checks
-the shorter one. The lower cell is compute-bound when the longer one's
-mean error is lower by more than the seed spread: the lower cell's seed standard deviation when
-it has several seeds, else the pooled seed-to-seed deviation of the study, else (one seed
-everywhere) the binomial standard deviation of the difference of two test-set errors,
-sqrt(2 err (1 - err) / n_test).
+the shorter one. The lower cell is compute-bound when the longer one's mean error is lower by
+more than the seed spread: the lower cell's seed standard deviation when it has several seeds,
+else the pooled seed-to-seed deviation of the study, else (one seed everywhere) the binomial
+standard deviation of the difference of two test-set errors, sqrt(2 err (1 - err) / n_test).
 """
 
 from __future__ import annotations
@@ -219,5 +218,5 @@ def first_leaders(ctrl: dict) -> list[dict]:
 
 
 def times_longer(row: dict) -> float:
-    """How many times the images of the cells it is compared with a control row's cells saw."""
+    """A control row's budget over its twins': how many times as many images its cells saw."""
     return row["budget_scale"] / row.get("base_scale", 1.0)

@@ -33,8 +33,12 @@ def try_lock(path: Path) -> int | None:
 def release(fd: int) -> None:
     """Let go of a lock and of the name in its file: a lock left naming a live process (a runner
     that only looked, or adopted the cell) would count as a cell that process still trains."""
-    os.ftruncate(fd, 0)
-    os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+    except OSError:  # the lock must go even where the name cannot
+        pass
+    finally:
+        os.close(fd)
 
 
 def is_locked(path: Path) -> bool:
