@@ -94,14 +94,14 @@ def compare(main: pd.DataFrame, control: pd.DataFrame, own: float = 1.0) -> dict
     }
 
 
-def _below(main, control, scale, pick, base: float) -> tuple[float, pd.DataFrame]:
+def _below(main, control, scale, pick, own: float) -> tuple[float, pd.DataFrame]:
     """The cells ``pick`` (a frame -> mask) selects at the largest budget below ``scale``: a
-    lower control arm when the study holds one, else the study's own cells (at ``base``)."""
+    lower control arm when the study holds one, else the study's own cells (at ``own``)."""
     lower = control[(control["budget_scale"] < scale) & pick(control)]
     if len(lower):
         below = float(lower["budget_scale"].max())
         return below, lower[lower["budget_scale"] == below]
-    return base, main[pick(main)]
+    return own, main[pick(main)]
 
 
 def _at(frame: pd.DataFrame, key) -> pd.Series:
@@ -182,9 +182,9 @@ def _level(best: dict[str, tuple[float, float]]) -> bool:
     return abs(a - b) < Z95 * math.sqrt(va + vb)
 
 
-def _arm_verdicts(judged: list[dict], base: float) -> list[dict]:
+def _arm_verdicts(judged: list[dict], own: float) -> list[dict]:
     """A longer control's word on a shorter control arm: is the arm itself compute-bound?"""
-    scales = sorted({r["base_scale"] for r in judged} - {base})
+    scales = sorted({r["base_scale"] for r in judged} - {own})
     out = []
     for scale in scales:
         rows = [r for r in judged if r["base_scale"] == scale]
