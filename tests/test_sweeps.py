@@ -31,6 +31,7 @@ SHIPPED = {
     "cifar10-cpu-plain.yaml": 16,
     "cifar10-cpu-lr.yaml": 6,
     "cifar10-cpu-lr-resnet.yaml": 3,
+    "cifar10-cpu-lr-resnet-4x.yaml": 3,
     "cifar10-cpu-lr-vit-4x.yaml": 3,
     "cifar10-cpu-plain-control-4x.yaml": 12,
     "cifar10-cpu-plain-control-4x-probe.yaml": 2,
