@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from bench.cell.config import Cell
 from bench.cell.models import Arch, build_model
 from bench.cell.train import build_loaders, prepare
 from bench.errors import BenchError
+from bench.results import records
 from tests.conftest import REPO, TINY, bench
 
 GROWING = dict(epochs=200, min_examples=1_500_000, max_examples=9_000_000, batch_size=500)
@@ -193,5 +195,11 @@ def test_dry_run_totals_the_images_the_budget_rule_gives(tmp_path, capsys):
     assert bench("grid", str(path), "--dry-run", f"--results_dir={tmp_path}") == 0
     out = capsys.readouterr().out
     # per family: 1.5M at n=1000 + min(200 * 45,000, 9M) = 10.5M; two families: 21.0M
-    assert "budget: 21.0M images seen in all" in out
+    assert "budget: 21.0M images seen in all, 21.0M of them left to run" in out
     assert "of H200 time" in out
+    # A finished cell leaves the total alone and comes off what is left: a ViT at n=all, 9M.
+    run_id = re.search(r"todo\s+(vit-s-nall-\S+)", out).group(1)
+    records.write_record(records.make_record(run_id, "cost", "completed", {}), tmp_path)
+    assert bench("grid", str(path), "--dry-run", f"--results_dir={tmp_path}") == 0
+    out = capsys.readouterr().out
+    assert "budget: 21.0M images seen in all, 12.0M of them left to run" in out

@@ -24,7 +24,7 @@ from bench.errors import ArgumentParser, BenchError, StorageError
 from bench.results.layout import StudyDir
 from bench.results.records import atomic_write_text
 from bench.study import adopt
-from bench.study.estimate import grid_cost
+from bench.study.estimate import Cost, grid_cost
 from bench.study.jobs import (
     Proposals,
     check_unique,
@@ -243,7 +243,7 @@ def dry_run(
         )
         what = f"{len(proposals)} sample proposals (the engine draws new ones each time; --count bounds a run)"
     print(f"study {sweep.study}: method {sweep.method}, {what}")
-    invalid, done, adopted, shown, cells, jobs = [], 0, 0, None, [], []
+    invalid, done, adopted, shown, cells, jobs, to_run = [], 0, 0, None, [], [], []
     for params in proposals:
         label = " ".join(f"{k}={params[k]}" for k in sweep.varied if k in params)
         try:
@@ -261,6 +261,8 @@ def dry_run(
             state = "adopt"
         done += state == "done"
         adopted += state == "adopt"
+        if state == "todo":
+            to_run.append(cells[-1])
         print(f"  {state:<8} {job.run_id:<32} {label}")
     if shown is not None:
         print(f"records: {shown.records_dir}   logs: {shown.log_path.parent}")
@@ -278,10 +280,15 @@ def dry_run(
         + f"{len(proposals) - done - adopted - corrupt} to run"
         + (f", {corrupt} with a damaged record (retrain with bench run --force)" if corrupt else "")
     )
-    cost = grid_cost(cells)
-    print(
-        f"budget: {cost.images / 1e6:,.1f}M images seen in all; about {fmt_duration(cost.gpu_s)} "
-        "of H200 time one cell at a time (single-cell rates measured at batch 256, basic recipe; "
-        "several cells per GPU run faster)"
-    )
+    print(budget_line(grid_cost(cells), grid_cost(to_run)))
     return 0
+
+
+def budget_line(whole: Cost, left: Cost) -> str:
+    """The grid's images seen, and the share of it and of GPU time its cells still to train take:
+    what a chunk of GPU time must cover."""
+    return (
+        f"budget: {whole.images / 1e6:,.1f}M images seen in all, {left.images / 1e6:,.1f}M of them "
+        f"left to run; about {fmt_duration(left.gpu_s)} of H200 time for those, one cell at a time "
+        "(single-cell rates measured at batch 256, basic recipe; several cells per GPU run faster)"
+    )
