@@ -41,6 +41,7 @@ def write_study(
     noise=0.02,
     seed=0,
     budget_scale=1.0,
+    name="synthetic",
 ):
     """Write one completed record per (family, size, n_train, seed) with log-normal noise
     (``budget_scale`` other than 1: a convergence-control arm, its run_ids marked)."""
@@ -55,7 +56,7 @@ def write_study(
                         {
                             "schema": 1,
                             "run_id": f"{family}-{size}-n{n}-s{s}{arm}",
-                            "study": "synthetic",
+                            "study": name,
                             "status": "completed",
                             "error": None,
                             "config": {
@@ -238,6 +239,19 @@ def test_too_few_points_and_zero_records_say_what_was_skipped(tmp_path, capsys):
 
     assert main(["analyze", str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_a_folder_of_several_studies_is_refused_not_pooled(tmp_path, capsys):
+    """Records are found recursively: results/ instead of results/<study> must not fit two
+    studies' cells as one grid."""
+    write_study(tmp_path / "a", sizes={"m": 16e6}, seeds=1, name="a")
+    write_study(tmp_path / "b", sizes={"m": 16e6}, seeds=1, name="b")
+    for command in ("analyze", "tune"):
+        assert main([command, str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert "holds the records of 2 studies (a, b)" in err and "Traceback" not in err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # nothing written
+    assert main(["analyze", str(tmp_path / "a"), "--bootstrap", "20"]) == 0
 
 
 @pytest.fixture

@@ -109,6 +109,7 @@ def load_study(study_dir) -> tuple[pd.DataFrame, int, list[str]]:
     if not path.is_dir():
         raise BenchError(f"results folder {str(path)!r} does not exist")
     everything = load_frame(path, completed_only=False)
+    _one_study(everything, path)
     notes = []
     if len(everything):
         counts = everything["status"].value_counts().sort_index()
@@ -142,6 +143,23 @@ def load_study(study_dir) -> tuple[pd.DataFrame, int, list[str]]:
     return frame.reset_index(drop=True), len(everything), notes
 
 
+def _seed_text(seed: Any) -> str:
+    """A seed as written in the sweep: 0, not 0.0 (a column with a missing seed is float)."""
+    return str(int(seed)) if isinstance(seed, float) and seed.is_integer() else str(seed)
+
+
+def _one_study(frame: pd.DataFrame, path: Path) -> None:
+    """Records are searched recursively, so a parent folder (results/ rather than
+    results/<study>) would pool studies trained with other settings into one fit."""
+    names = sorted(frame["study"].dropna().astype(str).unique()) if len(frame) else []
+    if len(names) > 1:
+        shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        raise BenchError(
+            f"{str(path)!r} holds the records of {len(names)} studies ({shown}): "
+            "give one study's folder (results/<study>)"
+        )
+
+
 def _floor_zero_errors(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     """``fit_error``: the test error the log-space fits take. A 0% cell is a result, not a gap: it
     is kept and floored at half a test example's error, 0.5 / n_test."""
@@ -152,7 +170,8 @@ def _floor_zero_errors(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     known = zero & frame["n_test"].notna() & (frame["n_test"] > 0)
     frame.loc[known, "fit_error"] = 0.5 / frame.loc[known, "n_test"]
     cells = ", ".join(
-        f"{r.family} {r.size} n={int(r.n_train):,} seed {r.seed}" for r in frame[known].itertuples()
+        f"{r.family} {r.size} n={int(r.n_train):,} seed {_seed_text(r.seed)}"
+        for r in frame[known].itertuples()
     )
     if known.any():
         notes.append(
