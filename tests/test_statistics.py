@@ -457,6 +457,23 @@ def test_a_positive_control_claims_a_crossing_only_inside_the_data():
     assert "and the pixels inside every tile" not in ahead
     pixels = {**doc("inside", [0.1, 0.0, -0.1], x=3000.0), "pixels_permuted": True}
     assert "and the pixels inside every tile by another" in sections.title(pixels)[0]
+    # a crossing at 3,000 whose largest n, trained longer, is the resnet's again: the budget's
+    main_ = pd.DataFrame(_family_rows({"resnet": 0.326, "vit": 0.317}, 4.0))
+    longer = pd.DataFrame(_family_rows({"resnet": 0.295, "vit": 0.313}, 8.0))
+    ctrl = control.compare(main_, longer, own=4.0)
+    undone = " ".join(
+        sections.title({**doc("inside", [0.1, 0.0, -0.1], x=3000.0), "control": ctrl})
+    )
+    assert "the resnet leads again at n = 30,000" in undone and "trained 2x as long" in undone
+    assert "the crossing is the budget's, not placed" in undone
+    assert "the harness finds a crossing" not in undone
+    # trained longer, the vit keeps the lead above the crossing: the crossing stands
+    kept = pd.DataFrame(_family_rows({"resnet": 0.315, "vit": 0.300}, 8.0))
+    ctrl = control.compare(main_, kept, own=4.0)
+    stands = " ".join(
+        sections.title({**doc("inside", [0.1, 0.0, -0.1], x=3000.0), "control": ctrl})
+    )
+    assert "finds a crossing inside the measured range at n = 3,000" in stands
 
 
 def _family_rows(errors: dict, scale: float) -> list[dict]:

@@ -56,9 +56,15 @@ def _control_shows(doc: dict) -> str:
     ViT ahead everywhere, shows the machinery at work; anything else is said as a failure."""
     be = doc.get("break_even") or {}
     if be.get("kind") == "inside":
+        crossing = f"n = {be['x']:,.0f} ({be['below']} ahead below, {be['above']} above)"
+        undone = _crossing_undone(doc, be)
+        if undone:
+            return (
+                f"What it shows: at its budget the fitted envelopes cross inside the measured "
+                f"range at {crossing}, but {undone}: the crossing is the budget's, not placed."
+            )
         return (
-            f"What it shows: the harness finds a crossing inside the measured range at "
-            f"n = {be['x']:,.0f} ({be['below']} ahead below, {be['above']} above)."
+            f"What it shows: the harness finds a crossing inside the measured range at {crossing}."
         )
     flip = _vit_ahead_when_trained_longer(doc)
     arm = claims.arm_crossing_text(doc, after=flip)
@@ -91,6 +97,22 @@ def _control_shows(doc: dict) -> str:
     return (
         f"What it shows: {shown}{outside}. The permutation did not take the {win}'s lead away "
         "in this range, so this control does not show the harness finding a crossing."
+    )
+
+
+def _crossing_undone(doc: dict, be: dict) -> str:
+    """Where the convergence control, above the crossing, hands the lead back to the family
+    ahead below it: the crossing came from the budget. The clause, or ''."""
+    rows = [
+        r
+        for r in control_rows.first_leaders(doc.get("control") or {})
+        if r["n_train"] > be["x"] and r["leader_scaled"] == be["below"] and not r["level_scaled"]
+    ]
+    if not rows:
+        return ""
+    return (
+        f"trained {control_rows.times_longer(rows[0]):g}x as long, the {be['below']} leads again "
+        f"at n = {_ns(rows)} (see the convergence control)"
     )
 
 
