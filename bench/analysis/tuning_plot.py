@@ -21,6 +21,9 @@ LOG_SPAN = 3.0  # values spanning at least this factor get a log axis
 LABELS = {"lr": "peak learning rate", "weight_decay": "weight decay"}
 
 
+BUDGET_STYLES = (("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."))
+
+
 def draw(doc: dict, path: Path) -> Path | None:
     axes = doc["axes"]
     if len(axes) > 2 or not all(_numeric(doc, a) for a in axes):
@@ -50,6 +53,7 @@ def _label(cell: dict) -> str:
 def _lines(doc: dict, axis: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     families = sorted({c["family"] for c in doc["cells"]})
+    scales = sorted({c["budget_scale"] for c in doc["cells"]})
     values = []
     for cell in doc["cells"]:
         points = sorted(
@@ -60,7 +64,9 @@ def _lines(doc: dict, axis: str, path: Path) -> None:
         xs, ys = zip(*points, strict=True) if points else ((), ())
         values += xs
         color = family_color(cell["family"], families)
-        ax.plot(xs, [100 * y for y in ys], "o-", color=color, label=_label(cell))
+        # one family's cells at another budget: the same colour, told apart by line and marker
+        marker, line = BUDGET_STYLES[scales.index(cell["budget_scale"]) % len(BUDGET_STYLES)]
+        ax.plot(xs, [100 * y for y in ys], marker=marker, ls=line, color=color, label=_label(cell))
         best = cell["options"][0]
         if best["val_error"] is not None:
             ax.plot(best["settings"][axis], 100 * best["val_error"], "*", ms=16, color=color)
