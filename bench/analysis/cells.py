@@ -102,7 +102,7 @@ def expected_grid(
     else:
         grid = set().union(*grids.values())
         source = "the sweep" + ("s " if len(grids) > 1 else " ") + ", ".join(grids)
-    return sorted({tuple(map(_plain, c)) for c in grid}, key=_order), source
+    return sorted({tuple(map(plain, c)) for c in grid}, key=_order), source
 
 
 def _sweep_grid(path: Path, present: dict[str, list]) -> set[tuple]:
@@ -115,7 +115,8 @@ def _sweep_grid(path: Path, present: dict[str, list]) -> set[tuple]:
     return set(itertools.product(*(values[k] for k in CONTROL_KEYS)))
 
 
-def _plain(v):
+def plain(v):
+    """A value as the sweep wrote it: 0, not 0.0 (a column with a missing value is float)."""
     return int(v) if isinstance(v, (int, float)) and float(v).is_integer() else str(v)
 
 
@@ -129,7 +130,7 @@ def _held(frame: pd.DataFrame, expected: list[tuple]) -> set[tuple]:
     cols = list(CONTROL_KEYS[:width])
     if not len(frame):
         return set()
-    return {tuple(map(_plain, r)) for r in frame[cols].itertuples(index=False)}
+    return {tuple(map(plain, r)) for r in frame[cols].itertuples(index=False)}
 
 
 def _label(cell: tuple) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.analysis.cells import plain
 from bench.errors import BenchError
 from bench.results.records import METRICS, iter_records
 
@@ -143,11 +144,6 @@ def load_study(study_dir) -> tuple[pd.DataFrame, int, list[str]]:
     return frame.reset_index(drop=True), len(everything), notes
 
 
-def _seed_text(seed: Any) -> str:
-    """A seed as written in the sweep: 0, not 0.0 (a column with a missing seed is float)."""
-    return str(int(seed)) if isinstance(seed, float) and seed.is_integer() else str(seed)
-
-
 def _one_study(frame: pd.DataFrame, path: Path) -> None:
     """Records are searched recursively, so a parent folder (results/ rather than
     results/<study>) would pool studies trained with other settings into one fit."""
@@ -170,7 +166,7 @@ def _floor_zero_errors(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     known = zero & frame["n_test"].notna() & (frame["n_test"] > 0)
     frame.loc[known, "fit_error"] = 0.5 / frame.loc[known, "n_test"]
     cells = ", ".join(
-        f"{r.family} {r.size} n={int(r.n_train):,} seed {_seed_text(r.seed)}"
+        f"{r.family} {r.size} n={int(r.n_train):,} seed {plain(r.seed)}"
         for r in frame[known].itertuples()
     )
     if known.any():
