@@ -24,7 +24,7 @@ import pytorch_lightning as pl
 import torch
 
 from bench import env
-from bench.cell import artifacts, tracking
+from bench.cell import artifacts, denormals, tracking
 from bench.cell.augment import BatchMix, ImagePolicy
 from bench.cell.batches import DeviceBatches, channel_stats, tile_permutation, transform_batches
 from bench.cell.budget import Budget, resolve_budget
@@ -426,6 +426,7 @@ def build_record(
             "wall_s": attempts.wall_s,  # every attempt's, not only the last one's
             "train_images_per_s": _finite(outcome.get("train_images_per_s")),
             "device": device,
+            "cpu_denormals_flushed": denormals.every_thread_flushes(),  # bench.cell.denormals
             "phases_s": outcome.get("phases"),  # this attempt's (bench.cell.phases)
         },
         checkpoint=portable_path(outcome.get("checkpoint"), cell.folder.study_dir),

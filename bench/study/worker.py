@@ -32,6 +32,7 @@ import traceback
 from collections import deque
 from pathlib import Path
 
+from bench.cell import denormals
 from bench.cell.config import Cell, build_parser, parse_cell_args
 from bench.cell.datasets import Splits, load_splits
 from bench.cell.finetune import finetune_phase
@@ -342,6 +343,7 @@ def grid_workers(sweep: Sweep, args, slots: list[str | None], settings: dict[str
 
 def main(argv: list[str]) -> int:
     """``python -m bench.study.worker JOBS.json [--pack G] [--name w0]``: one worker (as launched)."""
+    denormals.flush()  # before any torch op starts the thread pool: its threads inherit it
     p = ArgumentParser(prog="bench worker", description=main.__doc__)
     p.add_argument("jobs")
     p.add_argument("--pack", type=int, default=1)
