@@ -1,7 +1,8 @@
 """Progress of a cell: steps, images/s, loss, best val error, ETA.
 
 In a terminal, a live tqdm bar; elsewhere (logs, CI, SLURM, a cell under ``bench grid``) a plain
-line at most every ten seconds, which :func:`parse_step` reads back (the grid's ETA uses it).
+line at most every ten seconds, which :func:`parse_step` and :func:`parse_rate` read back (the
+grid's ETA and images/s use them).
 The ETA is the steps left at the average rate since training began, validation included.
 """
 
@@ -20,6 +21,7 @@ from tqdm import tqdm
 from bench.clock import fmt_duration
 
 STEP = re.compile(r"\bstep (\d+)/(\d+)\b")
+RATE = re.compile(r"\| ([\d,]+) img/s\b")
 
 
 def quiet_lightning() -> None:
@@ -126,3 +128,9 @@ def parse_step(text: str) -> tuple[int, int] | None:
     """The last ``step S/T`` of a cell's plain progress lines (its log), or None."""
     found = STEP.findall(text)
     return (int(found[-1][0]), int(found[-1][1])) if found else None
+
+
+def parse_rate(text: str) -> float | None:
+    """The images/s of a cell's last plain progress line (since its training began), or None."""
+    found = RATE.findall(text)
+    return float(found[-1].replace(",", "")) if found else None

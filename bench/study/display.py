@@ -18,7 +18,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from bench.cell.progress import parse_step
+from bench.cell.progress import parse_rate, parse_step
 from bench.clock import fmt_duration
 
 HEARTBEAT_S = 30.0  # plain output: a state line at least this often while cells run
@@ -36,14 +36,19 @@ class GridState:
     queued: int
     elapsed: float
     eta: float | None
+    images_per_s: float | None = None  # the running cells' together (None: none reports yet)
 
     def line(self) -> str:
         total = f"/{self.total}" if self.total else ""
-        eta = f", ETA {fmt_duration(self.eta)}" if self.eta is not None else ""
         return (
             f"{self.done}{total} done, {self.running} running, {self.failed} failed, "
-            f"{self.queued} queued; elapsed {fmt_duration(self.elapsed)}{eta}"
+            f"{self.queued} queued; {self.timing()}"
         )
+
+    def timing(self) -> str:
+        rate = f", {self.images_per_s:,.0f} img/s" if self.images_per_s is not None else ""
+        eta = f", ETA {fmt_duration(self.eta)}" if self.eta is not None else ""
+        return f"elapsed {fmt_duration(self.elapsed)}{rate}{eta}"
 
 
 class GridDisplay:
@@ -80,10 +85,10 @@ class GridDisplay:
             self.say(state.line())
             return
         self.bar.n = state.done + state.failed  # settled cells: the bar ends full
-        eta = fmt_duration(state.eta) if state.eta is not None else "?"
+        timing = state.timing() + ("" if state.eta is not None else ", ETA ?")
         self.bar.set_postfix_str(
             f"{state.done} done, {state.running} running, {state.failed} failed, "
-            f"{state.queued} queued, elapsed {fmt_duration(state.elapsed)}, ETA {eta}",
+            f"{state.queued} queued, {timing}",
             refresh=True,
         )
 
@@ -102,15 +107,29 @@ def _isatty(out: TextIO) -> bool:
 
 def cell_fraction(log: Path) -> float | None:
     """How far a running cell is, from the last progress line of its log (None: no line yet)."""
+    found = parse_step(_tail(log))
+    return found[0] / found[1] if found and found[1] else None
+
+
+def cell_rate(log: Path) -> float | None:
+    """A running cell's images/s, from the last progress line of its log (None: no line yet)."""
+    return parse_rate(_tail(log))
+
+
+def total_rate(rates: list[float | None]) -> float | None:
+    """The running cells' images/s together: those that report one (None: none does yet)."""
+    known = [r for r in rates if r is not None]
+    return sum(known) if known else None
+
+
+def _tail(log: Path) -> str:
     try:
         with open(log, "rb") as f:
             f.seek(0, 2)
             f.seek(max(0, f.tell() - LOG_TAIL))
-            tail = f.read().decode(errors="replace")
+            return f.read().decode(errors="replace")
     except OSError:
-        return None
-    found = parse_step(tail)
-    return found[0] / found[1] if found and found[1] else None
+        return ""
 
 
 def plan_eta(

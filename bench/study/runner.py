@@ -30,7 +30,14 @@ from bench.errors import STORAGE_EXIT, BenchError, StorageError, is_storage
 from bench.results import records
 from bench.results.layout import StudyDir
 from bench.results.locks import LOCK_FD_ENV, is_locked, release, try_lock
-from bench.study.display import GridDisplay, GridState, cell_fraction, plan_eta
+from bench.study.display import (
+    GridDisplay,
+    GridState,
+    cell_fraction,
+    cell_rate,
+    plan_eta,
+    total_rate,
+)
 from bench.study.procs import die_with_parent, foreign_cells_here, write_owner
 
 REVISIT_S = 2.0  # how often a cell locked by another runner is looked at again
@@ -225,6 +232,7 @@ class Runner:
             queued=len(self.queue),
             elapsed=now - self.started_at,
             eta=plan_eta(running, queued, self.walls, self.n_slots),
+            images_per_s=total_rate([cell_rate(r.job.log_path) for r in self.running.values()]),
         )
         self.display.show(state)
 
