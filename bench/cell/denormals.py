@@ -2,10 +2,10 @@
 
 Under AdamW with weight decay, weights whose gradient has died shrink by ``1 - lr * wd`` a step
 and pass through the denormal range (below 1.2e-38) on their way to zero. x86 cores compute on
-denormals through a slow microcode path: a ResNet step with half its conv weights denormal runs
-about 13x slower (``benchmarks/denormals.py``), so a cell at a too-high learning rate crawls for
-hours as its dead units decay. Flushing (FTZ/DAZ) turns those values into the zero they are
-heading for; GPUs do the same in their fast paths.
+denormals through a slow path: a step with half its weights denormal runs 13x (ResNet xs) to 70x
+(ViT xs) slower (``benchmarks/denormals.py``), so a cell at a too-high learning rate slows down
+as its dead units decay. Flushing (FTZ/DAZ) turns those values into the zero they are heading
+for.
 
 The flag lives in each thread's MXCSR register and a thread inherits it when it is created, so
 :func:`flush` must run before the process's first parallel torch op starts the intra-op thread
