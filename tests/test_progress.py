@@ -13,7 +13,7 @@ import termios
 import pytest
 
 from bench.cell.progress import parse_step
-from bench.study.display import GridState, cell_fraction, cell_rate, plan_eta, total_rate
+from bench.study.display import GridState, cell_progress, plan_eta, total_rate
 from bench.study.jobs import grid_jobs
 from bench.study.sweep_config import load_sweep
 from tests.conftest import TINY
@@ -93,14 +93,14 @@ def test_grid_in_a_log_prints_plain_lines(tmp_path):
 
 def test_a_cells_progress_is_read_from_its_log(tmp_path):
     log = tmp_path / "cell.log"
-    assert cell_fraction(log) is None  # no log yet
+    assert cell_progress(log)[0] is None  # no log yet
     log.write_text("decoding ...\n")
-    assert cell_fraction(log) is None  # no progress line yet
+    assert cell_progress(log)[0] is None  # no progress line yet
     log.write_text(
         "[vit-s] step 10/100 (10%) | 900 img/s | ETA 1m\n" + "x" * 9000 + "\n"
         "[vit-s] step 25/100 (25%) | 900 img/s | loss 1.2 | ETA 45s\n"
     )
-    assert cell_fraction(log) == 0.25  # the last line, from the tail of a long log
+    assert cell_progress(log)[0] == 0.25  # the last line, from the tail of a long log
 
 
 def test_the_grid_line_adds_up_the_running_cells_images_per_s(tmp_path):
@@ -111,7 +111,7 @@ def test_the_grid_line_adds_up_the_running_cells_images_per_s(tmp_path):
     )
     slow.write_text("[resnet-xs] step 3/90 (3%) | 120 img/s | ETA ?\n")
     fresh.write_text("decoding ...\n")
-    rates = [cell_rate(log) for log in (fast, slow, fresh)]
+    rates = [cell_progress(log)[1] for log in (fast, slow, fresh)]
     assert rates == [1650.0, 120.0, None]  # each cell's last line; none before its first
     state = GridState(2, 9, 3, 0, 4, elapsed=65.0, eta=None, images_per_s=total_rate(rates))
     assert state.line() == "2/9 done, 3 running, 0 failed, 4 queued; elapsed 1m05s, 1,770 img/s"

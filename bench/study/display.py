@@ -105,15 +105,12 @@ def _isatty(out: TextIO) -> bool:
         return False
 
 
-def cell_fraction(log: Path) -> float | None:
-    """How far a running cell is, from the last progress line of its log (None: no line yet)."""
-    found = parse_step(_tail(log))
-    return found[0] / found[1] if found and found[1] else None
-
-
-def cell_rate(log: Path) -> float | None:
-    """A running cell's images/s, from the last progress line of its log (None: no line yet)."""
-    return parse_rate(_tail(log))
+def cell_progress(log: Path) -> tuple[float | None, float | None]:
+    """How far a running cell is and its images/s, from the last progress line of its log (one
+    read of its tail; None: no line yet)."""
+    tail = _tail(log)
+    found = parse_step(tail)
+    return (found[0] / found[1] if found and found[1] else None), parse_rate(tail)
 
 
 def total_rate(rates: list[float | None]) -> float | None:

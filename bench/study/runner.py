@@ -33,8 +33,7 @@ from bench.results.locks import LOCK_FD_ENV, is_locked, release, try_lock
 from bench.study.display import (
     GridDisplay,
     GridState,
-    cell_fraction,
-    cell_rate,
+    cell_progress,
     plan_eta,
     total_rate,
 )
@@ -219,10 +218,8 @@ class Runner:
             return  # reading the cells' logs for their progress only when it is drawn
         o = self.outcome
         now = time.time()
-        running = [
-            (now - r.started, cell_fraction(r.job.log_path), r.job.cost, r.job.model)
-            for r in self.running.values()
-        ]
+        cells = [(r, *cell_progress(r.job.log_path)) for r in self.running.values()]
+        running = [(now - r.started, frac, r.job.cost, r.job.model) for r, frac, _ in cells]
         queued = [(j.cost, j.model) for j in self.queue]
         state = GridState(
             done=len(o.completed) + len(o.skipped) + len(o.elsewhere),
@@ -232,7 +229,7 @@ class Runner:
             queued=len(self.queue),
             elapsed=now - self.started_at,
             eta=plan_eta(running, queued, self.walls, self.n_slots),
-            images_per_s=total_rate([cell_rate(r.job.log_path) for r in self.running.values()]),
+            images_per_s=total_rate([rate for _, _, rate in cells]),
         )
         self.display.show(state)
 
