@@ -45,6 +45,7 @@ SHIPPED = {
     "cifar10-cpu-permuted-control-4x-arm.yaml": 12,
     "cifar10-cpu-permuted-control-4x-seeds.yaml": 6,
     "cifar10-cpu-permuted-control-8x.yaml": 2,
+    "cifar10-cpu-permuted-control-8x-seeds.yaml": 4,
     "cifar10-cpu-permuted-tuned-resnet.yaml": 9,
     "cifar10-cpu-permuted-tuned-vit.yaml": 9,
     "cifar10-cpu-permuted-seeds.yaml": 16,
