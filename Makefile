@@ -7,11 +7,15 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: setup demo test test-fast lint bench-cpu study-cpu analyses clean
 
+# torch's CUDA build (it runs on the CPU too) and its libraries fill about 6.5 GiB: say so up front
+# rather than leave a bare "No space left on device" from pip.
 $(BIN)/bench: pyproject.toml
+	@free=$$(df -Pk . | awk 'NR == 2 {print int($$4 / 1048576)}'); \
+	  [ "$$free" -ge 7 ] || echo "setup: $$free GiB free on this disk; the venv needs about 6.5 GiB" >&2
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev,slurm]'
+	$(BIN)/pip install -q --no-cache-dir --upgrade pip
+	$(BIN)/pip install -q --no-cache-dir $(TORCH)
+	$(BIN)/pip install -q --no-cache-dir -e '.[dev,slurm]'
 	touch $@
 
 setup: $(BIN)/bench
