@@ -9,11 +9,13 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.optimize import brentq
 
 from bench.analysis.analyze import analyze
 from bench.analysis.plot_style import pct_axis
+from bench.analysis.plots_budget import budget_figure
 from bench.cli import main
 from bench.results.records import write_record
 
@@ -318,3 +320,45 @@ def test_the_error_axis_is_labelled_as_densely_as_its_span_needs(lo, hi, labels)
     ticks = [v for v in ax.get_yticks() if lo * 0.999 <= v <= hi * 1.001]
     plt.close(fig)
     assert [fmt(v) for v in ticks] == labels
+
+
+def test_the_convergence_control_is_drawn_against_the_budget(tmp_path):
+    """A panel per n the control trained at: per family, the study's own cell and its longer
+    twins, means of the records at each budget, every panel spanning the same factor in error;
+    a study without a control draws no such figure."""
+    small = {"sizes": {"s": 4e6}, "seeds": 2}
+    folder = write_study(tmp_path / "s", n_train=N_TRAIN[:4], **small)
+    assert "error_vs_budget.png" not in analyze(folder, bootstrap=0)["figures"]
+    write_study(folder, budget_scale=2.0, n_train=N_TRAIN[2:4], seed=1, **small)
+    write_study(
+        folder, budget_scale=4.0, n_train=N_TRAIN[3:4], seed=2, sizes=small["sizes"], seeds=1
+    )
+    doc = analyze(folder, bootstrap=0)
+    assert "error_vs_budget.png" in doc["figures"]
+    control = (folder / "report.md").read_text().split("## Convergence control")[1]
+    assert "figures/error_vs_budget.png" in control.split("\n## ")[0]
+
+    fig = budget_figure(pd.read_csv(folder / "summary.csv"), doc, {"vit": ["s"], "resnet": ["s"]})
+    assert [ax.get_title() for ax in fig.axes] == ["n = 4k", "n = 12k"]
+    means = record_means(folder)
+    for fam in ("vit", "resnet"):
+        (line,) = [c.lines[0] for c in fig.axes[1].containers if c.get_label() == f"{fam} s"]
+        assert list(line.get_xdata()) == [1.0, 2.0, 4.0]
+        expected = [means[(fam, 12000, scale)] for scale in (1.0, 2.0, 4.0)]
+        assert np.allclose(line.get_ydata(), expected, rtol=1e-5)
+    spans = [math.log(hi / lo) for lo, hi in (ax.get_ylim() for ax in fig.axes)]
+    assert spans[0] == pytest.approx(spans[1])
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert "vit s, one seed" in legend  # the 4x cell has one seed: drawn hollow, said so
+    plt.close(fig)
+
+
+def record_means(folder: Path) -> dict:
+    """Mean test error per (family, n_train, budget_scale), read from the records themselves."""
+    errors: dict = {}
+    for path in (folder / "runs").glob("*.json"):
+        rec = json.loads(path.read_text())
+        cfg = rec["config"]
+        key = (cfg["family"], cfg["n_train"], float(cfg["budget_scale"]))
+        errors.setdefault(key, []).append(rec["metrics"]["test_error"])
+    return {k: float(np.mean(v)) for k, v in errors.items()}

@@ -26,6 +26,7 @@ from bench.analysis.plot_style import (
     save,
     shades,
 )
+from bench.analysis.plots_budget import error_vs_budget
 from bench.analysis.plots_extra import break_even_vs_params, gap_vs_n
 from bench.analysis.plots_params import error_vs_params
 
@@ -349,4 +350,5 @@ FIGURES = {
     "error_vs_compute.png": _error_vs_compute,
     "gap_vs_n.png": gap_vs_n,
     "break_even_vs_params.png": break_even_vs_params,
+    "error_vs_budget.png": error_vs_budget,
 }

@@ -20,6 +20,7 @@ CAPTIONS = {
     "error_vs_compute.png": "test error vs training compute, with each family's frontier",
     "gap_vs_n.png": "the gap log(err_b / err_a) vs training-set size, with its trend",
     "break_even_vs_params.png": "break-even n* for each ViT rung against ResNets across the ladder",
+    "error_vs_budget.png": "the convergence control: test error vs training budget, one panel per n",
 }
 WHERE = {
     "inside": "inside the measured range",

@@ -348,7 +348,13 @@ def control(doc: dict) -> list[str]:
     else:
         verdict = "the cells are not compute-bound: longer training changes them within the noise"
     verdict += _budget_moves(control_rows.first_leaders(ctrl), base)
-    return lines + [f"- verdict ({where}): {verdict}", *map(_arm_verdict, ctrl.get("arms", [])), ""]
+    arms = map(_arm_verdict, ctrl.get("arms", []))
+    return lines + [
+        f"- verdict ({where}): {verdict}",
+        *arms,
+        *_figure(doc, "error_vs_budget.png"),
+        "",
+    ]
 
 
 def _vit_takes(r: dict) -> bool:
