@@ -116,8 +116,13 @@ def _legend(axes) -> None:
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(label, handle)
+    labels = sorted(seen)  # a family's line, then its one-seed marker, family after family
     axes[-1].legend(
-        list(seen.values()), list(seen), loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False
+        [seen[k] for k in labels],
+        labels,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        frameon=False,
     )
 
 
