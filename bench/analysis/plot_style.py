@@ -113,6 +113,17 @@ def compact_count(v, _=None) -> str:
     return f"{v:.3g}"
 
 
+def legend_entries(axes, key=None) -> tuple[list, list[str]]:
+    """Each label of several panels once (the first handle drawn for it), sorted by ``key``: one
+    legend for a figure whose panels each hold only their own entries."""
+    by_label = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            by_label.setdefault(label, handle)
+    labels = sorted(by_label, key=key)
+    return [by_label[label] for label in labels], labels
+
+
 def save(fig, path: Path):
     """Written atomically: a crash never leaves half a figure beside the report."""
     try:

@@ -11,7 +11,14 @@ import math
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-from bench.analysis.plot_style import FAMILY_MARKERS, compact_count, family_color, pct_axis, save
+from bench.analysis.plot_style import (
+    FAMILY_MARKERS,
+    compact_count,
+    family_color,
+    legend_entries,
+    pct_axis,
+    save,
+)
 
 
 def error_vs_budget(summary, doc, orders, path):
@@ -112,13 +119,10 @@ def _same_span(axes) -> None:
 
 def _legend(axes) -> None:
     """One legend beside the last panel for every panel's entries: each panel has only its own."""
-    seen = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            seen.setdefault(label, handle)
-    labels = sorted(seen)  # a family's line, then its one-seed marker, family after family
+    # sorted by label: a family's line, then its one-seed marker, family after family
+    handles, labels = legend_entries(axes)
     axes[-1].legend(
-        [seen[k] for k in labels],
+        handles,
         labels,
         loc="upper left",
         bbox_to_anchor=(1.02, 1.0),

@@ -14,6 +14,7 @@ from bench.analysis.plot_style import (
     FAMILY_MARKERS,
     count_axis,
     family_color,
+    legend_entries,
     pct_axis,
     save,
 )
@@ -119,13 +120,9 @@ def _label_panels(axes, count: int):
 
 def _shared_legend(fig, axes):
     """One legend above the panels: each label once, the data before the fits."""
-    by_label = {}
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            by_label.setdefault(lab, h)
-    labels = sorted(by_label, key=lambda lab: ("joint fit" in lab, lab))
+    handles, labels = legend_entries(axes, key=lambda lab: ("joint fit" in lab, lab))
     fig.legend(
-        [by_label[lab] for lab in labels],
+        handles,
         labels,
         loc="upper center",
         ncol=min(len(labels), 4),
