@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from bench.cell.config import Cell
@@ -38,6 +39,9 @@ def _session_env(tmp_path_factory):
     os.environ["BENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     os.environ["WANDB_SILENT"] = "true"
     os.environ.pop("WANDB_MODE", None)
+    # One thread count for every cell the tests train, whatever else runs on the machine: runs
+    # compared bit for bit must split their float sums alike (tests/test_threads.py unsets it).
+    os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
     yield
 
 

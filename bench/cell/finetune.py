@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.cell import denormals
+from bench.cell import denormals, threads
 from bench.cell.budget import resolve_budget
 from bench.cell.checkpoints import load_run, model_state
 from bench.cell.config import Cell
@@ -332,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     denormals.flush()  # before any torch op starts the thread pool: its threads inherit it
     args = vars(build_parser().parse_args(argv))
+    threads.size_pool(args.get("device") or "auto")  # the cores another job keeps busy
     overrides = {k: v for k, v in args.items() if k in RECIPE_FIELDS + RUNTIME_FIELDS}
     record = finetune_run(
         args["run"], args["img_size"], overrides, args.get("results_root", "results")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from bench.cell import denormals
+from bench.cell import denormals, threads
 from bench.cell.config import Cell, build_parser, parse_cell_args
 from bench.cell.finetune import finetune_phase
 from bench.cell.packed import resume_lone_member
@@ -79,5 +79,6 @@ def executed_as(mode: str, **more) -> Annotate:
 def main(argv: list[str]) -> int:
     denormals.flush()  # before any torch op starts the thread pool: its threads inherit it
     cell, _ = parse_cell_args(argv, build_parser("bench run", __doc__))
+    threads.size_pool(cell.device)  # the cores another job keeps busy are not ours
     record = run_cell(cell)
     return 0 if record is None else EXIT_CODES.get(record["status"], 1)

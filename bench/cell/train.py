@@ -427,6 +427,7 @@ def build_record(
             "train_images_per_s": _finite(outcome.get("train_images_per_s")),
             "device": device,
             "cpu_denormals_flushed": denormals.every_thread_flushes(),  # bench.cell.denormals
+            "cpu_threads": torch.get_num_threads(),  # bench.cell.threads
             "phases_s": outcome.get("phases"),  # this attempt's (bench.cell.phases)
         },
         checkpoint=portable_path(outcome.get("checkpoint"), cell.folder.study_dir),

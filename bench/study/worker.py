@@ -32,7 +32,7 @@ import traceback
 from collections import deque
 from pathlib import Path
 
-from bench.cell import denormals
+from bench.cell import denormals, threads
 from bench.cell.config import Cell, build_parser, parse_cell_args
 from bench.cell.datasets import Splits, load_splits
 from bench.cell.finetune import finetune_phase
@@ -349,6 +349,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--pack", type=int, default=1)
     p.add_argument("--name", default="worker")
     args = p.parse_args(argv)
+    threads.size_pool("auto")  # a CPU slot: the cores another job keeps busy are not ours
     return work(load_jobs(args.jobs), args.pack, args.name)
 
 
