@@ -44,7 +44,7 @@ def test_core_times_read_every_core_of_proc_stat(tmp_path):
         "cpu  30 0 10 100 5 0 0 0 0 0\n"
         "cpu0 10 0 5 50 2 0 0 0 0 0\n"
         "cpu1 20 0 5 50 3 0 0 1 0 0\n"
-        "intr 12345\n"
+        "intr 12345\n\n"
     )
     assert threads.core_times(str(stat)) == {0: (15, 67), 1: (26, 79)}
     assert threads.core_times(str(tmp_path / "none")) == {}

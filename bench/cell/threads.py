@@ -3,15 +3,14 @@
 torch gives its intra-op pool one thread per core. When another process keeps one of those cores
 busy (a second study, a cell of another grid), one of the pool's threads shares that core with it;
 every parallel op waits for its slowest thread, so the whole cell runs at the pace of a
-time-shared core, and the spinning of its idle threads takes time from the other process too
-(``benchmarks/cpu_contention.py`` measures it). So a CPU cell counts the cores the other
-processes kept busy over a short sample and trains on the rest, at least one.
+time-shared core: half the speed of one thread alone, or worse (``benchmarks/cpu_contention.py``).
+So a CPU cell counts the cores the other processes kept busy over a short sample and trains on
+the rest, at least one.
 
 ``OMP_NUM_THREADS`` set by the user (or by ``bench grid --workers N``, which splits the cores
-between its cells) wins: the pool is then left as it is. The choice is made once, at the start:
-the thread count changes how float sums are split, and a cell resumed from its checkpoint
-should not train on differently rounded steps because the machine got busier meanwhile; a grid
-starts a process per cell, so each cell sees the load of its own start.
+between its cells) wins: the pool is then left as it is. The choice is made once, at the start
+(a grid starts a process per cell, so each cell sees the load of its own start): a pool resized
+mid-cell would split, and so round, the float sums of one step differently from the last.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ def core_times(path: str = "/proc/stat") -> dict[int, tuple[int, int]]:
         return {}
     out = {}
     for line in lines:
-        name, *cols = line.split()
+        name, *cols = line.split() or [""]
         if name.startswith("cpu") and name[3:].isdigit():
             ticks = [int(c) for c in cols[:COUNTED]]
             idle = sum(ticks[i] for i in IDLE_COLUMNS)
@@ -57,9 +56,9 @@ def busy_elsewhere(sample_s: float = SAMPLE_S) -> float | None:
     """How many of our cores other processes kept busy over ``sample_s`` seconds (this process's
     own CPU time taken out); None where the system does not say."""
     mine = cores()
-    t0, own0 = core_times(), time.process_time()
+    t0, own0, wall0 = core_times(), time.process_time(), time.monotonic()
     time.sleep(sample_s)
-    t1, own1 = core_times(), time.process_time()
+    t1, own1, wall1 = core_times(), time.process_time(), time.monotonic()
     if not t0 or not all(c in t0 and c in t1 for c in mine):
         return None
     busy = sum(t1[c][0] - t0[c][0] for c in mine)
@@ -67,7 +66,7 @@ def busy_elsewhere(sample_s: float = SAMPLE_S) -> float | None:
     if total <= 0:
         return None
     fraction = busy / total  # of all our cores' time, including our own work
-    return max(0.0, fraction * len(mine) - (own1 - own0) / sample_s)
+    return max(0.0, fraction * len(mine) - (own1 - own0) / (wall1 - wall0))
 
 
 def pool_size(n_cores: int, busy: float) -> int:
