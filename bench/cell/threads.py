@@ -76,17 +76,17 @@ def pool_size(n_cores: int, busy: float) -> int:
 
 def size_pool(device: str = "cpu", env: dict[str, str] | None = None) -> dict | None:
     """Set this process's intra-op pool to the free cores (unless OMP_NUM_THREADS says how
-    many); what was chosen and why. None for a cell on a GPU (``device`` as the cell's field):
-    its host threads only feed the GPU."""
+    many): {threads, by} (what decided it). None for a cell on a GPU (``device`` as the cell's
+    field): its host threads only feed the GPU."""
     if device != "cpu" and torch.cuda.is_available():
         return None
     env = os.environ if env is None else env
-    n_cores = len(cores())
     if env.get("OMP_NUM_THREADS"):
-        return {"threads": torch.get_num_threads(), "cores": n_cores, "by": "OMP_NUM_THREADS"}
+        return {"threads": torch.get_num_threads(), "by": "OMP_NUM_THREADS"}
     busy = busy_elsewhere()
     if busy is None:
-        return {"threads": torch.get_num_threads(), "cores": n_cores, "by": "default"}
+        return {"threads": torch.get_num_threads(), "by": "default"}
+    n_cores = len(cores())
     threads = pool_size(n_cores, busy)
     torch.set_num_threads(threads)
     if threads < n_cores:
@@ -95,4 +95,4 @@ def size_pool(device: str = "cpu", env: dict[str, str] | None = None) -> dict | 
             f"{threads} thread(s) (OMP_NUM_THREADS sets it)",
             file=sys.stderr,
         )
-    return {"threads": threads, "cores": n_cores, "by": "free cores", "busy": round(busy, 2)}
+    return {"threads": threads, "by": "free cores"}
