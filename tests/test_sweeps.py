@@ -57,8 +57,9 @@ SHIPPED = {
     "cifar10-cpu-scrambled-tuned-resnet.yaml": 6,
     "cifar10-cpu-scrambled-tuned-resnet-seeds.yaml": 3,
     "cifar10-cpu-scrambled-tuned-8x-resnet.yaml": 1,
-    "cifar10-cpu-scrambled-tuned-8x-resnet-seeds.yaml": 1,
+    "cifar10-cpu-scrambled-tuned-8x-resnet-seeds.yaml": 2,
     "cifar10-cpu-scrambled-tuned-8x-vit.yaml": 1,
+    "cifar10-cpu-scrambled-tuned-8x-vit-seeds.yaml": 1,
     "cifar10-cpu-scrambled-tuned-vit.yaml": 9,
 }
 
