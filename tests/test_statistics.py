@@ -328,6 +328,25 @@ def test_convergence_control_verdict_both_ways(gain, bound):
     assert out["cells"][0]["spread_from"].startswith("seed std")
 
 
+def test_a_gain_past_the_spread_but_within_the_noise_is_unresolved():
+    # 3 seeds at 1x (std 0.4 points) against one 2x seed 0.5 points better: past the 1x cell's
+    # spread, but the one seed carries a whole seed's noise, so the gain's interval spans 0.
+    main = pd.DataFrame(_family_rows({"vit": 0.300}, 1.0, seeds=3, jitter=0.004))
+    one = pd.DataFrame(_family_rows({"vit": 0.295}, 2.0, seeds=1, jitter=0.0))
+    out = control.compare(main, one)
+    (cell,) = out["cells"]
+    lo, hi = cell["gain_ci"]
+    assert cell["compute_bound"] and lo < 0 < cell["gain"] < hi
+    assert not cell["gain_resolved"] and out["compute_bound"] and not out["gain_resolved"]
+    text = "\n".join(sections.control({"control": out}))
+    assert "the gain's 95% CI includes 0" in text and "within the noise of the difference" in text
+    # three seeds at 2x, 2 points better: the interval clears 0
+    three = pd.DataFrame(_family_rows({"vit": 0.280}, 2.0, seeds=3, jitter=0.004))
+    out = control.compare(main, three)
+    assert out["cells"][0]["gain_ci"][0] > 0 and out["gain_resolved"]
+    assert "lowers their error beyond the noise" in "\n".join(sections.control({"control": out}))
+
+
 def test_control_cells_are_compared_not_fitted(tmp_path):
     folder = small_study(tmp_path)
     for s in range(3):
@@ -476,18 +495,19 @@ def test_a_positive_control_claims_a_crossing_only_inside_the_data():
     assert "finds a crossing inside the measured range at n = 3,000" in stands
 
 
-def _family_rows(errors: dict, scale: float) -> list[dict]:
+def _family_rows(errors: dict, scale: float, seeds: int = 3, jitter: float = 0.002) -> list[dict]:
+    """One cell per family at n = 30k, its seeds spread evenly by ``jitter`` around ``err``."""
     return [
         {
             "family": fam,
             "size": "xs",
             "n_train": 30000,
-            "test_error": err + noise,
+            "test_error": err + jitter * (i - (seeds - 1) / 2),
             "n_test": 10000,
             "budget_scale": scale,
         }
         for fam, err in errors.items()
-        for noise in (-0.002, 0.0, 0.002)
+        for i in range(seeds)
     ]
 
 

@@ -8,6 +8,11 @@ the shorter one. The lower cell is compute-bound when the longer one's mean erro
 more than the seed spread: the lower cell's seed standard deviation when it has several seeds,
 else the pooled seed-to-seed deviation of the study, else (one seed everywhere) the binomial
 standard deviation of the difference of two test-set errors, sqrt(2 err (1 - err) / n_test).
+
+That rule is the issue's; beside it each comparison carries the gain's 95% interval (normal, from
+the variance of each mean: seeds where a cell has several, else the study's pooled seed variance,
+else the test set's binomial one), so a gain that beats one cell's spread but not the noise of a
+difference of means (a one-seed arm, say) reads as unresolved, not as a measured gain.
 """
 
 from __future__ import annotations
@@ -48,6 +53,16 @@ def _binomial_var(cell: pd.DataFrame) -> float | None:
     return err * (1 - err) / float(n_test.iloc[0]) if len(n_test) else None
 
 
+def _mean_variance(cell: pd.DataFrame, pooled: float | None) -> float:
+    """The variance of a cell's mean error over its seeds: from its seeds where it has several,
+    else one seed's (the study's pooled seed variance, else the test set's binomial variance)."""
+    if len(cell) > 1:
+        return float(cell["test_error"].var(ddof=1)) / len(cell)
+    if pooled is not None:
+        return pooled**2
+    return _binomial_var(cell) or 0.0
+
+
 def compare(main: pd.DataFrame, control: pd.DataFrame, own: float = 1.0) -> dict | None:
     """Per control cell: its mean error and its twin's (at the study's own budget_scale ``own``,
     or in the next lower arm), the difference, the spread, the verdict."""
@@ -73,6 +88,7 @@ def compare(main: pd.DataFrame, control: pd.DataFrame, own: float = 1.0) -> dict
         spread, source = _spread(twin, pooled, base_scale)
         base = float(twin["test_error"].mean())
         gain = base - float(cell["test_error"].mean())
+        half = Z95 * math.sqrt(_mean_variance(twin, pooled) + _mean_variance(cell, pooled))
         row.update(
             base_scale=base_scale,
             base_error=round6(base),
@@ -81,13 +97,17 @@ def compare(main: pd.DataFrame, control: pd.DataFrame, own: float = 1.0) -> dict
             spread=round6(spread),
             spread_from=source,
             compute_bound=bool(gain > spread),
+            gain_ci=[round6(gain - half), round6(gain + half)],
+            gain_resolved=bool(gain - half > 0),
         )
         rows.append(row)
     judged = [r for r in rows if "compute_bound" in r]
+    first = [r for r in judged if r["base_scale"] == own]
     return {
         "base_scale": own,
         "cells": rows,
-        "compute_bound": _verdict([r for r in judged if r["base_scale"] == own]),
+        "compute_bound": _verdict(first),
+        "gain_resolved": any(r["compute_bound"] and r["gain_resolved"] for r in first),
         "arms": _arm_verdicts(judged, own),
         "largest_n": _at_largest(main, rows),
         "leaders": leaders(main, control, own),
@@ -117,7 +137,7 @@ def leaders(main: pd.DataFrame, control: pd.DataFrame, own: float = 1.0) -> list
     are too starved to say which family is ahead there, let alone where they cross. A lead
     within the noise (``level_*``) is a tie, not a leader: a change of leader counts only
     between two leads beyond it."""
-    rows = []
+    rows, pooled = [], _pooled_std(main)
     for (n, scale), cells in control.groupby(["n_train", "budget_scale"], sort=True):
         sizes = cells["size"].unique()
         base_scale, twins = _below(
@@ -127,7 +147,7 @@ def leaders(main: pd.DataFrame, control: pd.DataFrame, own: float = 1.0) -> list
             lambda f, n=n, s=sizes: (f["n_train"] == n) & f["size"].isin(s),
             own,
         )
-        base, scaled = _best_per_family(twins), _best_per_family(cells)
+        base, scaled = _best_per_family(twins, pooled), _best_per_family(cells, pooled)
         if len(scaled) < 2 or set(base) != set(scaled):
             continue
         rows.append(
@@ -158,21 +178,15 @@ def move(row: dict) -> str:
     return "changes" if row["leader_base"] != row["leader_scaled"] else "same"
 
 
-def _best_per_family(cells: pd.DataFrame) -> dict[str, tuple[float, float]]:
+def _best_per_family(cells: pd.DataFrame, pooled: float | None) -> dict[str, tuple[float, float]]:
     """Each family's best size at one n (the envelope): its mean test error and the variance of
-    that mean (seed variance over seeds; one seed: the test set's binomial variance)."""
+    that mean (:func:`_mean_variance`)."""
     out: dict[str, tuple[float, float]] = {}
     for (fam, _), cell in cells.groupby(["family", "size"]):
         mean = float(cell["test_error"].mean())
         if fam not in out or mean < out[fam][0]:
-            out[fam] = (round6(mean), _mean_variance(cell))
+            out[fam] = (round6(mean), _mean_variance(cell, pooled))
     return out
-
-
-def _mean_variance(cell: pd.DataFrame) -> float:
-    if len(cell) > 1:
-        return float(cell["test_error"].var(ddof=1)) / len(cell)
-    return _binomial_var(cell) or 0.0
 
 
 def _level(best: dict[str, tuple[float, float]]) -> bool:

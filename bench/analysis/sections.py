@@ -330,21 +330,28 @@ def control(doc: dict) -> list[str]:
         if "gain" not in r:
             lines.append(f"- {r['family']} {r['size']} n={r['n_train']:,}: {r['verdict']}")
             continue
-        verdict = "**compute-bound**" if r["compute_bound"] else "not compute-bound"
+        lo, hi = r["gain_ci"]
         lines.append(
             f"- {r['family']} {r['size']} n={r['n_train']:,}: {pct(r['base_error'])}% at "
             f"{r.get('base_scale', 1.0):g}x "
             f"({r['base_seeds']} seeds), {pct(r['scaled_error'])}% at {r['budget_scale']:g}x "
-            f"({r['scaled_seeds']}); gain {100 * r['gain']:+.2f} points against a spread of "
-            f"{100 * r['spread']:.2f} ({r['spread_from']}): {verdict}"
+            f"({r['scaled_seeds']}); gain {100 * r['gain']:+.2f} points (95% CI "
+            f"{100 * lo:+.2f} to {100 * hi:+.2f}) against a spread of "
+            f"{100 * r['spread']:.2f} ({r['spread_from']}): {_gain_verdict(r)}"
         )
     lines += [_leader_line(r) for r in ctrl.get("leaders", [])]
     where = "at the largest n" if ctrl["largest_n"] else "not at the largest n"
     base = f"{ctrl.get('base_scale', 1.0):g}x"
     if ctrl["compute_bound"] is None:
         verdict = f"no verdict (no {base} twins)"
-    elif ctrl["compute_bound"]:
+    elif ctrl["compute_bound"] and ctrl["gain_resolved"]:
         verdict = "the cells are compute-bound: more training lowers their error beyond the noise"
+    elif ctrl["compute_bound"]:
+        verdict = (
+            "the cells are compute-bound by the spread rule: more training lowers their error "
+            "by more than a cell's seed spread, though within the noise of the difference (every "
+            "gain's 95% CI includes 0)"
+        )
     else:
         verdict = "the cells are not compute-bound: longer training changes them within the noise"
     verdict += _budget_moves(control_rows.first_leaders(ctrl), base)
@@ -355,6 +362,16 @@ def control(doc: dict) -> list[str]:
         *_figure(doc, "error_vs_budget.png"),
         "",
     ]
+
+
+def _gain_verdict(r: dict) -> str:
+    """The spread rule's verdict, and whether the gain's interval clears zero: a gain past one
+    cell's spread can still be within the noise of a difference of means (few seeds a side)."""
+    if not r["compute_bound"]:
+        return "not compute-bound"
+    if r["gain_resolved"]:
+        return "**compute-bound**"
+    return "**compute-bound** by the spread rule, though the gain's 95% CI includes 0"
 
 
 def _vit_takes(r: dict) -> bool:
