@@ -9,7 +9,7 @@ more than the seed spread: the lower cell's seed standard deviation when it has 
 else the pooled seed-to-seed deviation of the study, else (one seed everywhere) the binomial
 standard deviation of the difference of two test-set errors, sqrt(2 err (1 - err) / n_test).
 
-That rule is the issue's; beside it each comparison carries the gain's 95% interval (normal, from
+That rule gives the verdict; beside it each comparison carries the gain's 95% interval (normal, from
 the variance of each mean: seeds where a cell has several, else the study's pooled seed variance,
 else the test set's binomial one), so a gain that beats one cell's spread but not the noise of a
 difference of means (a one-seed arm, say) reads as unresolved, not as a measured gain.
