@@ -528,10 +528,11 @@ def test_the_control_says_when_more_training_changes_the_leader(vit_2x, changes)
     env = {"envelope": [{"x": 30000, "count": 3}]}
     largest = {"winner": "resnet", "loser": "vit", "n_train": 30000, "margin": 0.004}
     doc.update(winners={"largest": largest}, fits={"resnet": env, "vit": env})
-    turned = "but trained 2x as long the vit leads there by 3.2 points" in claims.headline(doc)
-    assert turned is changes
+    # the lead trained longer carries its interval: 3 seeds a side, std 0.2 points, +-0.32
+    turned = "but trained 2x as long the vit leads there by 3.2 points (95% CI 2.9 to 3.5)"
+    assert (turned in claims.headline(doc)) is changes
     # where the leader holds, the headline says by how much it leads trained longer
-    held = "leads by 0.4 points at n = 30,000 (3 seeds); trained 2x as long, by 0.8 points"
+    held = "leads by 0.4 points at n = 30,000 (3 seeds); trained 2x as long, by 0.8 points (95% CI"
     assert (held in claims.headline(doc)) is not changes
 
 
@@ -545,7 +546,9 @@ def test_a_lead_within_the_noise_is_a_tie_not_a_change_of_leader():
     assert row["leader_scaled"] == "vit" and row["level_scaled"] and not row["level_base"]
     assert row["changes"] is False
     text = "\n".join(sections.control({"control": out}))
-    assert "at 2x the vit leads by 0.10 points (within the noise: level)" in text
+    assert (
+        "at 2x the vit leads by 0.10 points (95% CI -0.22 to 0.42, within the noise: level)" in text
+    )
     assert "**the lead closes to within the noise**" in text
     assert "a lead closes to within the noise at n = 30,000, so the 1x cells cannot" in text
     assert "the leader changes" not in text

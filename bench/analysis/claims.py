@@ -137,10 +137,17 @@ def _budget_turns(ctrl: dict, ld: dict) -> str:
                 f", but trained {scale} as long the two are level there (the {win} "
                 f"{points:.1f} points ahead, within the noise)"
             )
+        ci = _lead_ci(points, r)
         if win != ld["leader"]:
-            return f", but trained {scale} as long the {win} leads there by {points:.1f} points"
-        return f"; trained {scale} as long, by {points:.1f} points"
+            return f", but trained {scale} as long the {win} leads there by {points:.1f} points{ci}"
+        return f"; trained {scale} as long, by {points:.1f} points{ci}"
     return ""
+
+
+def _lead_ci(points: float, row: dict) -> str:
+    """The 95% interval of a lead at the control's budget, as a clause."""
+    half = 100 * row["noise_scaled"]
+    return f" (95% CI {points - half:.1f} to {points + half:.1f})"
 
 
 def arm_crossing_text(doc: dict, after: str = "") -> str:

@@ -161,6 +161,8 @@ def leaders(main: pd.DataFrame, control: pd.DataFrame, own: float = 1.0) -> list
                 "leader_scaled": min(scaled, key=lambda f: scaled[f][0]),
                 "level_base": _level(base),
                 "level_scaled": _level(scaled),
+                "noise_base": round6(_half_width(base)),
+                "noise_scaled": round6(_half_width(scaled)),
             }
         )
     return [{**r, "changes": move(r) == "changes"} for r in rows]
@@ -189,11 +191,17 @@ def _best_per_family(cells: pd.DataFrame, pooled: float | None) -> dict[str, tup
     return out
 
 
+def _half_width(best: dict[str, tuple[float, float]]) -> float:
+    """The half-width of the 95% normal interval of the two families' difference in error."""
+    (_, va), (_, vb) = best.values()
+    return Z95 * math.sqrt(va + vb)
+
+
 def _level(best: dict[str, tuple[float, float]]) -> bool:
     """Whether two families' envelope errors differ by less than the 95% normal interval of
     their difference."""
-    (a, va), (b, vb) = best.values()
-    return abs(a - b) < Z95 * math.sqrt(va + vb)
+    (a, _), (b, _) = best.values()
+    return abs(a - b) < _half_width(best)
 
 
 def _arm_verdicts(judged: list[dict], own: float) -> list[dict]:

@@ -414,11 +414,14 @@ def _arm_verdict(arm: dict) -> str:
 def _leader_line(r: dict) -> str:
     """Who leads at one control n at 1x and at the scaled budget, and by how much."""
 
-    def lead(errs: dict, scale: str, level: bool) -> str:
+    def lead(errs: dict, scale: str, level: bool, noise: float) -> str:
         win, points = leader(errs)
-        tie = " (within the noise: level)" if level else ""
-        return f"at {scale} the {win} leads by {points:.2f} points{tie}"
+        lo, hi = points - 100 * noise, points + 100 * noise
+        tie = ", within the noise: level" if level else ""
+        return (
+            f"at {scale} the {win} leads by {points:.2f} points (95% CI {lo:.2f} to {hi:.2f}{tie})"
+        )
 
-    scaled = lead(r["scaled"], f"{r['budget_scale']:g}x", r["level_scaled"])
-    base = lead(r["base"], f"{r.get('base_scale', 1.0):g}x", r["level_base"])
+    scaled = lead(r["scaled"], f"{r['budget_scale']:g}x", r["level_scaled"], r["noise_scaled"])
+    base = lead(r["base"], f"{r.get('base_scale', 1.0):g}x", r["level_base"], r["noise_base"])
     return f"- n={r['n_train']:,}: {base}, {scaled}: {STANDING[control_rows.move(r)]}"
