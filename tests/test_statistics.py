@@ -16,6 +16,7 @@ from bench.analysis import (
     breakeven,
     claims,
     control,
+    formats,
     identify,
     report,
     scaled_arm,
@@ -707,3 +708,15 @@ def test_a_longer_control_checks_the_shorter_arm():
     )
     assert "the 4x cells are better beyond the noise" in text
     assert [r["base_scale"] for r in out["leaders"]] == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    "lo, hi, words",
+    [
+        (0.2, 1.4, " (95% CI 0.2 to 1.4)"),
+        (-0.04, 0.83, " (95% CI -0.04 to 0.83)"),  # one decimal would read '-0.0'
+        (0.03, 0.9, " (95% CI 0.03 to 0.90)"),
+    ],
+)
+def test_a_lead_interval_that_touches_zero_keeps_its_sign(lo, hi, words):
+    assert formats.lead_range(lo, hi) == words

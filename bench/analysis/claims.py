@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.analysis import control, scaled_arm
-from bench.analysis.formats import ci_text, ci_words, fmt_x, leader
+from bench.analysis.formats import ci_text, ci_words, fmt_x, lead_range, leader
 from bench.analysis.scaling import round6
 
 # Config fields that describe how a cell was trained (shown when present in the records).
@@ -106,7 +106,7 @@ def headline(doc: dict) -> str:
     if ld is None:
         return "No headline: the two families share no training-set size."
     ci = ld["points_ci"]
-    ci_txt = f" (95% CI {ci[0]:.1f} to {ci[1]:.1f})" if ci and ld["seeds"] > 1 else ""
+    ci_txt = lead_range(*ci) if ci and ld["seeds"] > 1 else ""
     seeds = f"{ld['seeds']} seed" + ("s" if ld["seeds"] != 1 else "")
     text = (
         f"the {ld['leader']} leads by {ld['points']:.1f} points{ci_txt} at n = {ld['n_train']:,} "
@@ -147,7 +147,7 @@ def _budget_turns(ctrl: dict, ld: dict) -> str:
 def _lead_ci(points: float, row: dict) -> str:
     """The 95% interval of a lead at the control's budget, as a clause."""
     half = 100 * row["noise_scaled"]
-    return f" (95% CI {points - half:.1f} to {points + half:.1f})"
+    return lead_range(points - half, points + half)
 
 
 def arm_crossing_text(doc: dict, after: str = "") -> str:

@@ -34,6 +34,14 @@ def ci_text(ci, bracket) -> str:
     return f" ({words})" if words else ""
 
 
+def lead_range(lo: float, hi: float) -> str:
+    """' (95% CI lo to hi)' of a lead in points, one decimal; a bound that one decimal would show
+    as 0.0 (or -0.0) gets two, so an interval that just reaches past 0 reads as such."""
+    near_zero = any(b != 0 and abs(b) < 0.05 for b in (lo, hi))
+    digits = 2 if near_zero else 1
+    return f" (95% CI {lo:.{digits}f} to {hi:.{digits}f})"
+
+
 def leader(errors: dict[str, float]) -> tuple[str, float]:
     """The family with the lowest error and its lead over the next one, in points."""
     first, second = sorted(errors, key=errors.get)[:2]
