@@ -710,6 +710,26 @@ def test_a_longer_control_checks_the_shorter_arm():
     assert [r["base_scale"] for r in out["leaders"]] == [1.0, 2.0]
 
 
+def test_a_longer_check_within_the_noise_does_not_call_the_arm_starved():
+    """One 4x seed that beats its 2x twin by more than the twin's seed spread, but not by more
+    than the noise of the difference, passes the spread rule only: the verdict on the 2x cells
+    says so, and does not claim the 4x cells are better beyond the noise."""
+    main = pd.DataFrame(_family_rows({"resnet": 0.438, "vit": 0.442}, 1.0))
+    arm = pd.DataFrame(_family_rows({"resnet": 0.402, "vit": 0.370}, 2.0, jitter=0.008))
+    longer = pd.DataFrame(_family_rows({"resnet": 0.402, "vit": 0.361}, 4.0, seeds=1))
+    out = control.compare(main, pd.concat([arm, longer], ignore_index=True))
+    vit_4x = next(r for r in out["cells"] if r["budget_scale"] == 4.0 and r["family"] == "vit")
+    assert vit_4x["compute_bound"] and not vit_4x["gain_resolved"]
+    (verdict,) = out["arms"]
+    assert verdict["bound_n"] == [30000] and verdict["resolved_n"] == []
+    assert control.within_noise(verdict)
+    text = "\n".join(sections.control({"control": out}))
+    assert "verdict on the 2x cells (n = 30,000): compute-bound by the spread rule" in text
+    assert "better beyond the noise" not in text
+    doc = {"scaled_arms": [_placed_arm(2.0, 9270.0, [6608.0, 15441.0])], "control": out}
+    assert "still compute-bound by the spread rule at n = 30,000" in claims.arm_crossing_text(doc)
+
+
 @pytest.mark.parametrize(
     "lo, hi, words",
     [

@@ -170,7 +170,8 @@ def arm_crossing_text(doc: dict, after: str = "") -> str:
         text += " (no control at a longer budget checks those cells' convergence)"
     elif checked[0]["compute_bound"]:
         ns = ", ".join(f"{n:,}" for n in checked[0]["bound_n"])
-        text += f" (but those cells are still compute-bound at n = {ns})"
+        noise = " by the spread rule" if control.within_noise(checked[0]) else ""
+        text += f" (but those cells are still compute-bound{noise} at n = {ns})"
     else:
         ns = ", ".join(f"{n:,}" for n in checked[0]["n_train"])
         longer = f"{checked[0]['budget_scale'] / doc.get('budget_scale', 1.0):g}x"

@@ -216,10 +216,19 @@ def _arm_verdicts(judged: list[dict], own: float) -> list[dict]:
                 "budget_scale": max(r["budget_scale"] for r in rows),
                 "n_train": sorted({r["n_train"] for r in rows}),
                 "bound_n": sorted({r["n_train"] for r in rows if r["compute_bound"]}),
+                "resolved_n": sorted(
+                    {r["n_train"] for r in rows if r["compute_bound"] and r["gain_resolved"]}
+                ),
                 "compute_bound": _verdict(rows),
             }
         )
     return out
+
+
+def within_noise(arm: dict) -> bool:
+    """Whether an arm found compute-bound passed only the spread rule: no gain's 95% CI clears
+    0, so a longer budget may help, but the seeds do not show it beyond the noise."""
+    return bool(arm["compute_bound"]) and not arm.get("resolved_n", arm["bound_n"])
 
 
 def _verdict(judged: list[dict]) -> bool | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.analysis import scaled_arm, sections
+from bench.analysis import control, scaled_arm, sections
 from bench.analysis.formats import ci_text, fmt_params, fmt_x, pct, unsupported_text
 from bench.analysis.frame import LADDER
 from bench.results.records import iter_records
@@ -146,6 +146,8 @@ def _arm_convergence(doc: dict, scale: float) -> str:
         bound = v.get("bound_n", v["n_train"])
         where = "" if bound == v["n_train"] else " at n = " + ", ".join(f"{n:,}" for n in bound)
         word = f"**still compute-bound**{where}"
+        if control.within_noise(v):
+            word += " by the spread rule, though within the noise of the difference"
     else:
         word = "not compute-bound"
     return f"Their own convergence, checked at {v['budget_scale']:g}x at n = {ns}: {word}."

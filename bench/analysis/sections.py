@@ -398,8 +398,16 @@ def _arm_verdict(arm: dict) -> str:
     """A longer control's verdict on a shorter control arm."""
     ns = ", ".join(f"{n:,}" for n in arm["n_train"])
     base, top = f"{arm['base_scale']:g}x", f"{arm['budget_scale']:g}x"
-    if arm["compute_bound"]:
+    if control_rows.within_noise(arm):
         bound = ", ".join(f"{n:,}" for n in arm["bound_n"])
+        return (
+            f"- verdict on the {base} cells (n = {ns}): compute-bound by the spread rule at "
+            f"n = {bound}: the {top} cells are better by more than a cell's seed spread, though "
+            "within the noise of the difference (the gain's 95% CI includes 0), so the "
+            f"{base} cells may not be converged there"
+        )
+    if arm["compute_bound"]:
+        bound = ", ".join(f"{n:,}" for n in arm.get("resolved_n", arm["bound_n"]))
         return (
             f"- verdict on the {base} cells (n = {ns}): compute-bound as well at n = {bound}: "
             f"the {top} cells are better beyond the noise, so the {base} cells are not converged "
