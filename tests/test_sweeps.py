@@ -61,7 +61,7 @@ SHIPPED = {
     "cifar10-cpu-scrambled-tuned-8x-vit.yaml": 1,
     "cifar10-cpu-scrambled-tuned-8x-vit-seeds.yaml": 1,
     "cifar10-cpu-scrambled-tuned-16x-resnet.yaml": 1,
-    "cifar10-cpu-scrambled-tuned-16x-resnet-seeds.yaml": 1,
+    "cifar10-cpu-scrambled-tuned-16x-resnet-seeds.yaml": 2,
     "cifar10-cpu-scrambled-tuned-vit.yaml": 9,
 }
 
