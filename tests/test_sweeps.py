@@ -63,6 +63,9 @@ SHIPPED = {
     "cifar10-cpu-scrambled-tuned-16x-resnet.yaml": 1,
     "cifar10-cpu-scrambled-tuned-16x-resnet-seeds.yaml": 2,
     "cifar10-cpu-scrambled-tuned-vit.yaml": 9,
+    "cifar10-cpu-recipe-vit.yaml": 6,
+    "cifar10-cpu-recipe-resnet.yaml": 3,
+    "cifar10-cpu-recipe-resnet-basic.yaml": 3,
 }
 
 # sweeps whose cells their own feature's tests check (test_ablations, test_finetune, test_recipe)
