@@ -76,6 +76,29 @@ def test_one_setting_is_a_line_per_cell(tmp_path):
     assert (tmp_path / "figures" / "tuning.png").exists()
 
 
+def recipe_record(folder, seed, val, recipe, resolved_optimizer, **given):
+    """A ResNet record of ``recipe`` whose record block says what the recipe resolved to."""
+    tag = f"{recipe}-{resolved_optimizer}"
+    stats_record(
+        folder, "resnet", "xs", 10_000, seed, val, val=val, tag=tag, recipe=recipe, **given
+    )
+    path = next((Path(folder) / "runs").glob(f"*-{tag}.json"))
+    rec = json.loads(path.read_text())
+    rec["recipe"] = {"name": recipe, "optimizer": resolved_optimizer, "lr": 0.03}
+    path.write_text(json.dumps(rec))
+
+
+def test_a_recipe_field_stated_in_one_record_and_defaulted_in_another_is_one_setting(tmp_path):
+    recipe_record(tmp_path, 0, 0.27, "basic", "adamw")  # AdamW by the recipe's default
+    recipe_record(tmp_path, 0, 0.29, "strong", "adamw", optimizer="adamw")  # AdamW stated
+    assert tune(tmp_path)["axes"] == ["recipe"]
+    text = (tmp_path / "tuning.md").read_text()
+    assert "| **basic** | 27.00 |" in text and "nan" not in text
+    # the strong recipe's own default (SGD) is another optimizer: shown beside the recipe
+    recipe_record(tmp_path, 0, 0.31, "strong", "sgd")
+    assert tune(tmp_path)["axes"] == ["recipe", "optimizer"]
+
+
 def test_nothing_tuned_is_an_error_that_points_to_analyze(tmp_path):
     for seed in range(3):
         record(tmp_path, "resnet", seed, 0.3, 0.3, lr=1e-3)

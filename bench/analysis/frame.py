@@ -34,6 +34,8 @@ FRAME_COLUMNS = (
     "budget_scale",
     "calibration",
 )
+# Prefix of the columns holding the value a recipe gave each of its fields.
+RESOLVED = "resolved_"
 # Size order to fall back on when a record has no parameter count.
 LADDER = ("xxs", "xs", "s", "m", "l", "xl", "xxl", "h", "g")
 SUMMARY_COLUMNS = (
@@ -79,6 +81,11 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
         cal = record["recipe"].get("calibration")
     row["calibration"] = None if cal is None else json.dumps(cal, sort_keys=True)
     row["calibration_met"] = bool(cal.get("met")) if isinstance(cal, dict) else None
+    # What a field left to its recipe's default trained with (settings.py compares by it).
+    resolved = record.get("recipe") if isinstance(record.get("recipe"), dict) else {}
+    for k, v in resolved.items():
+        if k not in ("name", "calibration"):
+            row[RESOLVED + k] = v
     return row
 
 

@@ -17,6 +17,7 @@ from dataclasses import fields
 
 import pandas as pd
 
+from bench.analysis.frame import RESOLVED
 from bench.cell.config import Cell
 from bench.errors import BenchError
 
@@ -43,9 +44,20 @@ def settings_frame(frame: pd.DataFrame) -> pd.DataFrame:
     made comparable (floats to 12 significant digits, so 1e-3 * 1.0 equals 1e-3)."""
     out = pd.DataFrame(index=frame.index)
     for name, default in DEFAULTS.items():
-        column = frame[name] if name in frame.columns else pd.Series(None, index=frame.index)
+        column = _given_or_resolved(frame, name)
         out[name] = [_comparable(default if _missing(v) else v) for v in column]
     return out
+
+
+def _given_or_resolved(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A field as the records gave it; where some record set a recipe field explicitly, the
+    others are read by the value their recipe gave it, so ``optimizer=adamw`` stated in one
+    record and left to the basic recipe's AdamW in another is one setting, not two."""
+    given = frame[name] if name in frame.columns else pd.Series(None, index=frame.index)
+    resolved = RESOLVED + name
+    if resolved not in frame.columns or given.map(_missing).all():
+        return given
+    return given.where(~given.map(_missing), frame[resolved])
 
 
 def varying(frame: pd.DataFrame, within=CELL_KEYS) -> list[str]:
