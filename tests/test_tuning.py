@@ -76,13 +76,11 @@ def test_one_setting_is_a_line_per_cell(tmp_path):
     assert (tmp_path / "figures" / "tuning.png").exists()
 
 
-def recipe_record(folder, seed, val, recipe, resolved_optimizer, **given):
+def recipe_record(folder, seed, val, recipe, resolved_optimizer, n=10_000, **given):
     """A ResNet record of ``recipe`` whose record block says what the recipe resolved to."""
     tag = f"{recipe}-{resolved_optimizer}"
-    stats_record(
-        folder, "resnet", "xs", 10_000, seed, val, val=val, tag=tag, recipe=recipe, **given
-    )
-    path = next((Path(folder) / "runs").glob(f"*-{tag}.json"))
+    stats_record(folder, "resnet", "xs", n, seed, val, val=val, tag=tag, recipe=recipe, **given)
+    path = next((Path(folder) / "runs").glob(f"*-n{n}-*-{tag}.json"))
     rec = json.loads(path.read_text())
     rec["recipe"] = {"name": recipe, "optimizer": resolved_optimizer, "lr": 0.03}
     path.write_text(json.dumps(rec))
@@ -97,6 +95,16 @@ def test_a_recipe_field_stated_in_one_record_and_defaulted_in_another_is_one_set
     # the strong recipe's own default (SGD) is another optimizer: shown beside the recipe
     recipe_record(tmp_path, 0, 0.31, "strong", "sgd")
     assert tune(tmp_path)["axes"] == ["recipe", "optimizer"]
+
+
+def test_a_recipe_over_several_n_is_drawn_against_n(tmp_path):
+    for n, basic, strong in ((3000, 0.41, 0.34), (10_000, 0.27, 0.29)):
+        recipe_record(tmp_path, 0, basic, "basic", "adamw", n=n)
+        recipe_record(tmp_path, 0, strong, "strong", "adamw", n=n, optimizer="adamw")
+    doc = tune(tmp_path)
+    assert [c["best"] for c in doc["cells"]] == [{"recipe": "strong"}, {"recipe": "basic"}]
+    assert doc["figure"] == "tuning.png"
+    assert (tmp_path / "figures" / "tuning.png").stat().st_size > 10_000
 
 
 def test_nothing_tuned_is_an_error_that_points_to_analyze(tmp_path):

@@ -2,7 +2,8 @@
 
 One numeric setting: a line per cell against it (a log axis where the values span a factor of 3
 or more, as learning rates and weight decays do). Two: a heatmap per cell, the chosen setting
-boxed. More, or settings that are not numbers: no figure (the table says it all).
+boxed. One setting that is not a number (a recipe) over several training-set sizes: validation
+error against n, a line per family and value. Anything else: no figure (the table says it all).
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ BUDGET_STYLES = (("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."))
 
 def draw(doc: dict, path: Path) -> Path | None:
     axes = doc["axes"]
+    if len(axes) == 1 and not _numeric(doc, axes[0]):
+        if len({c["n_train"] for c in doc["cells"]}) < 2:
+            return None
+        with figure_style():
+            _over_n(doc, axes[0], path)
+        return path
     if len(axes) > 2 or not all(_numeric(doc, a) for a in axes):
         return None
     with figure_style():
@@ -82,6 +89,35 @@ def _lines(doc: dict, axis: str, path: Path) -> None:
     ax.set_title(
         f"Tuning — {doc['study']}: validation error per {_axis_label(axis)}\nstar: the choice"
     )
+    ax.legend()
+    save(fig, path)
+
+
+def _over_n(doc: dict, axis: str, path: Path) -> None:
+    """Validation error against n (log), one colour per family, one line style per value."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    families = sorted({c["family"] for c in doc["cells"]})
+    values = sorted({str(o["settings"][axis]) for c in doc["cells"] for o in c["options"]})
+    lines: dict[tuple, list] = {}
+    for cell in doc["cells"]:
+        scale = f", {cell['budget_scale']:g}x" if cell["budget_scale"] != 1 else ""
+        for o in cell["options"]:
+            if o["val_error"] is not None:
+                key = (cell["family"], cell["size"], scale, str(o["settings"][axis]))
+                lines.setdefault(key, []).append((cell["n_train"], 100 * o["val_error"]))
+    for (fam, size, scale, value), points in sorted(lines.items()):
+        xs, ys = zip(*sorted(points), strict=True)
+        marker, line = BUDGET_STYLES[values.index(value) % len(BUDGET_STYLES)]
+        label = f"{fam} {size}{scale}, {axis} {value}"
+        ax.plot(xs, ys, marker=marker, ls=line, color=family_color(fam, families), label=label)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(sorted({c["n_train"] for c in doc["cells"]})))
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("training-set size n (images)")
+    ax.set_ylabel("validation error (%)")
+    ax.set_title(f"Tuning — {doc['study']}: validation error per {axis}")
     ax.legend()
     save(fig, path)
 
