@@ -47,7 +47,7 @@ study-cpu: setup
 # (docs/figures/controls_gap_tuned.png).
 STUDIES := cifar10-gpu cifar10-cpu cifar10-cpu-plain cifar10-cpu-permuted cifar10-cpu-scrambled \
   cifar10-cpu-plain-tuned-resnet cifar10-cpu-permuted-tuned-resnet cifar10-cpu-scrambled-tuned-resnet
-TUNING := cifar10-cpu-lr
+TUNING := cifar10-cpu-lr cifar10-cpu-recipe
 CONTROL_LABELS := unchanged,tiles shuffled,tiles and pixels shuffled
 CONTROLS := results/cifar10-cpu-plain results/cifar10-cpu-permuted results/cifar10-cpu-scrambled
 TUNED_LABELS := unchanged (ResNet at 3e-2),tiles shuffled (ResNet at 3e-2),tiles and pixels shuffled (ResNet at 3e-2)
