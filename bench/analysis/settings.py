@@ -54,10 +54,10 @@ def _given_or_resolved(frame: pd.DataFrame, name: str) -> pd.Series:
     others are read by the value their recipe gave it, so ``optimizer=adamw`` stated in one
     record and left to the basic recipe's AdamW in another is one setting, not two."""
     given = frame[name] if name in frame.columns else pd.Series(None, index=frame.index)
-    resolved = RESOLVED + name
-    if resolved not in frame.columns or given.map(_missing).all():
+    resolved, missing = RESOLVED + name, given.map(_missing)
+    if resolved not in frame.columns or missing.all():
         return given
-    return given.where(~given.map(_missing), frame[resolved])
+    return given.where(~missing, frame[resolved])
 
 
 def varying(frame: pd.DataFrame, within=CELL_KEYS) -> list[str]:

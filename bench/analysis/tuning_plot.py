@@ -52,9 +52,20 @@ def _axis_label(axis: str) -> str:
     return LABELS.get(axis, axis)
 
 
+def _scale(cell: dict) -> str:
+    return f", {cell['budget_scale']:g}x" if cell["budget_scale"] != 1 else ""
+
+
 def _label(cell: dict) -> str:
-    scale = f", {cell['budget_scale']:g}x" if cell["budget_scale"] != 1 else ""
-    return f"{cell['family']} {cell['size']}, n = {cell['n_train']:,}{scale}"
+    return f"{cell['family']} {cell['size']}, n = {cell['n_train']:,}{_scale(cell)}"
+
+
+def _ticks_at(axis, values, fmt: str) -> None:
+    """The values tried, as written in the sweep, and no other tick."""
+    axis.set_major_locator(FixedLocator(sorted(set(values))))
+    axis.set_major_formatter(plt.FuncFormatter(lambda v, _: fmt.format(v)))
+    axis.set_minor_locator(NullLocator())
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _lines(doc: dict, axis: str, path: Path) -> None:
@@ -79,11 +90,7 @@ def _lines(doc: dict, axis: str, path: Path) -> None:
             ax.plot(best["settings"][axis], 100 * best["val_error"], "*", ms=16, color=color)
     if values and min(values) > 0 and max(values) / min(values) >= LOG_SPAN:
         ax.set_xscale("log")
-    # the values tried, as written in the sweep, and no other tick
-    ax.xaxis.set_major_locator(FixedLocator(sorted(set(values))))
-    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    _ticks_at(ax.xaxis, values, "{:g}")
     ax.set_xlabel(_axis_label(axis))
     ax.set_ylabel("validation error (%)")
     ax.set_title(
@@ -100,7 +107,7 @@ def _over_n(doc: dict, axis: str, path: Path) -> None:
     values = sorted({str(o["settings"][axis]) for c in doc["cells"] for o in c["options"]})
     lines: dict[tuple, list] = {}
     for cell in doc["cells"]:
-        scale = f", {cell['budget_scale']:g}x" if cell["budget_scale"] != 1 else ""
+        scale = _scale(cell)
         for o in cell["options"]:
             if o["val_error"] is not None:
                 key = (cell["family"], cell["size"], scale, str(o["settings"][axis]))
@@ -111,10 +118,7 @@ def _over_n(doc: dict, axis: str, path: Path) -> None:
         label = f"{fam} {size}{scale}, {axis} {value}"
         ax.plot(xs, ys, marker=marker, ls=line, color=family_color(fam, families), label=label)
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(sorted({c["n_train"] for c in doc["cells"]})))
-    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    _ticks_at(ax.xaxis, [c["n_train"] for c in doc["cells"]], "{:,.0f}")
     ax.set_xlabel("training-set size n (images)")
     ax.set_ylabel("validation error (%)")
     ax.set_title(f"Tuning — {doc['study']}: validation error per {axis}")
