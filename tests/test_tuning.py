@@ -10,6 +10,7 @@ import yaml
 
 from bench.analysis.analyze import analyze
 from bench.analysis.tuning import tune
+from bench.analysis.tuning_plot import over_n_series
 from bench.errors import BenchError
 from tests.conftest import REPO, bench
 from tests.test_statistics import record as stats_record
@@ -80,7 +81,7 @@ def recipe_record(folder, seed, val, recipe, resolved_optimizer, n=10_000, **giv
     """A ResNet record of ``recipe`` whose record block says what the recipe resolved to."""
     tag = f"{recipe}-{resolved_optimizer}"
     stats_record(folder, "resnet", "xs", n, seed, val, val=val, tag=tag, recipe=recipe, **given)
-    path = next((Path(folder) / "runs").glob(f"*-n{n}-*-{tag}.json"))
+    path = next((Path(folder) / "runs").glob(f"*-n{n}-s{seed}-*-{tag}.json"))
     rec = json.loads(path.read_text())
     rec["recipe"] = {"name": recipe, "optimizer": resolved_optimizer, "lr": 0.03}
     path.write_text(json.dumps(rec))
@@ -105,6 +106,19 @@ def test_a_recipe_over_several_n_is_drawn_against_n(tmp_path):
     assert [c["best"] for c in doc["cells"]] == [{"recipe": "strong"}, {"recipe": "basic"}]
     assert doc["figure"] == "tuning.png"
     assert (tmp_path / "figures" / "tuning.png").stat().st_size > 10_000
+
+
+def test_a_recipe_over_n_carries_its_seed_spread_where_it_has_seeds(tmp_path):
+    for seed, (basic, strong) in enumerate(((0.41, 0.34), (0.40, 0.36))):
+        recipe_record(tmp_path, seed, basic, "basic", "adamw", n=3000)
+        recipe_record(tmp_path, seed, strong, "strong", "adamw", n=3000, optimizer="adamw")
+    recipe_record(tmp_path, 0, 0.27, "basic", "adamw")
+    recipe_record(tmp_path, 0, 0.29, "strong", "adamw", optimizer="adamw")
+    series = over_n_series(tune(tmp_path), "recipe")
+    (n_few, val, std), (n_many, _, one_seed) = series[("resnet", "xs", "", "strong")]
+    assert (n_few, n_many) == (3000, 10_000)
+    assert val == pytest.approx(35.0) and std == pytest.approx(1.4142, abs=1e-3)
+    assert one_seed != one_seed  # NaN: one seed has no spread to draw
 
 
 def test_nothing_tuned_is_an_error_that_points_to_analyze(tmp_path):

@@ -100,28 +100,39 @@ def _lines(doc: dict, axis: str, path: Path) -> None:
     save(fig, path)
 
 
+def over_n_series(doc: dict, axis: str) -> dict[tuple, list[tuple]]:
+    """(family, size, budget, value) -> [(n, val error %, seed std % or NaN with one seed)]."""
+    lines: dict[tuple, list] = {}
+    for cell in doc["cells"]:
+        for o in cell["options"]:
+            if o["val_error"] is not None:
+                key = (cell["family"], cell["size"], _scale(cell), str(o["settings"][axis]))
+                std = 100 * o["val_std"] if o.get("val_std") is not None else np.nan
+                lines.setdefault(key, []).append((cell["n_train"], 100 * o["val_error"], std))
+    return {key: sorted(points) for key, points in sorted(lines.items())}
+
+
 def _over_n(doc: dict, axis: str, path: Path) -> None:
-    """Validation error against n (log), one colour per family, one line style per value."""
+    """Validation error against n (log), one colour per family, one line style per value; a bar
+    of one seed standard deviation where a point has several seeds."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     families = sorted({c["family"] for c in doc["cells"]})
     values = sorted({str(o["settings"][axis]) for c in doc["cells"] for o in c["options"]})
-    lines: dict[tuple, list] = {}
-    for cell in doc["cells"]:
-        scale = _scale(cell)
-        for o in cell["options"]:
-            if o["val_error"] is not None:
-                key = (cell["family"], cell["size"], scale, str(o["settings"][axis]))
-                lines.setdefault(key, []).append((cell["n_train"], 100 * o["val_error"]))
-    for (fam, size, scale, value), points in sorted(lines.items()):
-        xs, ys = zip(*sorted(points), strict=True)
+    series = over_n_series(doc, axis)
+    for (fam, size, scale, value), points in series.items():
+        xs, ys, stds = zip(*points, strict=True)
         marker, line = BUDGET_STYLES[values.index(value) % len(BUDGET_STYLES)]
         label = f"{fam} {size}{scale}, {axis} {value}"
-        ax.plot(xs, ys, marker=marker, ls=line, color=family_color(fam, families), label=label)
+        color = family_color(fam, families)
+        ax.errorbar(xs, ys, yerr=stds, marker=marker, ls=line, color=color, label=label, capsize=3)
     ax.set_xscale("log")
     _ticks_at(ax.xaxis, [c["n_train"] for c in doc["cells"]], "{:,.0f}")
     ax.set_xlabel("training-set size n (images)")
     ax.set_ylabel("validation error (%)")
-    ax.set_title(f"Tuning — {doc['study']}: validation error per {axis}")
+    title = f"Tuning — {doc['study']}: validation error per {axis}"
+    if any(np.isfinite(s) for points in series.values() for *_, s in points):
+        title += "\nbars: ±1 std over seeds, where a point has several"
+    ax.set_title(title)
     ax.legend()
     save(fig, path)
 
