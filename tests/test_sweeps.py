@@ -66,9 +66,9 @@ SHIPPED = {
     "cifar10-cpu-recipe-vit.yaml": 6,
     "cifar10-cpu-recipe-resnet.yaml": 3,
     "cifar10-cpu-recipe-resnet-basic.yaml": 3,
-    "cifar10-cpu-recipe-vit-seeds.yaml": 4,
-    "cifar10-cpu-recipe-resnet-seeds.yaml": 2,
-    "cifar10-cpu-recipe-resnet-basic-seeds.yaml": 2,
+    "cifar10-cpu-recipe-vit-seeds.yaml": 8,
+    "cifar10-cpu-recipe-resnet-seeds.yaml": 4,
+    "cifar10-cpu-recipe-resnet-basic-seeds.yaml": 4,
 }
 
 # sweeps whose cells their own feature's tests check (test_ablations, test_finetune, test_recipe)
